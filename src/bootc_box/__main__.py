@@ -1,0 +1,3 @@
+from bootc_box.cli import main
+
+main()

@@ -1,0 +1,115 @@
+"""Choosing between KVM and TCG, and finding out whether KVM can run the guest.
+
+/dev/kvm can exist, open and create VMs and still be unable to run an
+ordinary guest (nested KVM-PVM hosts). So for `auto` the guest's own kernel
+is booted once under KVM with no root file system: a working KVM runs it to
+its "cannot mount root" panic within about a second, and with `panic=-1
+-no-reboot` QEMU then exits 0. A broken one aborts, hangs, or reports an
+internal error, which the probe sees within its deadline.
+"""
+
+import enum
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bootc_box.errors import BootcBoxError
+from bootc_box.processes import spawn, stop
+
+log = logging.getLogger(__name__)
+
+KVM_DEVICE = Path("/dev/kvm")
+PROBE_TIMEOUT = 8.0
+
+
+class Accel(enum.Enum):
+    KVM = "kvm"
+    TCG = "tcg"
+
+    def qemu_args(self) -> list[str]:
+        if self is Accel.KVM:
+            return ["-machine", "q35,accel=kvm", "-cpu", "host"]
+        # "max" gives the guest every feature TCG can emulate, like x86-64-v2+
+        # baselines that current distribution kernels and glibc expect.
+        return ["-machine", "q35,accel=tcg", "-cpu", "max"]
+
+
+class AccelChoice(enum.Enum):
+    AUTO = "auto"
+    KVM = "kvm"
+    TCG = "tcg"
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    ok: bool
+    reason: str
+
+
+def kvm_probe_argv(qemu: str, kernel: Path, console: Path) -> list[str]:
+    return [
+        qemu,
+        *Accel.KVM.qemu_args(),
+        "-m", "256",
+        "-nodefaults",
+        "-display", "none",
+        "-no-reboot",
+        "-serial", f"file:{console}",
+        "-kernel", str(kernel),
+        "-append", "console=ttyS0 panic=-1",
+    ]  # fmt: skip
+
+
+def kvm_unusable_reason(kvm: Path) -> str | None:
+    """Why /dev/kvm cannot even be opened, or None."""
+    if not kvm.exists():
+        return f"{kvm} does not exist"
+    if not os.access(kvm, os.R_OK | os.W_OK):
+        return f"{kvm} is not readable and writable by this user"
+    return None
+
+
+def probe_kvm(qemu: str, kernel: Path, timeout: float = PROBE_TIMEOUT) -> ProbeResult:
+    with tempfile.TemporaryDirectory(prefix="bootc-box-probe-") as tmp:
+        console, errors = Path(tmp, "console"), Path(tmp, "stderr")
+        with errors.open("wb") as err:
+            proc = spawn(kvm_probe_argv(qemu, kernel, console), stdout=err, stderr=err)
+        try:
+            deadline = time.monotonic() + timeout
+            while proc.poll() is None and time.monotonic() < deadline:
+                if b"KVM internal error" in errors.read_bytes():
+                    break
+                time.sleep(0.1)
+        finally:
+            stop(proc, timeout=2)
+        panicked = console.exists() and b"Kernel panic" in console.read_bytes()
+        if proc.returncode == 0 and panicked:
+            return ProbeResult(True, "the guest kernel ran under KVM")
+        first_error = next(iter(errors.read_text(errors="replace").strip().splitlines()), "")
+        if not first_error:
+            return ProbeResult(False, f"the guest made no progress under KVM in {timeout:.0f} s")
+        return ProbeResult(False, f"QEMU under KVM failed: {first_error}")
+
+
+def choose_accel(choice: AccelChoice, qemu: str, kernel: Path, hint_kvm_device: str) -> Accel:
+    """The accelerator to boot with; warns loudly when `auto` falls back to TCG."""
+    if choice is AccelChoice.TCG:
+        return Accel.TCG
+    reason = kvm_unusable_reason(KVM_DEVICE)
+    if reason is None:
+        started = time.monotonic()
+        result = probe_kvm(qemu, kernel)
+        log.debug("KVM probe took %.1f s: %s", time.monotonic() - started, result.reason)
+        if result.ok:
+            return Accel.KVM
+        reason = f"KVM cannot run this guest ({result.reason})"
+        hint = "use a host whose KVM runs ordinary guests, or pass --accel tcg (much slower)"
+    else:
+        hint = f"{hint_kvm_device}, or pass --accel tcg (much slower)"
+    if choice is AccelChoice.KVM:
+        raise BootcBoxError(reason, hint)
+    log.warning("%s; falling back to TCG software emulation, which is much slower", reason)
+    return Accel.TCG

@@ -1,0 +1,94 @@
+"""Helper processes that never outlive us."""
+
+import ctypes
+import logging
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # If bootc-box is killed outright (SIGKILL, OOM), the kernel kills the
+    # helpers too instead of leaving QEMU and virtiofsd running.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def spawn(argv: Sequence[str], **kwargs: Any) -> "subprocess.Popen[bytes]":
+    """Start a helper in its own process group, so a terminal's Ctrl-C reaches
+    only bootc-box, which then stops the helpers in order."""
+    log.debug("running %s", " ".join(argv))
+    # preexec_fn is unsafe only for code that allocates or takes locks;
+    # a single prctl() call does neither.
+    return subprocess.Popen(
+        list(argv),
+        preexec_fn=_die_with_parent,  # noqa: PLW1509
+        process_group=0,
+        **kwargs,
+    )
+
+
+def stop(proc: "subprocess.Popen[bytes]", timeout: float = 10.0) -> None:
+    """Terminate, wait, and kill if it will not go; always reaps."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    proc.wait()
+
+
+@contextmanager
+def start_process(
+    argv: Sequence[str],
+    *,
+    stdout: IO[Any] | int | None = subprocess.DEVNULL,
+    stderr: IO[Any] | int | None = None,
+    stop_timeout: float = 10.0,
+) -> Iterator["subprocess.Popen[bytes]"]:
+    proc = spawn(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr)
+    try:
+        yield proc
+    finally:
+        stop(proc, stop_timeout)
+
+
+def wait_until(
+    ready: Callable[[], bool],
+    proc: "subprocess.Popen[bytes]",
+    timeout: float,
+    *,
+    interval: float = 0.05,
+    on_exit: Callable[[int], BaseException],
+    on_timeout: Callable[[], BaseException],
+    on_tick: Callable[[float], None] = lambda elapsed: None,
+) -> None:
+    """Poll `ready` until it holds; raise if `proc` exits or time runs out."""
+    started = time.monotonic()
+    while not ready():
+        status = proc.poll()
+        if status is not None:
+            raise on_exit(status)
+        elapsed = time.monotonic() - started
+        if elapsed > timeout:
+            raise on_timeout()
+        on_tick(elapsed)
+        time.sleep(interval)
+
+
+def last_line(path: Path) -> str:
+    """The last non-empty line of a helper's log, to put the cause in an error."""
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except FileNotFoundError:
+        return ""
+    return lines[-1].strip() if lines else ""

@@ -1,0 +1,109 @@
+"""QEMU: direct kernel boot of the image's kernel with a virtiofs root."""
+
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bootc_box.accel import Accel
+from bootc_box.errors import BootcBoxError
+from bootc_box.processes import start_process
+
+QEMU = "qemu-system-x86_64"
+ROOT_TAG = "rootfs"
+
+
+@dataclass(frozen=True)
+class QemuSpec:
+    accel: Accel
+    memory_mib: int
+    cpus: int
+    kernel: Path
+    initramfs: Path
+    cmdline: str
+    virtiofs_socket: Path
+    ssh_port: int
+    console_log: Path
+    credential_files: tuple[Path, ...] = ()
+
+
+_MEMORY = re.compile(r"(\d+)(?:([mg])(?:i?b)?)?", re.IGNORECASE)
+
+
+def parse_memory(text: str) -> int:
+    """A memory size in MiB, from `2048`, `512M` or `2G` (as podman's --memory)."""
+    match = _MEMORY.fullmatch(text.strip())
+    if not match:
+        raise BootcBoxError(f"invalid memory size {text!r}", "write it like 2048, 512M or 4G")
+    mib = int(match[1]) * (1024 if (match[2] or "").lower() == "g" else 1)
+    if mib < 256:
+        raise BootcBoxError(f"memory size {text!r} is too small to boot", "give at least 256M")
+    return mib
+
+
+def kernel_cmdline(kargs: tuple[str, ...] = ()) -> str:
+    base = [
+        "console=ttyS0",
+        # dracut's virtiofs module mounts this tag as /sysroot.
+        f"root=virtiofs:{ROOT_TAG}",
+        # The image must stay untouched while /etc and /var (and the rest)
+        # are writable: systemd puts a tmpfs overlay over the read-only root
+        # in the initramfs, so every write is per-run and vanishes on exit.
+        "systemd.volatile=overlay",
+        # Image labels mean nothing on a virtiofs root.
+        "selinux=0",
+    ]
+    return " ".join([*base, *kargs])
+
+
+def qemu_argv(spec: QemuSpec, qemu: str = QEMU) -> list[str]:
+    memory = f"{spec.memory_mib}M"
+    argv = [
+        qemu,
+        *spec.accel.qemu_args(),
+        "-nodefaults",
+        "-m", memory,
+        "-smp", str(spec.cpus),
+        # vhost-user devices need guest memory that virtiofsd can map.
+        "-object", f"memory-backend-memfd,id=mem,share=on,size={memory}",
+        "-numa", "node,memdev=mem",
+        "-kernel", str(spec.kernel),
+        "-initrd", str(spec.initramfs),
+        "-append", spec.cmdline,
+        "-chardev", f"socket,id=rootfs,path={spec.virtiofs_socket}",
+        "-device", f"vhost-user-fs-pci,queue-size=1024,chardev=rootfs,tag={ROOT_TAG}",
+        # Forwarded ports listen on loopback only: the VM is not for the LAN.
+        "-nic", f"user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22",
+        "-display", "none",
+        "-serial", f"file:{spec.console_log}",
+        # A guest reboot or poweroff ends the run instead of booting again.
+        "-no-reboot",
+    ]  # fmt: skip
+    for path in spec.credential_files:
+        argv += ["-smbios", f"type=11,path={path}"]
+    return argv
+
+
+def find_qemu() -> str | None:
+    return shutil.which(QEMU)
+
+
+def require_qemu() -> str:
+    qemu = find_qemu()
+    if qemu is None:
+        raise BootcBoxError(f"{QEMU} is not installed", "install the qemu-system-x86 package")
+    return qemu
+
+
+@contextmanager
+def start_qemu(spec: QemuSpec, log_file: Path) -> Iterator["subprocess.Popen[bytes]"]:
+    """Run the VM; on exit QEMU is terminated. The guest's root is a throwaway
+    overlay on read-only image content, so there is nothing to flush."""
+    with (
+        log_file.open("ab") as out,
+        start_process(qemu_argv(spec, require_qemu()), stdout=out, stderr=out) as proc,
+    ):
+        yield proc

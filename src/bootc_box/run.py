@@ -1,0 +1,120 @@
+"""`bootc-box run`: boot an image as a VM and run a command or a shell in it."""
+
+import logging
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from bootc_box.accel import AccelChoice, choose_accel
+from bootc_box.console import start_console_follower
+from bootc_box.credentials import write_credential
+from bootc_box.environment import probe_environment
+from bootc_box.errors import BootcBoxError
+from bootc_box.images import mount_image, parse_image_ref, resolve_image
+from bootc_box.kernel import boot_files
+from bootc_box.processes import last_line, wait_until
+from bootc_box.qemu import QemuSpec, kernel_cmdline, require_qemu, start_qemu
+from bootc_box.ssh import SshTarget, generate_key, public_key, run_ssh, ssh_ready
+from bootc_box.virtiofsd import VirtiofsdSpec, start_virtiofsd
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    image: str
+    command: tuple[str, ...] = ()
+    memory_mib: int = 2048
+    cpus: int = 2
+    kargs: tuple[str, ...] = ()
+    accel: AccelChoice = AccelChoice.AUTO
+    console: bool = False
+    timeout: float = 600.0
+    tty: bool = False
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (QEMU binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def progress(what: str, every: float = 15.0) -> Callable[[float], None]:
+    """A tick callback that says `what` with the elapsed time now and then."""
+    next_report = [every]
+
+    def tick(elapsed: float) -> None:
+        if elapsed >= next_report[0]:
+            log.info("%s (%d s)", what, elapsed)
+            next_report[0] += every
+
+    return tick
+
+
+def run_run(spec: RunSpec) -> int:
+    env = probe_environment()
+    qemu = require_qemu()
+    ref = parse_image_ref(spec.image)
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bootc-box-")))
+        root = stack.enter_context(mount_image(resolve_image(ref, env)))
+        boot = boot_files(root, spec.image)
+        accel = choose_accel(spec.accel, qemu, boot.kernel, env.kvm_hint)
+
+        key = generate_key(workdir)
+        credential = write_credential(workdir, "ssh.authorized_keys.root", public_key(key))
+        virtiofs = stack.enter_context(
+            start_virtiofsd(VirtiofsdSpec(root, workdir / "rootfs.sock"), workdir / "virtiofsd.log")
+        )
+        console_log = workdir / "console.log"
+        vm_spec = QemuSpec(
+            accel=accel,
+            memory_mib=spec.memory_mib,
+            cpus=spec.cpus,
+            kernel=boot.kernel,
+            initramfs=boot.initramfs,
+            cmdline=kernel_cmdline(spec.kargs),
+            virtiofs_socket=virtiofs,
+            ssh_port=free_port(),
+            console_log=console_log,
+            credential_files=(credential,),
+        )
+        log.info("Booting %s (kernel %s, %s)", spec.image, boot.kver, accel.name)
+        started = time.monotonic()
+        qemu_log = workdir / "qemu.log"
+        vm = stack.enter_context(start_qemu(vm_spec, qemu_log))
+        with ExitStack() as console:
+            if spec.console:
+                console.enter_context(start_console_follower(console_log, sys.stderr.buffer))
+            target = SshTarget("127.0.0.1", vm_spec.ssh_port, "root", key)
+            wait_until(
+                lambda: ssh_ready(target),
+                vm,
+                spec.timeout,
+                interval=1.0,
+                on_exit=lambda status: BootcBoxError(
+                    f"the VM stopped while booting (QEMU status {status}): "
+                    f"{last_line(qemu_log) or last_line(console_log)}",
+                    "rerun with --console to see the boot",
+                ),
+                on_timeout=lambda: BootcBoxError(
+                    f"the VM did not answer SSH within {spec.timeout:.0f} s "
+                    f"(console: {last_line(console_log)!r})",
+                    "rerun with --console to see the boot, or raise --timeout",
+                ),
+                on_tick=progress("Waiting for the VM to answer SSH"),
+            )
+            log.info("VM is up after %.0f s", time.monotonic() - started)
+            if spec.tty and spec.console:
+                console.close()  # an interactive shell and the console would interleave
+            if spec.command or spec.tty:
+                return run_ssh(target, spec.command, tty=spec.tty)
+            log.info("VM is running; stop it with Ctrl-C or by stopping the container")
+            return vm.wait()

@@ -1,0 +1,86 @@
+"""Reaching the guest over SSH with a per-run key."""
+
+import logging
+import shlex
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    host: str
+    port: int
+    user: str
+    key: Path
+
+
+def generate_key(directory: Path) -> Path:
+    """A fresh ed25519 key pair; ssh-keygen creates the private half 0600."""
+    key = directory / "id_ed25519"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bootc-box", "-f", str(key)],
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
+    return key
+
+
+def public_key(key: Path) -> bytes:
+    return key.with_name(key.name + ".pub").read_bytes()
+
+
+def ssh_argv(
+    target: SshTarget,
+    command: Sequence[str] = (),
+    *,
+    tty: bool = False,
+    connect_timeout: int = 5,
+) -> list[str]:
+    argv = [
+        "ssh",
+        "-i", str(target.key),
+        "-p", str(target.port),
+        "-o", "IdentitiesOnly=yes",
+        "-o", "BatchMode=yes",
+        "-o", "PasswordAuthentication=no",
+        "-o", "KbdInteractiveAuthentication=no",
+        # Each VM is new, with a new host key, on a loopback port that this
+        # run forwarded to it: there is no earlier key to check against.
+        "-o", "StrictHostKeyChecking=no",
+        "-o", "UserKnownHostsFile=/dev/null",
+        "-o", "LogLevel=ERROR",
+        "-o", f"ConnectTimeout={connect_timeout}",
+        "-t" if tty else "-T",
+        f"{target.user}@{target.host}",
+    ]  # fmt: skip
+    if command:
+        # ssh hands the remote shell one string: quote so each argument
+        # arrives as given, as with `podman exec`.
+        argv += ["--", shlex.join(command)]
+    return argv
+
+
+def ssh_ready(target: SshTarget) -> bool:
+    """One attempt at a full login; a forwarded port accepts connections long
+    before sshd answers, so only a command that ran proves the guest is up."""
+    try:
+        result = subprocess.run(
+            ssh_argv(target, ["true"]),
+            check=False,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=15,
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return result.returncode == 0
+
+
+def run_ssh(target: SshTarget, command: Sequence[str], *, tty: bool) -> int:
+    """Run `command` (or a login shell) in the guest with our stdio; its status."""
+    return subprocess.run(ssh_argv(target, command, tty=tty), check=False).returncode

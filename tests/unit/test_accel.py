@@ -1,0 +1,48 @@
+import logging
+from pathlib import Path
+
+import pytest
+
+from bootc_box import accel
+from bootc_box.accel import Accel, AccelChoice, choose_accel, kvm_probe_argv, kvm_unusable_reason
+from bootc_box.errors import BootcBoxError
+
+
+def test_probe_boots_the_guest_kernel_to_a_panic_that_ends_qemu() -> None:
+    argv = kvm_probe_argv("qemu", Path("/k/vmlinuz"), Path("/t/console"))
+    assert argv[argv.index("-kernel") + 1] == "/k/vmlinuz"
+    assert "-initrd" not in argv
+    assert "-no-reboot" in argv
+    assert "panic=-1" in argv[argv.index("-append") + 1].split()
+    assert argv[argv.index("-machine") + 1] == "q35,accel=kvm"
+
+
+def test_kvm_device_checks(tmp_path: Path) -> None:
+    assert kvm_unusable_reason(tmp_path / "kvm") == f"{tmp_path}/kvm does not exist"
+    device = tmp_path / "kvm"
+    device.touch(mode=0o600)
+    assert kvm_unusable_reason(device) is None
+
+
+def test_tcg_is_chosen_without_probing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(accel, "probe_kvm", pytest.fail)
+    assert choose_accel(AccelChoice.TCG, "qemu", Path("/k"), "hint") is Accel.TCG
+
+
+def test_missing_kvm_fails_when_kvm_is_required(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(accel, "KVM_DEVICE", tmp_path / "kvm")
+    with pytest.raises(BootcBoxError, match="does not exist") as err:
+        choose_accel(AccelChoice.KVM, "qemu", Path("/k"), "add --device /dev/kvm")
+    assert err.value.hint is not None
+    assert err.value.hint.startswith("add --device /dev/kvm")
+
+
+def test_missing_kvm_falls_back_to_tcg_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(accel, "KVM_DEVICE", tmp_path / "kvm")
+    with caplog.at_level(logging.WARNING):
+        assert choose_accel(AccelChoice.AUTO, "qemu", Path("/k"), "hint") is Accel.TCG
+    assert "falling back to TCG" in caplog.text

@@ -1,0 +1,95 @@
+from pathlib import Path
+
+import pytest
+
+from bootc_box.accel import Accel
+from bootc_box.errors import BootcBoxError
+from bootc_box.qemu import QemuSpec, kernel_cmdline, parse_memory, qemu_argv
+
+
+def spec(**overrides: object) -> QemuSpec:
+    values: dict[str, object] = {
+        "accel": Accel.TCG,
+        "memory_mib": 2048,
+        "cpus": 2,
+        "kernel": Path("/k/vmlinuz"),
+        "initramfs": Path("/k/initramfs.img"),
+        "cmdline": "console=ttyS0",
+        "virtiofs_socket": Path("/run/root.sock"),
+        "ssh_port": 2222,
+        "console_log": Path("/run/console.log"),
+        "credential_files": (Path("/run/key.smbios"),),
+    }
+    values.update(overrides)
+    return QemuSpec(**values)  # type: ignore[arg-type]
+
+
+def option(argv: list[str], name: str) -> list[str]:
+    return [argv[i + 1] for i, arg in enumerate(argv) if arg == name]
+
+
+def test_direct_kernel_boot_of_the_image_kernel() -> None:
+    argv = qemu_argv(spec(), "qemu")
+    assert option(argv, "-kernel") == ["/k/vmlinuz"]
+    assert option(argv, "-initrd") == ["/k/initramfs.img"]
+    assert option(argv, "-append") == ["console=ttyS0"]
+
+
+def test_memory_is_shared_memfd_of_the_same_size() -> None:
+    argv = qemu_argv(spec(memory_mib=4096), "qemu")
+    assert option(argv, "-m") == ["4096M"]
+    assert option(argv, "-object") == ["memory-backend-memfd,id=mem,share=on,size=4096M"]
+    assert option(argv, "-numa") == ["node,memdev=mem"]
+
+
+def test_virtiofs_root_device_uses_the_socket() -> None:
+    argv = qemu_argv(spec(), "qemu")
+    assert option(argv, "-chardev") == ["socket,id=rootfs,path=/run/root.sock"]
+    assert "tag=rootfs" in option(argv, "-device")[0]
+
+
+def test_ssh_is_forwarded_on_loopback_only() -> None:
+    (nic,) = option(qemu_argv(spec(ssh_port=40022), "qemu"), "-nic")
+    assert "hostfwd=tcp:127.0.0.1:40022-:22" in nic
+
+
+def test_credentials_are_passed_as_files_not_values() -> None:
+    argv = qemu_argv(spec(), "qemu")
+    assert option(argv, "-smbios") == ["type=11,path=/run/key.smbios"]
+    assert not any("credential" in arg for arg in argv)
+
+
+@pytest.mark.parametrize(
+    ("accel", "machine", "cpu"),
+    [(Accel.KVM, "q35,accel=kvm", "host"), (Accel.TCG, "q35,accel=tcg", "max")],
+)
+def test_accelerator_selects_machine_and_cpu(accel: Accel, machine: str, cpu: str) -> None:
+    argv = qemu_argv(spec(accel=accel), "qemu")
+    assert option(argv, "-machine") == [machine]
+    assert option(argv, "-cpu") == [cpu]
+
+
+def test_cmdline_roots_on_virtiofs_with_a_volatile_overlay_and_user_kargs_last() -> None:
+    args = kernel_cmdline(("quiet", "systemd.unit=rescue.target")).split()
+    assert "root=virtiofs:rootfs" in args
+    assert "systemd.volatile=overlay" in args
+    assert args[-2:] == ["quiet", "systemd.unit=rescue.target"]
+
+
+@pytest.mark.parametrize(
+    ("text", "mib"), [("2048", 2048), ("512M", 512), ("4G", 4096), ("4g", 4096), ("1GiB", 1024)]
+)
+def test_memory_sizes(text: str, mib: int) -> None:
+    assert parse_memory(text) == mib
+
+
+@pytest.mark.parametrize("text", ["", "lots", "2T", "-1G", "1.5G", "2B"])
+def test_bad_memory_sizes_say_how_to_write_one(text: str) -> None:
+    with pytest.raises(BootcBoxError, match="invalid memory size") as err:
+        parse_memory(text)
+    assert err.value.hint == "write it like 2048, 512M or 4G"
+
+
+def test_too_little_memory_is_refused() -> None:
+    with pytest.raises(BootcBoxError, match="too small"):
+        parse_memory("64M")

@@ -1,0 +1,123 @@
+"""End-to-end harness: real podman runs of the box image, booting real VMs."""
+
+import json
+import os
+import secrets
+import selectors
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BOX = "localhost/bootc-box:latest"
+FIXTURE = "localhost/bootc-box-fixture:latest"
+TWO_KERNELS = "localhost/bootc-box-two-kernels:latest"
+NO_KERNEL = "localhost/debian:trixie"
+HOST_STORE = "/var/lib/containers/storage:/var/lib/containers/host-storage:ro"
+BOOT_DEADLINE = 900.0
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def images() -> None:
+    """Every image the tests boot, built offline (a no-op when up to date)."""
+    subprocess.run([ROOT / "ci/build-images"], check=True)
+
+
+def box_argv(*args: str, volume: str | None = None, options: tuple[str, ...] = ()) -> list[str]:
+    argv = ["podman", "run", "--privileged", "--device", "/dev/kvm", "-v", HOST_STORE]
+    if volume:
+        argv += ["-v", f"{volume}:/cache"]
+    return [*argv, *options, BOX, *args]
+
+
+def podman(*args: str) -> str:
+    return subprocess.run(
+        ["podman", *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+@dataclass(frozen=True)
+class CacheVolume:
+    name: str
+
+    @property
+    def path(self) -> Path:
+        return Path(podman("volume", "inspect", "--format", "{{.Mountpoint}}", self.name))
+
+    def nested_containers(self) -> list[object]:
+        """Containers the box's nested podman left in its store on the volume."""
+        listing = self.path / "storage/overlay-containers/containers.json"
+        return json.loads(listing.read_text()) if listing.exists() else []
+
+    def top_level(self) -> set[str]:
+        return {p.name for p in self.path.iterdir()}
+
+
+@pytest.fixture
+def cache_volume() -> Iterator[CacheVolume]:
+    name = f"bootc-box-test-{secrets.token_hex(4)}"
+    podman("volume", "create", name)
+    yield CacheVolume(name)
+    podman("volume", "rm", "--force", name)
+
+
+@dataclass(frozen=True)
+class HostState:
+    processes: frozenset[str]
+    containers: frozenset[str]
+    mounts: frozenset[str]
+
+
+def host_state() -> HostState:
+    """What a run could leave behind on the host: helpers, containers, mounts."""
+    processes = subprocess.run(
+        ["pgrep", "-a", "-f", "qemu-system|virtiofsd"], capture_output=True, text=True, check=False
+    ).stdout.split("\n")
+    mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    return HostState(
+        frozenset(p for p in processes if p),
+        frozenset(podman("ps", "-a", "--format", "{{.ID}}").split()),
+        frozenset(m.split()[4] for m in mounts),
+    )
+
+
+def read_until(fd: int, marker: bytes, deadline: float) -> bytes:
+    """Read `fd` until `marker` shows, the writer is gone, or time is up."""
+    seen = b""
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while marker not in seen:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not sel.select(remaining):
+                raise AssertionError(f"no {marker!r} before the deadline; got {seen[-2000:]!r}")
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # a pty whose other side closed reads as EIO
+                chunk = b""
+            if not chunk:
+                raise AssertionError(f"output ended before {marker!r}; got {seen[-2000:]!r}")
+            seen += chunk
+    return seen
+
+
+def wait_for_log(container: str, text: str, deadline: float) -> None:
+    """Follow `podman logs` until `text` appears (instead of sleeping)."""
+    with subprocess.Popen(
+        ["podman", "logs", "--follow", container],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    ) as logs:
+        assert logs.stdout is not None
+        try:
+            read_until(logs.stdout.fileno(), text.encode(), deadline)
+        finally:
+            logs.kill()

@@ -1,0 +1,52 @@
+"""Bad input: one line that names the fix, exit 125, and nothing left behind."""
+
+import subprocess
+
+import pytest
+
+from tests.e2e.conftest import NO_KERNEL, TWO_KERNELS, CacheVolume, box_argv, host_state
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (
+            "localhost/no-such-image:latest",
+            "bootc-box: error: image localhost/no-such-image:latest is not in podman's storage; "
+            "share the host's images with -v /var/lib/containers/storage:",
+        ),
+        (
+            NO_KERNEL,
+            f"bootc-box: error: {NO_KERNEL} has no kernel: found no /usr/lib/modules/<kver>/vmlinuz",
+        ),
+        (
+            TWO_KERNELS,
+            f"bootc-box: error: {TWO_KERNELS} has 2 kernels in /usr/lib/modules "
+            "(6.1.0-test, 6.12.0-test); a bootc image must ship exactly one",
+        ),
+    ],
+)
+def test_unbootable_image_is_refused_cleanly(
+    image: str, message: str, cache_volume: CacheVolume
+) -> None:
+    before = host_state()
+    result = subprocess.run(
+        box_argv("run", image, "--", "true", volume=cache_volume.name, options=("--rm",)),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 125
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith(message)
+    assert "Traceback" not in result.stderr
+    # Nothing behind: no container in the nested store, nothing but the
+    # store on the volume, and nothing new on the host.
+    assert cache_volume.nested_containers() == []
+    assert cache_volume.top_level() == {"storage"}
+    after = host_state()
+    assert after.processes <= before.processes
+    assert after.containers <= before.containers
+    assert after.mounts <= before.mounts

@@ -1,0 +1,55 @@
+"""`podman stop` (SIGTERM) at any point powers the VM off and cleans up
+before podman's stop timeout, leaving nothing in the /cache volume."""
+
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.conftest import (
+    BOOT_DEADLINE,
+    FIXTURE,
+    CacheVolume,
+    box_argv,
+    host_state,
+    podman,
+    wait_for_log,
+)
+
+
+@pytest.fixture
+def container() -> Iterator[str]:
+    name = f"bootc-box-test-{time.monotonic_ns()}"
+    yield name
+    subprocess.run(["podman", "rm", "--force", name], capture_output=True, check=False)
+
+
+def stop_when(container: str, cache: CacheVolume, log_text: str, command: str) -> int:
+    """Start a run detached, `podman stop` it once `log_text` is logged; its exit code."""
+    argv = box_argv("run", FIXTURE, "--", "sh", "-c", command, volume=cache.name,
+                    options=("-d", "--name", container))  # fmt: skip
+    subprocess.run(argv, check=True, capture_output=True)
+    wait_for_log(container, log_text, time.monotonic() + BOOT_DEADLINE)
+    podman("stop", "--time", "60", container)
+    return int(podman("inspect", "--format", "{{.State.ExitCode}}", container))
+
+
+@pytest.mark.parametrize(
+    ("moment", "log_text"),
+    [("during boot", "bootc-box: Booting"), ("during the command", "command-started")],
+)
+def test_podman_stop_powers_off_and_cleans_up(
+    moment: str, log_text: str, container: str, cache_volume: CacheVolume
+) -> None:
+    before = host_state()
+    status = stop_when(container, cache_volume, log_text, "echo command-started; exec sleep 600")
+    # 143 is our own clean exit on SIGTERM; 137 would mean podman had to kill us.
+    assert status == 143, f"{moment}: exit {status}"
+    logs = subprocess.run(
+        ["podman", "logs", container], capture_output=True, text=True, check=True
+    )
+    assert "bootc-box: terminated" in logs.stderr
+    assert cache_volume.nested_containers() == []
+    assert cache_volume.top_level() == {"storage"}
+    assert host_state().processes <= before.processes

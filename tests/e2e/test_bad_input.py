@@ -17,7 +17,8 @@ from tests.e2e.conftest import NO_KERNEL, TWO_KERNELS, CacheVolume, box_argv, ho
         ),
         (
             NO_KERNEL,
-            f"bootc-box: error: {NO_KERNEL} has no kernel: found no /usr/lib/modules/<kver>/vmlinuz",
+            f"bootc-box: error: {NO_KERNEL} has no kernel: "
+            "found no /usr/lib/modules/<kver>/vmlinuz",
         ),
         (
             TWO_KERNELS,

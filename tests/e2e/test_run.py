@@ -61,7 +61,9 @@ def boot() -> Iterator[Boot]:
         )
         assert proc.stdout is not None
         try:
-            before = read_until(proc.stdout.fileno(), b"waiting-for-input", time.monotonic() + BOOT_DEADLINE)
+            before = read_until(
+                proc.stdout.fileno(), b"waiting-for-input", time.monotonic() + BOOT_DEADLINE
+            )
             after, _ = proc.communicate(b"hello-from-the-test\n", timeout=300)
         finally:
             if proc.poll() is None:
@@ -154,7 +156,7 @@ def test_kvm_required_fails_fast_exactly_when_auto_fell_back(boot: Boot) -> None
 
 
 def test_box_image_has_a_runlabel_podman_users_can_use() -> None:
-    label = podman("image", "inspect", "--format", "{{index .Labels \"RUN\"}}", BOX)
+    label = podman("image", "inspect", "--format", '{{index .Labels "RUN"}}', BOX)
     assert label.startswith("podman run ")
     assert "--device /dev/kvm" in label
     assert label.endswith(" IMAGE")

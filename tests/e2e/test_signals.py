@@ -46,9 +46,7 @@ def test_podman_stop_powers_off_and_cleans_up(
     status = stop_when(container, cache_volume, log_text, "echo command-started; exec sleep 600")
     # 143 is our own clean exit on SIGTERM; 137 would mean podman had to kill us.
     assert status == 143, f"{moment}: exit {status}"
-    logs = subprocess.run(
-        ["podman", "logs", container], capture_output=True, text=True, check=True
-    )
+    logs = subprocess.run(["podman", "logs", container], capture_output=True, text=True, check=True)
     assert "bootc-box: terminated" in logs.stderr
     assert cache_volume.nested_containers() == []
     assert cache_volume.top_level() == {"storage"}

@@ -31,7 +31,7 @@ def test_empty_references_are_refused(text: str) -> None:
 
 
 def test_missing_archive_in_the_box_says_to_mount_it() -> None:
-    with pytest.raises(BootcBoxError, match="/nonexistent.tar does not exist") as err:
+    with pytest.raises(BootcBoxError, match=r"/nonexistent\.tar does not exist") as err:
         resolve_image(parse_image_ref("oci-archive:/nonexistent.tar"), Environment(in_box=True))
     assert err.value.hint == "mount it into the box, e.g. -v /nonexistent.tar:/nonexistent.tar:ro"
 

@@ -106,10 +106,10 @@ def choose_accel(choice: AccelChoice, qemu: str, kernel: Path, hint_kvm_device: 
         if result.ok:
             return Accel.KVM
         reason = f"KVM cannot run this guest ({result.reason})"
-        hint = "use a host whose KVM runs ordinary guests, or pass --accel tcg (much slower)"
+        fix = "use a host whose KVM runs ordinary guests"
     else:
-        hint = f"{hint_kvm_device}, or pass --accel tcg (much slower)"
+        fix = hint_kvm_device
     if choice is AccelChoice.KVM:
-        raise BootcBoxError(reason, hint)
-    log.warning("%s; falling back to TCG software emulation, which is much slower", reason)
+        raise BootcBoxError(reason, f"{fix}, or pass --accel tcg (much slower)")
+    log.warning("%s; falling back to TCG, which is much slower (to use KVM: %s)", reason, fix)
     return Accel.TCG

@@ -30,3 +30,25 @@ def test_terminal_without_command_gets_a_shell_whose_exit_status_is_returned() -
             proc.kill()
             proc.wait()
         os.close(controller)
+
+
+def test_ctrl_c_during_boot_stops_cleanly() -> None:
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        box_argv("run", FIXTURE, options=("--rm", "-it")),
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        close_fds=True,
+    )
+    os.close(terminal)
+    try:
+        read_until(controller, b"bootc-box: Booting", time.monotonic() + BOOT_DEADLINE)
+        os.write(controller, b"\x03")
+        read_until(controller, b"bootc-box: interrupted", time.monotonic() + 60)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(controller)

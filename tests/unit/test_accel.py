@@ -44,5 +44,7 @@ def test_missing_kvm_falls_back_to_tcg_with_a_warning(
 ) -> None:
     monkeypatch.setattr(accel, "KVM_DEVICE", tmp_path / "kvm")
     with caplog.at_level(logging.WARNING):
-        assert choose_accel(AccelChoice.AUTO, "qemu", Path("/k"), "hint") is Accel.TCG
-    assert "falling back to TCG" in caplog.text
+        choice = choose_accel(AccelChoice.AUTO, "qemu", Path("/k"), "add --device /dev/kvm")
+    assert choice is Accel.TCG
+    assert "does not exist; falling back to TCG" in caplog.text
+    assert "add --device /dev/kvm" in caplog.text

@@ -15,8 +15,10 @@ def test_process_is_terminated_and_reaped_when_the_block_raises() -> None:
 
 
 def test_process_that_ignores_sigterm_is_killed() -> None:
-    with start_process(["sh", "-c", "trap '' TERM; sleep 600"], stop_timeout=0.5) as proc:
-        pass
+    argv = ["sh", "-c", "trap '' TERM; echo ready; exec sleep 600"]
+    with start_process(argv, stdout=subprocess.PIPE, stop_timeout=0.5) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"ready\n"  # the trap is in place
     assert proc.returncode == -9
 
 

@@ -109,12 +109,11 @@ def main() -> None:
             log.exception("failed")
         click.echo(f"bootc-box: error: {e}", err=True)
         sys.exit(EXIT_TOOL_FAILED)
-    except click.exceptions.Abort:
-        sys.exit(130)
     except click.ClickException as e:
         e.show()
         sys.exit(EXIT_TOOL_FAILED)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        # click turns Ctrl-C into Abort; both mean the user stopped us.
         click.echo("bootc-box: interrupted", err=True)
         sys.exit(130)
     except Terminated:

@@ -1,8 +1,6 @@
 """Helper processes that never outlive us."""
 
-import ctypes
 import logging
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -12,28 +10,22 @@ from typing import IO, Any
 
 log = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
+def die_with_parent_argv(argv: Sequence[str]) -> list[str]:
+    """`argv`, run so that the kernel kills it if bootc-box dies outright
+    (SIGKILL, OOM), instead of leaving QEMU or virtiofsd behind.
 
-
-def _die_with_parent() -> None:
-    # If bootc-box is killed outright (SIGKILL, OOM), the kernel kills the
-    # helpers too instead of leaving QEMU and virtiofsd running.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    setpriv sets the death signal before exec'ing the helper. Setting it from
+    a Python preexec_fn would run Python code in the forked child, where a
+    Ctrl-C arriving at that moment was swallowed instead of stopping us.
+    """
+    return ["setpriv", "--pdeathsig", "KILL", "--", *argv]
 
 
 def spawn(argv: Sequence[str], **kwargs: Any) -> "subprocess.Popen[bytes]":
     """Start a helper in its own process group, so a terminal's Ctrl-C reaches
     only bootc-box, which then stops the helpers in order."""
     log.debug("running %s", " ".join(argv))
-    # preexec_fn is unsafe only for code that allocates or takes locks;
-    # a single prctl() call does neither.
-    return subprocess.Popen(
-        list(argv),
-        preexec_fn=_die_with_parent,  # noqa: PLW1509
-        process_group=0,
-        **kwargs,
-    )
+    return subprocess.Popen(die_with_parent_argv(argv), process_group=0, **kwargs)
 
 
 def stop(proc: "subprocess.Popen[bytes]", timeout: float = 10.0) -> None:

@@ -1,4 +1,6 @@
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,29 @@ def test_last_line(tmp_path: Path) -> None:
     assert last_line(log) == ""
     log.write_text("first\nqemu: error: failed\n\n")
     assert last_line(log) == "qemu: error: failed"
+
+
+def dead(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")
+
+
+def test_helper_dies_when_bootc_box_is_killed_outright() -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "from bootc_box.processes import spawn; import sys\n"
+         "print(spawn(['sleep', '600']).pid, flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert parent.stdout is not None
+    helper = int(parent.stdout.readline())
+    assert not dead(helper)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while not dead(helper) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert dead(helper)

@@ -10,6 +10,7 @@ from typing import IO, Any
 
 log = logging.getLogger(__name__)
 
+
 def die_with_parent_argv(argv: Sequence[str]) -> list[str]:
     """`argv`, run so that the kernel kills it if bootc-box dies outright
     (SIGKILL, OOM), instead of leaving QEMU or virtiofsd behind.

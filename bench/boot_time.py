@@ -6,56 +6,85 @@ the same run and reported as a ratio. Usage: bench/boot_time.py [RUNS]"""
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 BOX = "localhost/bootc-box:latest"
 FIXTURE = "localhost/bootc-box-fixture:latest"
+DEADLINE = 600.0
 COMMON = ["podman", "run", "--rm", "--privileged", "--device", "/dev/kvm",
           "-v", "/var/lib/containers/storage:/var/lib/containers/host-storage:ro"]  # fmt: skip
 
-CASES = {
-    "bare qemu": [
-        *COMMON,
-        "-v",
-        f"{BENCH}:/bench:ro",
-        "--entrypoint",
-        "/bench/bare-boot",
-        BOX,
-        FIXTURE,
-    ],
-    "bootc-box": [*COMMON, BOX, "run", FIXTURE, "--", "echo", "ready"],
-}
+
+def case_argv(name: str, out: Path, run: int) -> list[str]:
+    """The podman run line of one case; the guest console is kept in `out`."""
+    console = f"/out/{name}-{run}.console"
+    if name == "bare qemu":
+        return [
+            *COMMON,
+            "-v",
+            f"{BENCH}:/bench:ro",
+            "-v",
+            f"{out}:/out",
+            "-e",
+            f"CONSOLE_LOG={console}",
+            "--entrypoint",
+            "/bench/bare-boot",
+            BOX,
+            FIXTURE,
+        ]
+    return [*COMMON, "-v", f"{out}:/out", BOX, "run", "--console", FIXTURE, "--", "echo", "ready"]
 
 
-def time_to_output(argv: list[str]) -> tuple[float, float]:
-    """Seconds until the guest printed "ready", and until the run had ended."""
+def time_to_output(argv: list[str], stderr: Path) -> tuple[float, float] | None:
+    """Seconds until the guest printed "ready" and until the run ended; None
+    when it did not print it before the deadline."""
     started = time.monotonic()
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as proc:
+    with (
+        stderr.open("wb") as err,
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err) as proc,
+    ):
         assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.strip() == b"ready":
-                ready = time.monotonic() - started
-                break
-        else:
-            raise SystemExit(f"no output from {argv}")
-    return ready, time.monotonic() - started
+        timer = threading.Timer(DEADLINE, proc.kill)
+        timer.start()
+        try:
+            ready = next(
+                (time.monotonic() - started for line in proc.stdout if line.strip() == b"ready"),
+                None,
+            )
+        finally:
+            timer.cancel()
+        proc.wait()
+    return None if ready is None else (ready, time.monotonic() - started)
 
 
 def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 3
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in CASES}
-    for i in range(runs):
-        for name, argv in CASES.items():  # interleaved, so drift hits both alike
-            results[name].append(time_to_output(argv))
-            print(f"run {i + 1} {name}: {results[name][-1][0]:.1f} s", file=sys.stderr)
+    out = Path(tempfile.mkdtemp(prefix="bootc-box-bench-"))
+    results: dict[str, list[tuple[float, float]]] = {"bare qemu": [], "bootc-box": []}
+    for run in range(1, runs + 1):
+        for name, times in results.items():  # interleaved, so drift hits both alike
+            result = time_to_output(case_argv(name, out, run), out / f"{name}-{run}.stderr")
+            print(f"run {run} {name}: {f'{result[0]:.1f} s' if result else 'NO OUTPUT'}",
+                  file=sys.stderr)  # fmt: skip
+            if result:
+                times.append(result)
+    print(f"consoles and logs: {out}", file=sys.stderr)
+    if not results["bare qemu"]:
+        raise SystemExit("the baseline never booted; see the consoles")
     base = statistics.median(r[0] for r in results["bare qemu"])
-    print(f"{'case':<10} {'to output (median)':>19} {'to exit (median)':>17} {'ratio':>6}")
+    print(f"{'case':<10} {'booted':>6} {'to output (median)':>19} {'to exit':>8} {'ratio':>6}")
     for name, times in results.items():
+        if not times:
+            print(f"{name:<10} {0:>3}/{runs}")
+            continue
         ready = statistics.median(r[0] for r in times)
         ended = statistics.median(r[1] for r in times)
-        print(f"{name:<10} {ready:>17.1f} s {ended:>15.1f} s {ready / base:>6.2f}")
+        print(f"{name:<10} {len(times):>4}/{runs} {ready:>17.1f} s {ended:>6.1f} s "
+              f"{ready / base:>6.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

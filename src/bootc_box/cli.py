@@ -3,17 +3,25 @@
 import logging
 import signal
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
+from typing import Any, TypeVar
 
 import click
 
 from bootc_box import __version__
 from bootc_box.accel import AccelChoice
+from bootc_box.cache import run_cache_ls, run_cache_prune
+from bootc_box.doctor import run_doctor
+from bootc_box.environment import probe_environment
 from bootc_box.errors import EXIT_TOOL_FAILED, BootcBoxError
+from bootc_box.images import PullOptions, PullPolicy, run_pull
 from bootc_box.qemu import parse_memory
 from bootc_box.run import RunSpec, run_run
 
 log = logging.getLogger("bootc_box")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Terminated(BaseException):
@@ -45,6 +53,44 @@ def cli(ctx: click.Context, debug: bool) -> None:
     log.setLevel(logging.DEBUG if debug else logging.INFO)
 
 
+def registry_options(command: F) -> F:
+    """How to reach a registry: shared by `run` and `pull`."""
+    for option in reversed(
+        [
+            click.option(
+                "--tls-verify",
+                type=click.BOOL,
+                is_flag=False,
+                flag_value=True,
+                default=True,
+                show_default=True,
+                help="Verify the registry's TLS certificate; --tls-verify=false skips it.",
+            ),
+            click.option(
+                "--cert-dir",
+                type=click.Path(path_type=Path),
+                help="Directory with the registry's CA (ca.crt), mounted into the box.",
+            ),
+            click.option(
+                "--authfile",
+                type=click.Path(path_type=Path),
+                envvar="REGISTRY_AUTH_FILE",
+                help="Registry credentials from podman login [env: REGISTRY_AUTH_FILE].",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+@cli.command()
+@registry_options
+@click.argument("image")
+def pull(*, tls_verify: bool, cert_dir: Path | None, authfile: Path | None, image: str) -> None:
+    """Pull IMAGE from a registry into the box's store (the /cache volume)."""
+    sys.exit(run_pull(image, PullOptions(PullPolicy.ALWAYS, tls_verify, cert_dir, authfile)))
+
+
 @cli.command(context_settings={"allow_interspersed_args": False})
 @click.option("--memory", "-m", default="2G", show_default=True, help="Guest memory (4G, 512M).")
 @click.option("--cpus", default=2, show_default=True, type=click.IntRange(1), help="Guest CPUs.")
@@ -64,6 +110,15 @@ def cli(ctx: click.Context, debug: bool) -> None:
     type=click.IntRange(1),
     help="Seconds to wait for the guest to answer SSH.",
 )
+@click.option(
+    "--pull",
+    "pull_policy",
+    type=click.Choice([p.value for p in PullPolicy]),
+    default="missing",
+    show_default=True,
+    help="When to pull IMAGE from its registry, as podman run --pull.",
+)
+@registry_options
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(
@@ -74,14 +129,19 @@ def run(
     accel: str,
     console: bool,
     timeout: int,
+    pull_policy: str,
+    tls_verify: bool,
+    cert_dir: Path | None,
+    authfile: Path | None,
     image: str,
     command: tuple[str, ...],
 ) -> None:
     """Boot IMAGE and run COMMAND in it (or a shell when on a terminal).
 
-    IMAGE is a name in podman's storage, or oci-archive:PATH, oci:PATH,
-    docker-archive:PATH. The exit status is COMMAND's, or 125 when bootc-box
-    itself failed.
+    IMAGE is an image name (from the host's shared store, the box's store,
+    or pulled from its registry), or oci-archive:PATH, oci:PATH or
+    docker-archive:PATH. The exit status is COMMAND's, or 125 when
+    bootc-box itself failed.
     """
     if command[:1] == ("--",):
         command = command[1:]
@@ -95,8 +155,35 @@ def run(
         console=console,
         timeout=float(timeout),
         tty=sys.stdin.isatty() and sys.stdout.isatty(),
+        pull=PullOptions(PullPolicy(pull_policy), tls_verify, cert_dir, authfile),
     )
     sys.exit(run_run(spec))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+def doctor(as_json: bool) -> None:
+    """Check what this machine or box offers for booting VMs, with fixes."""
+    sys.exit(run_doctor(as_json))
+
+
+@cli.group()
+def cache() -> None:
+    """What is kept in /cache between runs (see cache-layout.md)."""
+
+
+@cache.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Print the images as JSON.")
+def cache_ls(as_json: bool) -> None:
+    """List the images in the box's store and the host's shared store."""
+    sys.exit(run_cache_ls(as_json))
+
+
+@cache.command("prune")
+@click.option("--all", "all_images", is_flag=True, help="Remove every image of ours not in use.")
+def cache_prune(all_images: bool) -> None:
+    """Remove what crashed runs left and images nothing uses."""
+    sys.exit(run_cache_prune(probe_environment(), all_images))
 
 
 def main() -> None:

@@ -1,13 +1,19 @@
 """What the place we run in offers, and how to name a fix for it."""
 
 import os
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 # Set by the box's entrypoint; natively bootc-box runs on the user's host.
 IN_BOX_VARIABLE = "BOOTC_BOX_IN_CONTAINER"
+PRIVILEGE_VARIABLE = "BOOTC_BOX_PRIVILEGE"
 # Where the box expects the host's image store (read-only, an additional store).
 HOST_STORE = Path("/var/lib/containers/host-storage")
+CACHE = Path("/cache")
+FULL_ID_MAP = ("0", "0", "4294967295")
+CAP_SYS_ADMIN = 21
 
 
 @dataclass(frozen=True)
@@ -24,11 +30,11 @@ class Environment:
     def missing_image_hint(self) -> str:
         if self.in_box:
             return (
-                "share the host's images with "
+                "allow a pull with --pull=missing, share the host's images with "
                 f"-v /var/lib/containers/storage:{HOST_STORE}:ro, "
                 "or mount an archive and pass oci-archive:PATH"
             )
-        return "build or pull it with podman first, or pass oci-archive:PATH"
+        return "allow a pull with --pull=missing, or pass oci-archive:PATH"
 
     def archive_hint(self, path: str) -> str:
         if self.in_box:
@@ -38,3 +44,115 @@ class Environment:
 
 def probe_environment() -> Environment:
     return Environment(in_box=os.environ.get(IN_BOX_VARIABLE) == "1")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One thing `doctor` looked at. `required` ones must be ok to boot."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    required: bool = True
+
+
+def effective_capabilities(status: str) -> int:
+    for line in status.splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+def outer_podman_is_rootless(uid_map: str) -> bool:
+    """Rootful podman hands the container the whole id range, unchanged."""
+    first = uid_map.split("\n", 1)[0].split()
+    return tuple(first) != FULL_ID_MAP
+
+
+def is_mount_point(path: Path, mountinfo: str) -> bool:
+    return any(line.split()[4] == str(path) for line in mountinfo.splitlines() if line)
+
+
+def _device(name: str, path: Path, purpose: str, fix: str, required: bool) -> Check:
+    if not path.exists():
+        return Check(name, False, f"{path} is missing ({purpose})", fix, required)
+    if not os.access(path, os.R_OK | os.W_OK):
+        return Check(name, False, f"{path} is not readable and writable", fix, required)
+    return Check(name, True, f"{path} ({purpose})", required=required)
+
+
+def _privileges(caps: int) -> Check:
+    if caps >> CAP_SYS_ADMIN & 1:
+        return Check("privileges", True, "CAP_SYS_ADMIN: mounts directly", required=False)
+    works = (
+        shutil.which("unshare") is not None
+        and subprocess.run(["unshare", "--user", "true"], capture_output=True, check=False)
+        .returncode == 0
+    )  # fmt: skip
+    if works:
+        return Check("privileges", True, "default capabilities: mounts in a user namespace")
+    return Check(
+        "privileges",
+        False,
+        "no CAP_SYS_ADMIN and no user namespaces",
+        "add --privileged, or allow user namespaces on the host",
+    )
+
+
+def _outer_podman(uid_map: str) -> Check:
+    if outer_podman_is_rootless(uid_map):
+        return Check("outer podman", True, "rootless: ids map through subuids", required=False)
+    return Check("outer podman", True, "rootful", required=False)
+
+
+def _cache_volume(mountinfo: str) -> Check:
+    if is_mount_point(CACHE, mountinfo):
+        return Check("/cache volume", True, "mounted: images are kept between runs")
+    return Check(
+        "/cache volume",
+        False,
+        "not a volume: nothing is kept between runs",
+        "add -v bootc-box:/cache",
+        required=False,
+    )
+
+
+def _host_images() -> Check:
+    if (HOST_STORE / "overlay-images").is_dir():
+        return Check("host images", True, f"the host's store is shared at {HOST_STORE}")
+    return Check(
+        "host images",
+        False,
+        "the host's image store is not shared",
+        f"add -v /var/lib/containers/storage:{HOST_STORE}:ro",
+        required=False,
+    )
+
+
+def _tool(name: str, path: str | Path | None, package: str) -> Check:
+    if path is None:
+        return Check(name, False, "not found", f"install the {package} package")
+    return Check(name, True, str(path))
+
+
+def probe_checks(env: Environment, virtiofsd: Path | None) -> list[Check]:
+    proc = Path("/proc/self")
+    checks = [
+        _device("kvm", Path("/dev/kvm"), "whether it runs the guest is probed at boot",
+                f"{env.kvm_hint}, or run with --accel tcg (much slower)", required=False),
+        _device("fuse", Path("/dev/fuse"), "not needed", "nothing to do", required=False),
+        _device("vhost-vsock", Path("/dev/vhost-vsock"), "not used yet", "nothing to do",
+                required=False),
+        _privileges(effective_capabilities((proc / "status").read_text())),
+        _outer_podman((proc / "uid_map").read_text()),
+    ]  # fmt: skip
+    if env.in_box:
+        checks += [_cache_volume((proc / "mountinfo").read_text()), _host_images()]
+    checks += [
+        _tool("podman", shutil.which("podman"), "podman"),
+        _tool("qemu", shutil.which("qemu-system-x86_64"), "qemu-system-x86"),
+        _tool("virtiofsd", virtiofsd, "virtiofsd"),
+        _tool("ssh", shutil.which("ssh"), "openssh-client"),
+    ]
+    return checks

@@ -1,5 +1,6 @@
 """The target image, through podman: find or load it, and mount its root."""
 
+import enum
 import logging
 import secrets
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
+from bootc_box.locks import hold_run_lock
 
 log = logging.getLogger(__name__)
 
@@ -55,20 +57,105 @@ def podman(*args: str, check: bool = True) -> "subprocess.CompletedProcess[str]"
     return result
 
 
-def resolve_image(ref: ImageRef, env: Environment) -> str:
-    """The image's ID in podman's storage, loading it first from a path."""
+class PullPolicy(enum.Enum):
+    """When to pull, as podman run's --pull."""
+
+    MISSING = "missing"
+    ALWAYS = "always"
+    NEVER = "never"
+    NEWER = "newer"
+
+
+@dataclass(frozen=True)
+class PullOptions:
+    policy: PullPolicy = PullPolicy.MISSING
+    tls_verify: bool = True
+    cert_dir: Path | None = None
+    authfile: Path | None = None
+
+
+def pull_argv(ref: ImageRef, options: PullOptions) -> list[str]:
+    """podman pull arguments. Credentials stay in the auth file: only its path
+    is on the command line."""
+    argv = ["pull", "--quiet", f"--tls-verify={str(options.tls_verify).lower()}"]
+    if options.cert_dir:
+        argv += ["--cert-dir", str(options.cert_dir)]
+    if options.authfile:
+        argv += ["--authfile", str(options.authfile)]
+    return [*argv, str(ref)]
+
+
+# What podman says when a pull fails, and what the user can do about it.
+_PULL_FAILURES = (
+    ("x509:", "the registry's TLS certificate is not trusted",
+     "pass the registry's CA with --cert-dir DIR (DIR/ca.crt), or --tls-verify=false"),
+    ("unauthorized", "the registry wants credentials",
+     "log in with podman login and pass --authfile FILE (or set REGISTRY_AUTH_FILE)"),
+    ("manifest unknown", "the registry has no such image or tag", "check the name and tag"),
+    ("connection refused", "the registry is not reachable",
+     "check the address, or mirror it in registries.conf"),
+)  # fmt: skip
+
+
+def pull_failure(ref: ImageRef, podman_message: str) -> BootcBoxError:
+    for marker, what, hint in _PULL_FAILURES:
+        at = podman_message.find(marker)
+        if at >= 0:
+            return BootcBoxError(f"cannot pull {ref}: {what} ({podman_message[at:]})", hint)
+    return BootcBoxError(f"cannot pull {ref}: {podman_message}")
+
+
+def pull_image(ref: ImageRef, options: PullOptions) -> str:
+    for path, flag in ((options.cert_dir, "--cert-dir"), (options.authfile, "--authfile")):
+        if path is not None and not path.exists():
+            raise BootcBoxError(f"{flag} {path} does not exist", "mount it into the box with -v")
+    log.info("Pulling %s", ref)
+    result = podman(*pull_argv(ref, options), check=False)
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines()
+        raise pull_failure(ref, lines[-1].removeprefix("Error: ") if lines else "no message")
+    return result.stdout.strip().splitlines()[-1]
+
+
+def local_image_id(name: str) -> str | None:
+    if podman("image", "exists", name, check=False).returncode != 0:
+        return None
+    return podman("image", "inspect", "--format", "{{.Id}}", name).stdout.strip()
+
+
+def resolve_image(ref: ImageRef, env: Environment, options: PullOptions) -> str:
+    """The image's ID in podman's storage, pulled or loaded as the policy says."""
     if ref.transport:
         if not Path(ref.path).exists():
             raise BootcBoxError(f"{ref.path} does not exist", env.archive_hint(ref.path))
         log.info("Loading %s", ref)
         return podman("pull", "--quiet", str(ref)).stdout.strip().splitlines()[-1]
-    if podman("image", "exists", ref.name, check=False).returncode != 0:
-        raise BootcBoxError(f"image {ref.name} is not in podman's storage", env.missing_image_hint)
-    return podman("image", "inspect", "--format", "{{.Id}}", ref.name).stdout.strip()
+    local = None if options.policy is PullPolicy.ALWAYS else local_image_id(ref.name)
+    if options.policy is PullPolicy.NEVER and local is None:
+        raise BootcBoxError(
+            f"image {ref.name} is not in podman's storage and --pull=never", env.missing_image_hint
+        )
+    if local is not None and options.policy in (PullPolicy.MISSING, PullPolicy.NEVER):
+        return local
+    try:
+        return pull_image(ref, options)
+    except BootcBoxError as e:
+        if options.policy is PullPolicy.NEWER and local is not None:
+            log.warning("%s; using the local copy", e.message)
+            return local
+        raise
+
+
+def run_pull(image: str, options: PullOptions) -> int:
+    """`bootc-box pull`: fetch an image into the box's store (/cache)."""
+    ref = parse_image_ref(image)
+    image_id = pull_image(ref, options)
+    print(image_id)
+    return 0
 
 
 @contextmanager
-def mount_image(image_id: str) -> Iterator[Path]:
+def mount_image(image_id: str, env: Environment) -> Iterator[Path]:
     """The image's root file system, mounted for as long as we need it.
 
     Images in a read-only additional store cannot be mounted directly
@@ -76,6 +163,12 @@ def mount_image(image_id: str) -> Iterator[Path]:
     image: its writable layer lives in our own store, and it is never started.
     """
     name = f"bootc-box-{secrets.token_hex(6)}"
+    with hold_run_lock(env, name), _mount_container(name, image_id) as root:
+        yield root
+
+
+@contextmanager
+def _mount_container(name: str, image_id: str) -> Iterator[Path]:
     podman("create", "--name", name, "--label", f"{MOUNT_LABEL}=1", "--network", "none",
            image_id, "true")  # fmt: skip
     try:

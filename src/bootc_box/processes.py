@@ -18,6 +18,8 @@ def die_with_parent_argv(argv: Sequence[str]) -> list[str]:
     setpriv sets the death signal before exec'ing the helper. Setting it from
     a Python preexec_fn would run Python code in the forked child, where a
     Ctrl-C arriving at that moment was swallowed instead of stopping us.
+    (Were bootc-box killed in the microseconds before setpriv arms the
+    signal, the helper would outlive it; in the box, the container ends with us.)
     """
     return ["setpriv", "--pdeathsig", "KILL", "--", *argv]
 

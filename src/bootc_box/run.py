@@ -7,7 +7,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bootc_box.accel import AccelChoice, choose_accel
@@ -15,7 +15,7 @@ from bootc_box.console import start_console_follower
 from bootc_box.credentials import write_credential
 from bootc_box.environment import probe_environment
 from bootc_box.errors import BootcBoxError
-from bootc_box.images import mount_image, parse_image_ref, resolve_image
+from bootc_box.images import PullOptions, mount_image, parse_image_ref, resolve_image
 from bootc_box.kernel import boot_files
 from bootc_box.processes import last_line, wait_until
 from bootc_box.qemu import QemuSpec, kernel_cmdline, require_qemu, start_qemu
@@ -36,6 +36,7 @@ class RunSpec:
     console: bool = False
     timeout: float = 600.0
     tty: bool = False
+    pull: PullOptions = field(default_factory=PullOptions)
 
 
 def free_port() -> int:
@@ -64,7 +65,7 @@ def run_run(spec: RunSpec) -> int:
     ref = parse_image_ref(spec.image)
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bootc-box-")))
-        root = stack.enter_context(mount_image(resolve_image(ref, env)))
+        root = stack.enter_context(mount_image(resolve_image(ref, env, spec.pull), env))
         boot = boot_files(root, spec.image)
         accel = choose_accel(spec.accel, qemu, boot.kernel, env.kvm_hint)
 

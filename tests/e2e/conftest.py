@@ -4,9 +4,11 @@ import json
 import os
 import secrets
 import selectors
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,8 +34,16 @@ def images() -> None:
     subprocess.run([ROOT / "ci/build-images"], check=True)
 
 
-def box_argv(*args: str, volume: str | None = None, options: tuple[str, ...] = ()) -> list[str]:
-    argv = ["podman", "run", "--privileged", "--device", "/dev/kvm", "-v", HOST_STORE]
+def box_argv(
+    *args: str,
+    volume: str | None = None,
+    privileged: bool = False,
+    options: tuple[str, ...] = (),
+) -> list[str]:
+    """The README's line: only --device /dev/kvm, plus what the test asks for."""
+    argv = ["podman", "run", "--device", "/dev/kvm", "-v", HOST_STORE]
+    if privileged:
+        argv.append("--privileged")
     if volume:
         argv += ["-v", f"{volume}:/cache"]
     return [*argv, *options, BOX, *args]
@@ -62,12 +72,20 @@ class CacheVolume:
         return {p.name for p in self.path.iterdir()}
 
 
-@pytest.fixture
-def cache_volume() -> Iterator[CacheVolume]:
+@contextmanager
+def new_cache_volume() -> Iterator[CacheVolume]:
     name = f"bootc-box-test-{secrets.token_hex(4)}"
     podman("volume", "create", name)
-    yield CacheVolume(name)
-    podman("volume", "rm", "--force", name)
+    try:
+        yield CacheVolume(name)
+    finally:
+        podman("volume", "rm", "--force", name)
+
+
+@pytest.fixture
+def cache_volume() -> Iterator[CacheVolume]:
+    with new_cache_volume() as volume:
+        yield volume
 
 
 @dataclass(frozen=True)
@@ -121,3 +139,72 @@ def wait_for_log(container: str, text: str, deadline: float) -> None:
             read_until(logs.stdout.fileno(), text.encode(), deadline)
         finally:
             logs.kill()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Registry:
+    """Debian's docker-registry on loopback, serving TLS with a self-signed
+    certificate, holding the fixture as bootc/fixture:latest."""
+
+    address: str
+    ca_dir: Path  # holds ca.crt, the layout --cert-dir and certs.d expect
+
+    @property
+    def fixture(self) -> str:
+        return f"{self.address}/bootc/fixture:latest"
+
+
+REGISTRY_CONFIG = """\
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: {root}/data
+http:
+  addr: {address}
+  tls:
+    certificate: {root}/ca/ca.crt
+    key: {root}/key.pem
+"""
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    root = tmp_path_factory.mktemp("registry")
+    (root / "ca").mkdir()
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=bootc-box test registry", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", root / "key.pem", "-out", root / "ca/ca.crt"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    address = f"127.0.0.1:{free_port()}"
+    (root / "config.yml").write_text(REGISTRY_CONFIG.format(root=root, address=address))
+    with (
+        (root / "registry.log").open("wb") as log,
+        subprocess.Popen(
+            ["docker-registry", "serve", root / "config.yml"], stdout=log, stderr=log
+        ) as server,
+    ):
+        try:
+            deadline = time.monotonic() + 30
+            while server.poll() is None and time.monotonic() < deadline:
+                with socket.socket() as probe:
+                    if probe.connect_ex(("127.0.0.1", int(address.split(":")[1]))) == 0:
+                        break
+                time.sleep(0.1)
+            else:
+                raise AssertionError(
+                    f"registry did not listen: {(root / 'registry.log').read_text()}"
+                )
+            reg = Registry(address, root / "ca")
+            podman("push", "--quiet", "--tls-verify=false", FIXTURE, reg.fixture)
+            yield reg
+        finally:
+            server.terminate()

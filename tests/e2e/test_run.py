@@ -1,5 +1,6 @@
 """One real boot of the fixture, from the host, shared by the assertions a
-user relies on when running `podman run ... bootc-box run IMAGE -- CMD`."""
+user relies on when running the README's line, `podman run --device /dev/kvm
+-v VOLUME:/cache ... bootc-box run IMAGE -- CMD` (no --privileged)."""
 
 import subprocess
 import tempfile
@@ -16,6 +17,7 @@ from tests.e2e.conftest import (
     HostState,
     box_argv,
     host_state,
+    new_cache_volume,
     podman,
     read_until,
 )
@@ -52,9 +54,18 @@ class Boot:
 @pytest.fixture(scope="module")
 def boot() -> Iterator[Boot]:
     host_before = host_state()
-    with tempfile.TemporaryFile() as stderr:
+    with new_cache_volume() as volume, tempfile.TemporaryFile() as stderr:
         proc = subprocess.Popen(
-            box_argv("run", FIXTURE, "--", "sh", "-c", GUEST_SCRIPT, options=("--rm", "-i")),
+            box_argv(
+                "run",
+                FIXTURE,
+                "--",
+                "sh",
+                "-c",
+                GUEST_SCRIPT,
+                volume=volume.name,
+                options=("--rm", "-i"),
+            ),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr,
@@ -159,4 +170,5 @@ def test_box_image_has_a_runlabel_podman_users_can_use() -> None:
     label = podman("image", "inspect", "--format", '{{index .Labels "RUN"}}', BOX)
     assert label.startswith("podman run ")
     assert "--device /dev/kvm" in label
+    assert "--privileged" not in label
     assert label.endswith(" IMAGE")

@@ -1,5 +1,6 @@
 """The command line as a user meets it: a real process, its exit code and stderr."""
 
+import json
 import subprocess
 import sys
 
@@ -30,6 +31,9 @@ def test_help_lists_run() -> None:
         (["run", "oci-archive:/nonexistent.tar"], "/nonexistent.tar does not exist"),
         (["run", "--accel", "hvf", "img"], "Invalid value for '--accel'"),
         (["run"], "Missing argument 'IMAGE'"),
+        (["run", "--pull", "sometimes", "img"], "Invalid value for '--pull'"),
+        (["pull", "--tls-verify=maybe", "img"], "Invalid value for '--tls-verify'"),
+        (["pull", "--cert-dir", "/nonexistent", "x/y"], "--cert-dir /nonexistent does not exist"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_125(args: list[str], message: str) -> None:
@@ -39,3 +43,11 @@ def test_bad_input_is_one_line_and_exit_125(args: list[str], message: str) -> No
     assert "Traceback" not in result.stderr
     if "Error:" not in result.stderr:  # click's usage errors print their usage line too
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_doctor_json_is_machine_readable() -> None:
+    result = bootc_box("doctor", "--json")
+    assert result.returncode in (0, 1)
+    names = [check["name"] for check in json.loads(result.stdout)]
+    assert "kvm" in names
+    assert "privileges" in names

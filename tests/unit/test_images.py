@@ -1,8 +1,18 @@
+from pathlib import Path
+
 import pytest
 
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
-from bootc_box.images import ImageRef, parse_image_ref, resolve_image
+from bootc_box.images import (
+    ImageRef,
+    PullOptions,
+    PullPolicy,
+    parse_image_ref,
+    pull_argv,
+    pull_failure,
+    resolve_image,
+)
 
 
 @pytest.mark.parametrize(
@@ -32,10 +42,44 @@ def test_empty_references_are_refused(text: str) -> None:
 
 def test_missing_archive_in_the_box_says_to_mount_it() -> None:
     with pytest.raises(BootcBoxError, match=r"/nonexistent\.tar does not exist") as err:
-        resolve_image(parse_image_ref("oci-archive:/nonexistent.tar"), Environment(in_box=True))
+        resolve_image(
+            parse_image_ref("oci-archive:/nonexistent.tar"), Environment(in_box=True), PullOptions()
+        )
     assert err.value.hint == "mount it into the box, e.g. -v /nonexistent.tar:/nonexistent.tar:ro"
 
 
 def test_missing_image_hint_in_the_box_shows_how_to_share_host_images() -> None:
     assert "-v /var/lib/containers/storage:" in Environment(in_box=True).missing_image_hint
-    assert "podman" in Environment(in_box=False).missing_image_hint
+    assert "--pull=missing" in Environment(in_box=False).missing_image_hint
+
+
+def test_pull_verifies_tls_by_default_and_passes_files_not_secrets() -> None:
+    ref = parse_image_ref("registry.example:5000/org/img:1")
+    assert pull_argv(ref, PullOptions()) == [
+        "pull", "--quiet", "--tls-verify=true", "registry.example:5000/org/img:1"
+    ]  # fmt: skip
+    argv = pull_argv(
+        ref, PullOptions(PullPolicy.ALWAYS, False, Path("/certs"), Path("/run/auth.json"))
+    )
+    assert argv[2:7] == [
+        "--tls-verify=false", "--cert-dir", "/certs", "--authfile", "/run/auth.json"
+    ]  # fmt: skip
+
+
+def test_untrusted_certificate_names_both_ways_out() -> None:
+    message = (
+        "initializing source docker://127.0.0.1:5000/f:latest: pinging container registry "
+        '127.0.0.1:5000: Get "https://127.0.0.1:5000/v2/": tls: failed to verify certificate: '
+        "x509: certificate signed by unknown authority"
+    )
+    error = pull_failure(parse_image_ref("127.0.0.1:5000/f:latest"), message)
+    assert str(error) == (
+        "cannot pull 127.0.0.1:5000/f:latest: the registry's TLS certificate is not trusted "
+        "(x509: certificate signed by unknown authority); pass the registry's CA with "
+        "--cert-dir DIR (DIR/ca.crt), or --tls-verify=false"
+    )
+
+
+def test_unknown_pull_failures_keep_podmans_words() -> None:
+    error = pull_failure(parse_image_ref("x/y"), "something new")
+    assert str(error) == "cannot pull x/y: something new"

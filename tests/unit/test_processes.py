@@ -71,7 +71,11 @@ def test_helper_dies_when_bootc_box_is_killed_outright() -> None:
     )  # fmt: skip
     assert parent.stdout is not None
     helper = int(parent.stdout.readline())
-    assert not dead(helper)
+    # Once setpriv has exec'd the helper, its death signal is armed.
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{helper}/comm").read_text() != "sleep\n":
+        assert time.monotonic() < deadline, "the helper never started"
+        time.sleep(0.01)
     parent.kill()
     parent.wait()
     deadline = time.monotonic() + 10

@@ -1,0 +1,73 @@
+"""What bootc-box keeps between runs (see cache-layout.md): listing and
+pruning it."""
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+
+from bootc_box.environment import Environment
+from bootc_box.images import MOUNT_LABEL, podman
+from bootc_box.locks import run_is_live
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CachedImage:
+    names: tuple[str, ...]
+    image_id: str
+    size: int
+    store: str  # "cache" (ours) or "host" (the shared read-only store)
+
+
+def list_images() -> list[CachedImage]:
+    entries = json.loads(podman("images", "--format", "json").stdout or "[]")
+    return [
+        CachedImage(
+            tuple(e.get("Names") or ["<none>"]),
+            e["Id"],
+            int(e.get("Size", 0)),
+            "host" if e.get("ReadOnly") else "cache",
+        )
+        for e in entries
+    ]
+
+
+def render_images(images: list[CachedImage]) -> str:
+    rows = [("STORE", "IMAGE ID", "SIZE", "NAMES")]
+    rows += [(i.store, i.image_id[:12], f"{i.size / 1e6:.0f} MB", ", ".join(i.names))
+             for i in images]  # fmt: skip
+    widths = [max(len(r[c]) for r in rows) for c in range(3)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r[:3], widths, strict=True)) + "  " + r[3]
+        for r in rows
+    )
+
+
+def run_cache_ls(as_json: bool) -> int:
+    images = list_images()
+    if as_json:
+        print(json.dumps([asdict(i) for i in images], indent=2))
+    else:
+        print(render_images(images))
+    return 0
+
+
+def stale_mounts(env: Environment) -> list[str]:
+    """Mount containers of runs that are gone (crashed, killed)."""
+    names = podman(
+        "ps", "--all", "--filter", f"label={MOUNT_LABEL}", "--format", "{{.Names}}"
+    ).stdout.split()
+    return [n for n in names if not run_is_live(env, n)]
+
+
+def run_cache_prune(env: Environment, all_images: bool) -> int:
+    """Remove what dead runs left, and images nothing uses (all of ours with
+    --all); the host's shared images are never touched."""
+    stale = stale_mounts(env)
+    for name in stale:
+        podman("rm", "--force", name)
+    argv = ["image", "prune", "--force", *(["--all"] if all_images else [])]
+    removed = podman(*argv).stdout.split()
+    log.info("Removed %d stale mounts and %d images", len(stale), len(removed))
+    return 0

@@ -1,0 +1,30 @@
+"""`bootc-box doctor`: what this place offers for booting VMs, and the fixes."""
+
+import dataclasses
+import json
+
+from bootc_box.environment import Check, probe_checks, probe_environment
+from bootc_box.virtiofsd import find_virtiofsd
+
+
+def render_table(checks: list[Check]) -> str:
+    rows = [("CHECK", "STATUS", "DETAIL", "FIX")]
+    for c in checks:
+        status = "ok" if c.ok else ("MISSING" if c.required else "warning")
+        rows.append((c.name, status, c.detail, "" if c.ok else c.fix))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)) + "  " + row[3]
+        for row in rows
+    ).rstrip()
+
+
+def render_json(checks: list[Check]) -> str:
+    return json.dumps([dataclasses.asdict(c) for c in checks], indent=2)
+
+
+def run_doctor(as_json: bool) -> int:
+    """Print the checks; non-zero when something required to boot is missing."""
+    checks = probe_checks(probe_environment(), find_virtiofsd())
+    print(render_json(checks) if as_json else render_table(checks))
+    return 0 if all(c.ok for c in checks if c.required) else 1

@@ -1,0 +1,51 @@
+"""Run locks: a live run holds a lock named for its mount container, so that
+`cache prune` (in any box sharing the volume) leaves that container alone."""
+
+import errno
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bootc_box.environment import CACHE, Environment
+
+
+def runs_dir(env: Environment) -> Path:
+    """Where live runs hold their locks: on the volume in the box, so every
+    box sharing the volume sees them; natively, the runtime directory."""
+    if env.in_box:
+        return CACHE / "runs"
+    return Path(os.environ.get("XDG_RUNTIME_DIR", "/run")) / "bootc-box" / "runs"
+
+
+@contextmanager
+def hold_run_lock(env: Environment, name: str) -> Iterator[None]:
+    """Mark the mount container `name` as in use for as long as the block runs.
+    The kernel drops the lock if we die, so a crashed run never looks live."""
+    directory = runs_dir(env)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.lock"
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a fresh name: nobody else holds it
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def run_is_live(env: Environment, name: str) -> bool:
+    try:
+        fd = os.open(runs_dir(env) / f"{name}.lock", os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EACCES):
+            return True
+        raise
+    finally:
+        os.close(fd)
+    return False

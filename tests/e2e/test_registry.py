@@ -74,7 +74,9 @@ def test_mirror_serves_an_outside_name_and_a_warm_cache_pulls_nothing(
     )
     site = (
         "-v", f"{tmp_path / 'mirror.conf'}:/etc/containers/registries.conf.d/50-mirror.conf:ro",
-        "-v", f"{registry.ca_dir}:/etc/containers/certs.d/{registry.address}:ro",
+        # certs.d names directories HOST:PORT, a colon -v cannot take.
+        "--mount", f"type=bind,src={registry.ca_dir},"
+                   f"dst=/etc/containers/certs.d/{registry.address},readonly",
     )  # fmt: skip
     command = ("--", "cat", "/usr/share/bootc-box-fixture-marker")
     with new_cache_volume() as cache:

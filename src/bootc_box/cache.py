@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass
 
 from bootc_box.environment import Environment
 from bootc_box.images import MOUNT_LABEL, podman
-from bootc_box.locks import run_is_live
+from bootc_box.locks import remove_stale_locks, run_is_live
+from bootc_box.table import format_table
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,7 @@ def render_images(images: list[CachedImage]) -> str:
     rows = [("STORE", "IMAGE ID", "SIZE", "NAMES")]
     rows += [(i.store, i.image_id[:12], f"{i.size / 1e6:.0f} MB", ", ".join(i.names))
              for i in images]  # fmt: skip
-    widths = [max(len(r[c]) for r in rows) for c in range(3)]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(r[:3], widths, strict=True)) + "  " + r[3]
-        for r in rows
-    )
+    return format_table(rows)
 
 
 def run_cache_ls(as_json: bool) -> int:
@@ -69,5 +66,6 @@ def run_cache_prune(env: Environment, all_images: bool) -> int:
         podman("rm", "--force", name)
     argv = ["image", "prune", "--force", *(["--all"] if all_images else [])]
     removed = podman(*argv).stdout.split()
+    remove_stale_locks(env)
     log.info("Removed %d stale mounts and %d images", len(stale), len(removed))
     return 0

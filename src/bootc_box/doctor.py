@@ -4,6 +4,7 @@ import dataclasses
 import json
 
 from bootc_box.environment import Check, probe_checks, probe_environment
+from bootc_box.table import format_table
 from bootc_box.virtiofsd import find_virtiofsd
 
 
@@ -12,11 +13,7 @@ def render_table(checks: list[Check]) -> str:
     for c in checks:
         status = "ok" if c.ok else ("MISSING" if c.required else "warning")
         rows.append((c.name, status, c.detail, "" if c.ok else c.fix))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)) + "  " + row[3]
-        for row in rows
-    ).rstrip()
+    return format_table(rows)
 
 
 def render_json(checks: list[Check]) -> str:

@@ -49,3 +49,12 @@ def run_is_live(env: Environment, name: str) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+def remove_stale_locks(env: Environment) -> int:
+    """Delete the lock files of runs that died without removing them."""
+    directory = runs_dir(env)
+    stale = [p for p in directory.glob("*.lock") if not run_is_live(env, p.stem)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)

@@ -68,8 +68,11 @@ class CacheVolume:
         listing = self.path / "storage/overlay-containers/containers.json"
         return json.loads(listing.read_text()) if listing.exists() else []
 
-    def top_level(self) -> set[str]:
-        return {p.name for p in self.path.iterdir()}
+    def leftovers(self) -> list[str]:
+        """Anything on the volume but the store and an empty run-lock directory."""
+        found = [p.name for p in self.path.iterdir() if p.name not in ("storage", "runs")]
+        runs = self.path / "runs"
+        return found + ([f"runs/{p.name}" for p in runs.iterdir()] if runs.exists() else [])
 
 
 @contextmanager

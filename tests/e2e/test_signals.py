@@ -49,5 +49,5 @@ def test_podman_stop_powers_off_and_cleans_up(
     logs = subprocess.run(["podman", "logs", container], capture_output=True, text=True, check=True)
     assert "bootc-box: terminated" in logs.stderr
     assert cache_volume.nested_containers() == []
-    assert cache_volume.top_level() == {"storage"}
+    assert cache_volume.leftovers() == []
     assert host_state().processes <= before.processes

@@ -1,0 +1,70 @@
+"""The /cache volume shared by runs: prune clears what a killed run left,
+never a live run's mount; ls shows where each image lives."""
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.conftest import (
+    BOOT_DEADLINE,
+    FIXTURE,
+    CacheVolume,
+    box_argv,
+    podman,
+    wait_for_log,
+)
+
+
+@pytest.fixture
+def names() -> Iterator[list[str]]:
+    created: list[str] = []
+    yield created
+    for name in created:
+        subprocess.run(["podman", "rm", "--force", name], capture_output=True, check=False)
+
+
+def start(names: list[str], cache: CacheVolume, *command: str) -> str:
+    name = f"bootc-box-test-{time.monotonic_ns()}"
+    names.append(name)
+    argv = box_argv("run", FIXTURE, "--", *command, volume=cache.name,
+                    options=("-d", "--name", name))  # fmt: skip
+    subprocess.run(argv, check=True, capture_output=True)
+    wait_for_log(name, "bootc-box: Booting", time.monotonic() + BOOT_DEADLINE)
+    return name
+
+
+def test_prune_clears_a_killed_run_and_spares_a_live_one(
+    names: list[str], cache_volume: CacheVolume
+) -> None:
+    live = start(names, cache_volume, "cat", "/usr/share/bootc-box-fixture-marker")
+    killed = start(names, cache_volume, "true")
+    podman("kill", "--signal", "KILL", killed)
+    podman("wait", killed)
+    assert len(cache_volume.nested_containers()) == 2  # the live mount and the dead one
+
+    prune = subprocess.run(
+        box_argv("cache", "prune", volume=cache_volume.name, options=("--rm",)),
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert prune.returncode == 0, prune.stderr
+    assert "Removed 1 stale mounts" in prune.stderr
+    assert len(cache_volume.nested_containers()) == 1
+
+    assert podman("wait", live) == "0"
+    assert podman("logs", live).splitlines()[-1] == "bootc-box fixture"
+    assert cache_volume.nested_containers() == []
+    assert cache_volume.leftovers() == []
+
+
+def test_ls_shows_the_hosts_images_as_shared(cache_volume: CacheVolume) -> None:
+    result = subprocess.run(
+        box_argv("cache", "ls", "--json", volume=cache_volume.name, options=("--rm",)),
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    images = json.loads(result.stdout)
+    fixture = next(i for i in images if FIXTURE in i["names"])
+    assert fixture["store"] == "host"
+    assert fixture["size"] > 100_000_000

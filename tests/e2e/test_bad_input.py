@@ -8,31 +8,38 @@ from tests.e2e.conftest import NO_KERNEL, TWO_KERNELS, CacheVolume, box_argv, ho
 
 
 @pytest.mark.parametrize(
-    ("image", "message"),
+    ("args", "message"),
     [
         (
-            "localhost/no-such-image:latest",
-            "bootc-box: error: image localhost/no-such-image:latest is not in podman's storage; "
-            "share the host's images with -v /var/lib/containers/storage:",
+            ["--pull=never", "localhost/no-such-image:latest"],
+            "bootc-box: error: image localhost/no-such-image:latest is not in podman's storage "
+            "and --pull=never; allow a pull with --pull=missing, share the host's images with "
+            "-v /var/lib/containers/storage:",
         ),
         (
-            NO_KERNEL,
+            ["localhost/no-such-image:latest"],
+            "bootc-box: error: cannot pull localhost/no-such-image:latest: "
+            "the registry is not reachable",
+        ),
+        (
+            [NO_KERNEL],
             f"bootc-box: error: {NO_KERNEL} has no kernel: "
             "found no /usr/lib/modules/<kver>/vmlinuz",
         ),
         (
-            TWO_KERNELS,
+            [TWO_KERNELS],
             f"bootc-box: error: {TWO_KERNELS} has 2 kernels in /usr/lib/modules "
             "(6.1.0-test, 6.12.0-test); a bootc image must ship exactly one",
         ),
     ],
+    ids=["missing-pull-never", "missing-unreachable", "no-kernel", "two-kernels"],
 )
 def test_unbootable_image_is_refused_cleanly(
-    image: str, message: str, cache_volume: CacheVolume
+    args: list[str], message: str, cache_volume: CacheVolume
 ) -> None:
     before = host_state()
     result = subprocess.run(
-        box_argv("run", image, "--", "true", volume=cache_volume.name, options=("--rm",)),
+        box_argv("run", *args, "--", "true", volume=cache_volume.name, options=("--rm",)),
         capture_output=True,
         text=True,
         check=False,

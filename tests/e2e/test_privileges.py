@@ -3,7 +3,7 @@
 
 import json
 import subprocess
-from collections.abc import Iterator
+from contextlib import ExitStack
 
 import pytest
 
@@ -12,24 +12,19 @@ from tests.e2e.conftest import BOOT_DEADLINE, FIXTURE, box_argv, new_cache_volum
 NO_VOLUME_WARNING = "/cache is not a volume, so nothing is kept between runs"
 
 
-@pytest.fixture(params=[True, False], ids=["volume", "no-volume"])
-def volume(request: pytest.FixtureRequest) -> Iterator[str | None]:
-    if not request.param:
-        yield None
-        return
-    with new_cache_volume() as cache:
-        yield cache.name
-
-
-@pytest.mark.parametrize("privileged", [True, False], ids=["privileged", "default-caps"])
-def test_fixture_boots(privileged: bool, volume: str | None) -> None:
-    if not privileged and volume:
-        pytest.skip("covered by the shared boot in test_run.py")
-    result = subprocess.run(
-        box_argv("run", FIXTURE, "--", "cat", "/usr/share/bootc-box-fixture-marker",
-                 volume=volume, privileged=privileged, options=("--rm",)),
-        capture_output=True, text=True, check=False, timeout=BOOT_DEADLINE,
-    )  # fmt: skip
+@pytest.mark.parametrize(
+    ("privileged", "with_volume"),
+    [(True, True), (True, False), (False, False)],
+    ids=["privileged-volume", "privileged-no-volume", "default-caps-no-volume"],
+)
+def test_fixture_boots(privileged: bool, with_volume: bool) -> None:
+    with ExitStack() as stack:
+        volume = stack.enter_context(new_cache_volume()).name if with_volume else None
+        result = subprocess.run(
+            box_argv("run", FIXTURE, "--", "cat", "/usr/share/bootc-box-fixture-marker",
+                     volume=volume, privileged=privileged, options=("--rm",)),
+            capture_output=True, text=True, check=False, timeout=BOOT_DEADLINE,
+        )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "bootc-box fixture"
     assert (NO_VOLUME_WARNING in result.stderr) is (volume is None)

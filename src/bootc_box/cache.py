@@ -5,6 +5,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 
+from bootc_box.boot_cache import prune_boot_cache
 from bootc_box.environment import Environment
 from bootc_box.images import MOUNT_LABEL, podman
 from bootc_box.locks import remove_stale_locks, run_is_live
@@ -67,5 +68,9 @@ def run_cache_prune(env: Environment, all_images: bool) -> int:
     argv = ["image", "prune", "--force", *(["--all"] if all_images else [])]
     removed = podman(*argv).stdout.split()
     remove_stale_locks(env)
-    log.info("Removed %d stale mounts and %d images", len(stale), len(removed))
+    boot = prune_boot_cache(env, keep={i.image_id for i in list_images()})
+    log.info(
+        "Removed %d stale mounts, %d images and %d boot file entries",
+        len(stale), len(removed), boot,
+    )  # fmt: skip
     return 0

@@ -85,23 +85,25 @@ def pull_argv(ref: ImageRef, options: PullOptions) -> list[str]:
     return [*argv, str(ref)]
 
 
-# What podman says when a pull fails, and what the user can do about it.
+# What podman says when a pull fails (any of the markers), and what the user
+# can do about it.
 _PULL_FAILURES = (
-    ("x509:", "the registry's TLS certificate is not trusted",
+    (("x509:",), "the registry's TLS certificate is not trusted",
      "pass the registry's CA with --cert-dir DIR (DIR/ca.crt), or --tls-verify=false"),
-    ("unauthorized", "the registry wants credentials",
+    (("authentication required", "unauthorized"), "the registry wants credentials",
      "log in with podman login and pass --authfile FILE (or set REGISTRY_AUTH_FILE)"),
-    ("manifest unknown", "the registry has no such image or tag", "check the name and tag"),
-    ("connection refused", "the registry is not reachable",
+    (("manifest unknown",), "the registry has no such image or tag", "check the name and tag"),
+    (("connection refused",), "the registry is not reachable",
      "check the address, or mirror it in registries.conf"),
 )  # fmt: skip
 
 
 def pull_failure(ref: ImageRef, podman_message: str) -> BootcBoxError:
-    for marker, what, hint in _PULL_FAILURES:
-        at = podman_message.find(marker)
-        if at >= 0:
-            return BootcBoxError(f"cannot pull {ref}: {what} ({podman_message[at:]})", hint)
+    for markers, what, hint in _PULL_FAILURES:
+        for marker in markers:
+            at = podman_message.find(marker)
+            if at >= 0:
+                return BootcBoxError(f"cannot pull {ref}: {what} ({podman_message[at:]})", hint)
     return BootcBoxError(f"cannot pull {ref}: {podman_message}")
 
 

@@ -4,6 +4,7 @@
 import errno
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,3 +59,19 @@ def remove_stale_locks(env: Environment) -> int:
     for path in stale:
         path.unlink(missing_ok=True)
     return len(stale)
+
+
+def flock_within(fd: int, operation: int, timeout: float) -> bool:
+    """flock(2) that gives up after `timeout` seconds instead of waiting forever
+    behind a run that hangs; False when it gave up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return True
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)

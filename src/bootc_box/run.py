@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bootc_box.accel import Accel, AccelChoice, choose_accel
+from bootc_box.boot_cache import cached_boot_files
 from bootc_box.console import start_console_follower
 from bootc_box.credentials import write_credential
 from bootc_box.environment import probe_environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.images import PullOptions, mount_image, parse_image_ref, resolve_image
-from bootc_box.kernel import BootFiles, boot_files
+from bootc_box.kernel import BootFiles
 from bootc_box.processes import last_line, wait_until
 from bootc_box.qemu import QemuSpec, kernel_cmdline, require_qemu, start_qemu
 from bootc_box.ssh import SshTarget, generate_key, public_key, run_ssh, ssh_ready
@@ -85,6 +86,8 @@ class Prepared:
     accel: Accel
     key: Path
     credential: Path
+    # Called once the VM answers SSH, when QEMU has long read the boot files.
+    booted: Callable[[], None]
 
 
 def run_run(spec: RunSpec) -> int:
@@ -93,12 +96,15 @@ def run_run(spec: RunSpec) -> int:
     ref = parse_image_ref(spec.image)
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bootc-box-")))
-        root = stack.enter_context(mount_image(resolve_image(ref, env, spec.pull), env))
-        boot = boot_files(root, spec.image)
+        image_id = resolve_image(ref, env, spec.pull)
+        root = stack.enter_context(mount_image(image_id, env))
+        # Held until the VM is up, when QEMU has read the kernel and initramfs.
+        boot_lock = stack.enter_context(ExitStack())
+        boot = boot_lock.enter_context(cached_boot_files(env, image_id, root, spec.image))
         accel = choose_accel(spec.accel, qemu, boot.kernel, env.kvm_hint)
         key = generate_key(workdir)
         credential = write_credential(workdir, "ssh.authorized_keys.root", public_key(key))
-        prepared = Prepared(root, boot, accel, key, credential)
+        prepared = Prepared(root, boot, accel, key, credential, boot_lock.close)
         for attempt in range(1, BOOT_ATTEMPTS + 1):
             attempt_dir = workdir / f"boot-{attempt}"
             attempt_dir.mkdir()
@@ -167,6 +173,7 @@ def boot_and_run(spec: RunSpec, prepared: Prepared, workdir: Path) -> int:
                 on_tick=progress("Waiting for the VM to answer SSH"),
             )
             log.info("VM is up after %.0f s", time.monotonic() - started)
+            prepared.booted()
             if spec.tty and spec.console:
                 console.close()  # an interactive shell and the console would interleave
             if spec.command or spec.tty:

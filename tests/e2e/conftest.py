@@ -1,5 +1,6 @@
 """End-to-end harness: real podman runs of the box image, booting real VMs."""
 
+import base64
 import json
 import os
 import secrets
@@ -69,10 +70,13 @@ class CacheVolume:
         return json.loads(listing.read_text()) if listing.exists() else []
 
     def leftovers(self) -> list[str]:
-        """Anything on the volume but the store and an empty run-lock directory."""
-        found = [p.name for p in self.path.iterdir() if p.name not in ("storage", "runs")]
-        runs = self.path / "runs"
-        return found + ([f"runs/{p.name}" for p in runs.iterdir()] if runs.exists() else [])
+        """Anything on the volume but the store, whole boot-file entries and an
+        empty run-lock directory."""
+        found = [p.name for p in self.path.iterdir() if p.name not in ("storage", "runs", "boot")]
+        runs, boot = self.path / "runs", self.path / "boot"
+        found += [f"runs/{p.name}" for p in runs.iterdir()] if runs.exists() else []
+        found += [f"boot/{p.name}" for p in boot.glob(".*")] if boot.exists() else []
+        return found
 
 
 @contextmanager
@@ -175,24 +179,23 @@ http:
     certificate: {root}/ca/ca.crt
     key: {root}/key.pem
 """
+HTPASSWD_AUTH = """\
+auth:
+  htpasswd:
+    realm: bootc-box-test
+    path: {root}/htpasswd
+"""
 
 
-@pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    root = tmp_path_factory.mktemp("registry")
-    (root / "ca").mkdir()
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=bootc-box test registry", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", root / "key.pem", "-out", root / "ca/ca.crt"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+@contextmanager
+def serve_registry(root: Path, name: str, config: str) -> Iterator[Registry]:
+    """One docker-registry process over the storage and certificate in `root`."""
     address = f"127.0.0.1:{free_port()}"
-    (root / "config.yml").write_text(REGISTRY_CONFIG.format(root=root, address=address))
+    (root / f"{name}.yml").write_text(config.format(root=root, address=address))
     with (
-        (root / "registry.log").open("wb") as log,
+        (root / f"{name}.log").open("wb") as log,
         subprocess.Popen(
-            ["docker-registry", "serve", root / "config.yml"], stdout=log, stderr=log
+            ["docker-registry", "serve", root / f"{name}.yml"], stdout=log, stderr=log
         ) as server,
     ):
         try:
@@ -204,10 +207,51 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
                 time.sleep(0.1)
             else:
                 raise AssertionError(
-                    f"registry did not listen: {(root / 'registry.log').read_text()}"
+                    f"registry did not listen: {(root / f'{name}.log').read_text()}"
                 )
-            reg = Registry(address, root / "ca")
-            podman("push", "--quiet", "--tls-verify=false", FIXTURE, reg.fixture)
-            yield reg
+            yield Registry(address, root / "ca")
         finally:
             server.terminate()
+
+
+@pytest.fixture(scope="session")
+def registry_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("registry")
+    (root / "ca").mkdir()
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=bootc-box test registry", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", root / "key.pem", "-out", root / "ca/ca.crt"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return root
+
+
+@pytest.fixture(scope="session")
+def registry(registry_root: Path) -> Iterator[Registry]:
+    with serve_registry(registry_root, "open", REGISTRY_CONFIG) as reg:
+        podman("push", "--quiet", "--tls-verify=false", FIXTURE, reg.fixture)
+        yield reg
+
+
+@dataclass(frozen=True)
+class AuthRegistry:
+    registry: Registry
+    authfile: Path  # podman login's format, for the one user htpasswd knows
+
+
+@pytest.fixture(scope="session")
+def auth_registry(registry: Registry, registry_root: Path) -> Iterator[AuthRegistry]:
+    """A second server over the same storage that wants a login."""
+    password = secrets.token_urlsafe(16)
+    # -i: the password comes on stdin, never on a command line.
+    htpasswd = subprocess.run(
+        ["htpasswd", "-inB", "tester"], input=password, capture_output=True, text=True, check=True
+    ).stdout
+    (registry_root / "htpasswd").write_text(htpasswd)
+    with serve_registry(registry_root, "auth", REGISTRY_CONFIG + HTPASSWD_AUTH) as reg:
+        token = base64.b64encode(f"tester:{password}".encode()).decode()
+        authfile = registry_root / "auth.json"
+        authfile.write_text(json.dumps({"auths": {reg.address: {"auth": token}}}))
+        authfile.chmod(0o600)
+        yield AuthRegistry(reg, authfile)

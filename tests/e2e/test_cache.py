@@ -1,6 +1,7 @@
 """The /cache volume shared by runs: prune clears what a killed run left,
 never a live run's mount; ls shows where each image lives."""
 
+import hashlib
 import json
 import subprocess
 import time
@@ -50,7 +51,7 @@ def test_prune_clears_a_killed_run_and_spares_a_live_one(
         capture_output=True, text=True, check=False, timeout=120,
     )  # fmt: skip
     assert prune.returncode == 0, prune.stderr
-    assert "Removed 1 stale mounts" in prune.stderr
+    assert "Removed 1 stale mounts, 0 images and 0 boot file entries" in prune.stderr
     assert len(cache_volume.nested_containers()) == 1
 
     assert podman("wait", live) == "0"
@@ -68,3 +69,48 @@ def test_ls_shows_the_hosts_images_as_shared(cache_volume: CacheVolume) -> None:
     fixture = next(i for i in images if FIXTURE in i["names"])
     assert fixture["store"] == "host"
     assert fixture["size"] > 100_000_000
+
+
+def test_damaged_boot_files_are_extracted_again(cache_volume: CacheVolume) -> None:
+    """Boot files are extracted once per image, checked on every use, and
+    rebuilt when damaged. `--accel kvm` stops each run right after the files
+    are ready on this machine, whose KVM cannot run the guest (elsewhere the
+    run boots and `true` exits 0): either way the files were used."""
+
+    def run() -> str:
+        result = subprocess.run(
+            box_argv("run", "--accel", "kvm", FIXTURE, "--", "true", volume=cache_volume.name,
+                     options=("--rm",)),
+            capture_output=True, text=True, check=False, timeout=BOOT_DEADLINE,
+        )  # fmt: skip
+        assert result.returncode in (0, 125), result.stderr
+        if result.returncode == 125:
+            assert "bootc-box: error: KVM cannot run this guest" in result.stderr
+        return result.stderr
+
+    assert f"Extracting the boot files of {FIXTURE}" in run()
+    entries = [p for p in (cache_volume.path / "boot").iterdir() if p.is_dir()]
+    assert len(entries) == 1
+    manifest = json.loads((entries[0] / "manifest.json").read_text())
+    assert (
+        manifest["image"]
+        == entries[0].name
+        == podman("image", "inspect", "--format", "{{.Id}}", FIXTURE)
+    )
+
+    assert "Extracting" not in run()
+
+    initramfs = entries[0] / "initramfs.img"
+    with initramfs.open("r+b") as f:
+        f.seek(4096)
+        f.write(b"bit rot")
+    damaged = run()
+    assert (
+        f"bootc-box: warning: The cached boot files of {FIXTURE} are damaged "
+        "(initramfs.img does not match its recorded digest); extracting them again"
+    ) in damaged
+    assert (
+        "sha256:" + hashlib.sha256(initramfs.read_bytes()).hexdigest()
+        == (manifest["files"]["initramfs.img"])
+    )
+    assert cache_volume.nested_containers() == []

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tests.e2e.conftest import (
     BOOT_DEADLINE,
+    AuthRegistry,
     CacheVolume,
     Registry,
     box_argv,
@@ -61,13 +62,38 @@ def test_pull_without_verification_when_asked(
     assert result.stdout.strip() in nested_images(cache_volume)
 
 
+def test_pull_from_a_registry_that_wants_a_login(
+    auth_registry: AuthRegistry, cache_volume: CacheVolume
+) -> None:
+    """The credentials travel as a file (--authfile or REGISTRY_AUTH_FILE),
+    never on a command line."""
+    image = auth_registry.registry.fixture
+    trust = ("-v", f"{auth_registry.registry.ca_dir}:/certs:ro")
+    anonymous = box("pull", "--cert-dir", "/certs", image, volume=cache_volume.name, options=trust)
+    assert anonymous.returncode == 125
+    assert f"cannot pull {image}: the registry wants credentials" in anonymous.stderr
+    assert "pass --authfile FILE (or set REGISTRY_AUTH_FILE)" in anonymous.stderr
+
+    auth = (*trust, "-v", f"{auth_registry.authfile}:/auth/auth.json:ro")
+    with_flag = box("pull", "--cert-dir", "/certs", "--authfile", "/auth/auth.json", image,
+                    volume=cache_volume.name, options=auth)  # fmt: skip
+    assert with_flag.returncode == 0, with_flag.stderr
+    assert with_flag.stdout.strip() in nested_images(cache_volume)
+
+    with_env = box("pull", "--cert-dir", "/certs", image, volume=cache_volume.name,
+                   options=(*auth, "-e", "REGISTRY_AUTH_FILE=/auth/auth.json"))  # fmt: skip
+    assert with_env.returncode == 0, with_env.stderr
+    assert with_env.stdout == with_flag.stdout
+
+
 def test_mirror_serves_an_outside_name_and_a_warm_cache_pulls_nothing(
     registry: Registry, tmp_path: Path
 ) -> None:
     """A disconnected site: registries.conf mirrors quay.io to the local
     registry, whose CA is in certs.d. The first run pulls through the mirror
     and boots; then two runs at once on the same /cache both boot, pulling
-    nothing."""
+    and extracting nothing. One of them asks for --pull=newer without the
+    mirror, so its pull fails and it boots the copy it has."""
     (tmp_path / "mirror.conf").write_text(
         '[[registry]]\nprefix = "quay.io/bootc-box"\nlocation = "quay.io/bootc-box"\n'
         f'[[registry.mirror]]\nlocation = "{registry.address}/bootc"\n'
@@ -84,14 +110,20 @@ def test_mirror_serves_an_outside_name_and_a_warm_cache_pulls_nothing(
         assert first.returncode == 0, first.stderr
         assert first.stdout.strip() == "bootc-box fixture"
         assert f"bootc-box: Pulling {OUTSIDE_NAME}" in first.stderr
+        assert f"bootc-box: Extracting the boot files of {OUTSIDE_NAME}" in first.stderr
 
         with ThreadPoolExecutor(2) as pool:
-            warm = list(pool.map(
-                lambda _: box("run", OUTSIDE_NAME, *command, volume=cache.name, options=site),
-                range(2),
-            ))  # fmt: skip
-        for result in warm:
+            mirrored = pool.submit(
+                box, "run", OUTSIDE_NAME, *command, volume=cache.name, options=site
+            )
+            newer = pool.submit(
+                box, "run", "--pull=newer", OUTSIDE_NAME, *command, volume=cache.name
+            )
+        for result in (mirrored.result(), newer.result()):
             assert result.returncode == 0, result.stderr
             assert result.stdout.strip() == "bootc-box fixture"
-            assert "Pulling" not in result.stderr
+            assert "Extracting" not in result.stderr
+        assert "Pulling" not in mirrored.result().stderr
+        assert f"cannot pull {OUTSIDE_NAME}" in newer.result().stderr
+        assert "; using the local copy" in newer.result().stderr
         assert cache.nested_containers() == []

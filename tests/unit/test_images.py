@@ -80,6 +80,19 @@ def test_untrusted_certificate_names_both_ways_out() -> None:
     )
 
 
+def test_a_registry_wanting_a_login_names_the_authfile() -> None:
+    message = (
+        "initializing source docker://127.0.0.1:5000/f:latest: reading manifest latest in "
+        "127.0.0.1:5000/f: authentication required"
+    )
+    error = pull_failure(parse_image_ref("127.0.0.1:5000/f:latest"), message)
+    assert str(error) == (
+        "cannot pull 127.0.0.1:5000/f:latest: the registry wants credentials "
+        "(authentication required); log in with podman login and pass --authfile FILE "
+        "(or set REGISTRY_AUTH_FILE)"
+    )
+
+
 def test_unknown_pull_failures_keep_podmans_words() -> None:
     error = pull_failure(parse_image_ref("x/y"), "something new")
     assert str(error) == "cannot pull x/y: something new"

@@ -1,0 +1,145 @@
+import fcntl
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bootc_box import boot_cache
+from bootc_box.boot_cache import (
+    INITRAMFS,
+    KERNEL,
+    boot_cache_dir,
+    cached_boot_files,
+    entry_problem,
+    prune_boot_cache,
+)
+from bootc_box.environment import Environment
+from bootc_box.errors import BootcBoxError
+from tests.unit.test_kernel import add_kernel
+
+NATIVE = Environment(in_box=False)
+IMAGE_ID = "ab" * 32
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    return tmp_path / "xdg/bootc-box/boot"
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    add_kernel(tmp_path / "root", "6.12.0")
+    return tmp_path / "root"
+
+
+def test_the_box_keeps_boot_files_on_the_volume() -> None:
+    assert boot_cache_dir(Environment(in_box=True)) == Path("/cache/boot")
+
+
+def test_a_first_use_extracts_a_verified_copy(
+    cache: Path, root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    with cached_boot_files(NATIVE, IMAGE_ID, root, "img") as boot:
+        assert boot.kver == "6.12.0"
+        assert boot.kernel == cache / IMAGE_ID / KERNEL
+        assert boot.kernel.read_bytes() == b"kernel 6.12.0"
+        assert boot.initramfs.read_bytes() == b"initramfs"
+    assert entry_problem(cache / IMAGE_ID) is None
+    assert "Extracting the boot files of img" in caplog.text
+    assert sorted(p.name for p in cache.iterdir()) == [IMAGE_ID, f"{IMAGE_ID}.lock"]
+
+
+def test_a_good_entry_is_used_without_touching_the_image(
+    cache: Path, root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with cached_boot_files(NATIVE, IMAGE_ID, root, "img"):
+        pass
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    (root / "usr/lib/modules/6.12.0/vmlinuz").write_bytes(b"another kernel")
+    with cached_boot_files(NATIVE, IMAGE_ID, root, "img") as boot:
+        assert boot.kernel.read_bytes() == b"kernel 6.12.0"
+    assert caplog.text == ""
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda e: (e / INITRAMFS).write_bytes(b"initramfz"), "initramfs.img does not match"),
+        (lambda e: (e / KERNEL).unlink(), "vmlinuz is missing"),
+        (lambda e: (e / "manifest.json").write_text("{"), "its manifest is unreadable"),
+        (lambda e: (e / "manifest.json").write_text("{}"), "its manifest is incomplete"),
+        (lambda e: (e / "manifest.json").unlink(), "it has no manifest"),
+    ],
+)
+def test_a_damaged_entry_is_rebuilt(
+    cache: Path,
+    root: Path,
+    caplog: pytest.LogCaptureFixture,
+    damage: Callable[[Path], object],
+    problem: str,
+) -> None:
+    with cached_boot_files(NATIVE, IMAGE_ID, root, "img"):
+        pass
+    damage(cache / IMAGE_ID)
+    assert problem in str(entry_problem(cache / IMAGE_ID))
+    with cached_boot_files(NATIVE, IMAGE_ID, root, "img") as boot:
+        assert boot.initramfs.read_bytes() == b"initramfs"
+    assert f"The cached boot files of img are damaged ({problem}" in caplog.text
+    assert entry_problem(cache / IMAGE_ID) is None
+
+
+def test_an_interrupted_extraction_leaves_no_entry(
+    cache: Path, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(path: Path) -> str:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(boot_cache, "file_digest", fail)
+    with pytest.raises(KeyboardInterrupt), cached_boot_files(NATIVE, IMAGE_ID, root, "img"):
+        pass
+    assert [p.name for p in cache.iterdir()] == [f"{IMAGE_ID}.lock"]
+
+
+def test_an_image_without_a_kernel_leaves_no_entry(cache: Path, tmp_path: Path) -> None:
+    with (
+        pytest.raises(BootcBoxError, match="has no kernel"),
+        cached_boot_files(NATIVE, IMAGE_ID, tmp_path, "img"),
+    ):
+        pass
+    assert not (cache / IMAGE_ID).exists()
+
+
+def test_a_rebuild_waits_for_the_lock_and_gives_up_with_a_hint(
+    cache: Path, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(boot_cache, "LOCK_TIMEOUT", 0.3)
+    cache.mkdir(parents=True)
+    holder = os.open(cache / f"{IMAGE_ID}.lock", os.O_CREAT | os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_SH)  # a run booting from the (missing) entry
+    try:
+        with (
+            pytest.raises(BootcBoxError, match="locked for 0 s") as err,
+            cached_boot_files(NATIVE, IMAGE_ID, root, "img"),
+        ):
+            pass
+        assert "wait for the other runs" in str(err.value)
+    finally:
+        os.close(holder)
+
+
+def test_prune_removes_entries_of_gone_images_unless_in_use(cache: Path, root: Path) -> None:
+    kept, gone, busy = "1" * 64, "2" * 64, "3" * 64
+    for key in (kept, gone, busy):
+        with cached_boot_files(NATIVE, key, root, "img"):
+            pass
+    (cache / f".{gone}.partial-x").mkdir()
+    with cached_boot_files(NATIVE, busy, root, "img"):
+        assert prune_boot_cache(NATIVE, keep={kept}) == 1
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        [kept, f"{kept}.lock", busy, f"{busy}.lock"]
+    )

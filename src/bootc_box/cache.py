@@ -59,15 +59,20 @@ def stale_mounts(env: Environment) -> list[str]:
     return [n for n in names if not run_is_live(env, n)]
 
 
-def run_cache_prune(env: Environment, all_images: bool) -> int:
-    """Remove what dead runs left, and images nothing uses (all of ours with
-    --all); the host's shared images are never touched."""
+def remove_stale_mounts(env: Environment) -> list[str]:
     stale = stale_mounts(env)
     for name in stale:
         podman("rm", "--force", name)
+    remove_stale_locks(env)
+    return stale
+
+
+def run_cache_prune(env: Environment, all_images: bool) -> int:
+    """Remove what dead runs left, and images nothing uses (all of ours with
+    --all); the host's shared images are never touched."""
+    stale = remove_stale_mounts(env)
     argv = ["image", "prune", "--force", *(["--all"] if all_images else [])]
     removed = podman(*argv).stdout.split()
-    remove_stale_locks(env)
     boot = prune_boot_cache(env, keep={i.image_id for i in list_images()})
     log.info(
         "Removed %d stale mounts, %d images and %d boot file entries",

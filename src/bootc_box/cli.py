@@ -1,37 +1,29 @@
 """The command line: click only; each command hands a spec to its run_* function."""
 
 import logging
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Any, TypeVar
 
 import click
 
 from bootc_box import __version__
 from bootc_box.accel import AccelChoice
+from bootc_box.binds import parse_bind
 from bootc_box.cache import run_cache_ls, run_cache_prune
 from bootc_box.doctor import run_doctor
 from bootc_box.environment import probe_environment
 from bootc_box.errors import EXIT_TOOL_FAILED, BootcBoxError
 from bootc_box.images import PullOptions, PullPolicy, run_pull
+from bootc_box.manage import run_inspect, run_list, run_logs, run_rm, run_ssh, run_stop
+from bootc_box.publish import parse_publish
 from bootc_box.qemu import parse_memory
 from bootc_box.run import RunSpec, run_run
+from bootc_box.signals import Terminated, raise_on_sigterm
 
 log = logging.getLogger("bootc_box")
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class Terminated(BaseException):
-    """SIGTERM (e.g. `podman stop`), raised so every resource unwinds in order."""
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # Once is enough: a second signal must not interrupt the clean-up.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise Terminated()
 
 
 class _Formatter(logging.Formatter):
@@ -51,6 +43,12 @@ def cli(ctx: click.Context, debug: bool) -> None:
     handler.setFormatter(_Formatter("%(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def seconds_option(*names: str, default: int, help: str, minimum: int = 0) -> Callable[[F], F]:
+    return click.option(
+        *names, default=default, show_default=True, type=click.IntRange(minimum), help=help
+    )
 
 
 def registry_options(command: F) -> F:
@@ -103,12 +101,8 @@ def pull(*, tls_verify: bool, cert_dir: Path | None, authfile: Path | None, imag
     help="auto: KVM when it can run the guest, else TCG with a warning.",
 )
 @click.option("--console", is_flag=True, help="Show the guest's serial console on stderr.")
-@click.option(
-    "--timeout",
-    default=600,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Seconds to wait for the guest to answer SSH.",
+@seconds_option(
+    "--timeout", default=600, minimum=1, help="Seconds to wait for the guest to answer SSH."
 )
 @click.option(
     "--pull",
@@ -118,11 +112,41 @@ def pull(*, tls_verify: bool, cert_dir: Path | None, authfile: Path | None, imag
     show_default=True,
     help="When to pull IMAGE from its registry, as podman run --pull.",
 )
+@click.option("--detach", "-d", is_flag=True, help="Run the VM in the background; print its name.")
+@click.option("--name", help="Name the VM (default: vm-<random>).")
+@click.option(
+    "--publish",
+    "-p",
+    multiple=True,
+    metavar="[IP:]HOSTPORT:GUESTPORT",
+    help="Forward a port to the guest, on 127.0.0.1 unless IP is given (repeatable).",
+)
+@click.option(
+    "--bind",
+    "binds",
+    multiple=True,
+    metavar="HOSTDIR:GUESTDIR[:ro]",
+    help="Share a directory with the guest, mounted at boot (repeatable).",
+)
+@click.option(
+    "--ssh-key",
+    type=click.Path(path_type=Path),
+    help="Log in with this private key (FILE.pub beside it) instead of a new one.",
+)
+@seconds_option(
+    "--stop-timeout", default=5, help="Seconds the guest gets to power off when the VM is stopped."
+)
 @registry_options
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(
     *,
+    detach: bool,
+    name: str | None,
+    publish: tuple[str, ...],
+    binds: tuple[str, ...],
+    ssh_key: Path | None,
+    stop_timeout: int,
     memory: str,
     cpus: int,
     kargs: tuple[str, ...],
@@ -145,6 +169,8 @@ def run(
     """
     if command[:1] == ("--",):
         command = command[1:]
+    if detach and command:
+        raise click.UsageError("a detached VM runs no command; use bootc-box ssh NAME -- CMD")
     spec = RunSpec(
         image=image,
         command=command,
@@ -156,8 +182,95 @@ def run(
         timeout=float(timeout),
         tty=sys.stdin.isatty() and sys.stdout.isatty(),
         pull=PullOptions(PullPolicy(pull_policy), tls_verify, cert_dir, authfile),
+        name=name,
+        detach=detach,
+        publish=tuple(parse_publish(p) for p in publish),
+        binds=tuple(parse_bind(b) for b in binds),
+        ssh_key=ssh_key,
+        stop_timeout=float(stop_timeout),
     )
     sys.exit(run_run(spec))
+
+
+class _KeepDashDash(click.Command):
+    """Keeps a leading `--`, so `ssh -- CMD` (no name) differs from `ssh NAME`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, ["--", *args] if args[:1] == ["--"] else args)
+
+
+def name_and_command(args: tuple[str, ...]) -> tuple[str | None, tuple[str, ...]]:
+    """`[NAME] [-- CMD...]` as (NAME or None, CMD)."""
+    if args[:1] == ("--",):
+        return None, args[1:]
+    if not args:
+        return None, ()
+    rest = args[1:]
+    return args[0], rest[1:] if rest[:1] == ("--",) else rest
+
+
+@cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the VMs as JSON.")
+def list_command(as_json: bool) -> None:
+    """List the VMs here: running, stopped, failed or dead."""
+    sys.exit(run_list(probe_environment(), as_json))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON (for tmt, testinfra).")
+@click.argument("name", required=False)
+def inspect(as_json: bool, name: str | None) -> None:
+    """Show how to reach VM NAME (the only VM when no NAME): SSH host, port,
+    user and key, image, state."""
+    sys.exit(run_inspect(probe_environment(), name, as_json))
+
+
+@cli.command(
+    cls=_KeepDashDash,
+    context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
+)
+@seconds_option("--timeout", default=600, help="Seconds to wait for a booting VM.")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="[NAME] [-- COMMAND...]")
+def ssh(timeout: int, args: tuple[str, ...]) -> None:
+    """Run COMMAND in VM NAME over SSH, or a shell (NAME may be left out when
+    there is one VM). Waits for a booting VM; exits with COMMAND's status."""
+    name, command = name_and_command(args)
+    sys.exit(run_ssh(probe_environment(), name, command, float(timeout)))
+
+
+@cli.command()
+@click.option("--follow", "-f", is_flag=True, help="Keep printing while the VM runs.")
+@click.argument("name", required=False)
+def logs(follow: bool, name: str | None) -> None:
+    """Print VM NAME's boot messages and serial console."""
+    sys.exit(run_logs(probe_environment(), name, follow))
+
+
+STOP_TIMEOUT = seconds_option(
+    "--time",
+    "-t",
+    "timeout",
+    default=60,
+    help="Seconds to wait for the supervisor to power the VM off before killing it.",
+)
+
+
+@cli.command()
+@STOP_TIMEOUT
+@click.argument("names", nargs=-1)
+def stop(timeout: int, names: tuple[str, ...]) -> None:
+    """Power VMs off (the only VM when no NAME); their state stays until rm."""
+    sys.exit(run_stop(probe_environment(), names, float(timeout)))
+
+
+@cli.command()
+@click.option("--force", "-f", is_flag=True, help="Stop running VMs first.")
+@click.option("--all", "-a", "remove_all", is_flag=True, help="Remove every VM here.")
+@STOP_TIMEOUT
+@click.argument("names", nargs=-1)
+def rm(force: bool, remove_all: bool, timeout: int, names: tuple[str, ...]) -> None:
+    """Remove stopped, failed or dead VMs and their state (keys, logs)."""
+    sys.exit(run_rm(probe_environment(), names, force, remove_all, float(timeout)))
 
 
 @cli.command()
@@ -187,7 +300,7 @@ def cache_prune(all_images: bool) -> None:
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    raise_on_sigterm()
     debug = "--debug" in sys.argv[1:]
     try:
         cli.main(standalone_mode=False)

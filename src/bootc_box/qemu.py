@@ -1,5 +1,6 @@
 """QEMU: direct kernel boot of the image's kernel with a virtiofs root."""
 
+import logging
 import re
 import shutil
 import subprocess
@@ -11,6 +12,10 @@ from pathlib import Path
 from bootc_box.accel import Accel
 from bootc_box.errors import BootcBoxError
 from bootc_box.processes import start_process
+from bootc_box.publish import LOOPBACK, Publish
+from bootc_box.qmp import qmp_execute
+
+log = logging.getLogger(__name__)
 
 QEMU = "qemu-system-x86_64"
 ROOT_TAG = "rootfs"
@@ -28,6 +33,10 @@ class QemuSpec:
     ssh_port: int
     console_log: Path
     credential_files: tuple[Path, ...] = ()
+    publish: tuple[Publish, ...] = ()
+    # More virtiofs shares besides the root: (tag, virtiofsd socket).
+    shares: tuple[tuple[str, Path], ...] = ()
+    qmp_socket: Path | None = None
 
 
 _MEMORY = re.compile(r"(\d+)(?:([mg])(?:i?b)?)?", re.IGNORECASE)
@@ -73,10 +82,13 @@ def qemu_argv(spec: QemuSpec, qemu: str = QEMU) -> list[str]:
         "-kernel", str(spec.kernel),
         "-initrd", str(spec.initramfs),
         "-append", spec.cmdline,
-        "-chardev", f"socket,id=rootfs,path={spec.virtiofs_socket}",
-        "-device", f"vhost-user-fs-pci,queue-size=1024,chardev=rootfs,tag={ROOT_TAG}",
-        # Forwarded ports listen on loopback only: the VM is not for the LAN.
-        "-nic", f"user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22",
+        *_virtiofs_args(((ROOT_TAG, spec.virtiofs_socket), *spec.shares)),
+        # SSH listens on loopback only: the VM is not for the LAN. Published
+        # ports say their address (127.0.0.1 unless the user chose another).
+        "-nic", "user,model=virtio-net-pci," + ",".join(
+            f"hostfwd={fwd.hostfwd()}"
+            for fwd in (Publish(LOOPBACK, spec.ssh_port, 22), *spec.publish)
+        ),
         "-display", "none",
         "-serial", f"file:{spec.console_log}",
         # A guest reboot or poweroff ends the run instead of booting again.
@@ -84,7 +96,19 @@ def qemu_argv(spec: QemuSpec, qemu: str = QEMU) -> list[str]:
     ]  # fmt: skip
     for path in spec.credential_files:
         argv += ["-smbios", f"type=11,path={path}"]
+    if spec.qmp_socket:
+        argv += ["-qmp", f"unix:{spec.qmp_socket},server=on,wait=off"]
     return argv
+
+
+def _virtiofs_args(shares: tuple[tuple[str, Path], ...]) -> list[str]:
+    args = []
+    for tag, socket in shares:
+        args += [
+            "-chardev", f"socket,id={tag},path={socket}",
+            "-device", f"vhost-user-fs-pci,queue-size=1024,chardev={tag},tag={tag}",
+        ]  # fmt: skip
+    return args
 
 
 def find_qemu() -> str | None:
@@ -107,3 +131,21 @@ def start_qemu(spec: QemuSpec, log_file: Path) -> Iterator["subprocess.Popen[byt
         start_process(qemu_argv(spec, require_qemu()), stdout=out, stderr=out) as proc,
     ):
         yield proc
+
+
+def power_off(vm: "subprocess.Popen[bytes]", qmp_socket: Path, grace: float) -> bool:
+    """Press the VM's power button (ACPI, over QMP) and wait up to `grace`
+    seconds for the guest to shut down; False when it did not (the caller
+    then stops QEMU)."""
+    if vm.poll() is not None:
+        return True
+    try:
+        qmp_execute(qmp_socket, "system_powerdown", timeout=grace)
+    except (OSError, ValueError, BootcBoxError) as e:
+        log.warning("could not ask the VM to power off: %s", e)
+        return False
+    try:
+        vm.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        return False
+    return True

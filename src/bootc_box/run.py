@@ -1,9 +1,10 @@
-"""`bootc-box run`: boot an image as a VM and run a command or a shell in it."""
+"""`bootc-box run`: boot an image as a VM and run a command or a shell in it,
+or keep it up (in the foreground, or detached under a supervisor)."""
 
 import logging
 import socket
+import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -11,17 +12,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bootc_box.accel import Accel, AccelChoice, choose_accel
+from bootc_box.binds import Bind, bind_kargs, bind_tag, check_bind_sources
 from bootc_box.boot_cache import cached_boot_files
 from bootc_box.console import start_console_follower
 from bootc_box.credentials import write_credential
-from bootc_box.environment import probe_environment
+from bootc_box.detach import start_detached
+from bootc_box.environment import Environment, probe_environment
 from bootc_box.errors import BootcBoxError
-from bootc_box.images import PullOptions, mount_image, parse_image_ref, resolve_image
+from bootc_box.images import ImageRef, PullOptions, mount_image, parse_image_ref, resolve_image
 from bootc_box.kernel import BootFiles
 from bootc_box.processes import last_line, wait_until
-from bootc_box.qemu import QemuSpec, kernel_cmdline, require_qemu, start_qemu
-from bootc_box.ssh import SshTarget, generate_key, public_key, run_ssh, ssh_ready
+from bootc_box.publish import Publish
+from bootc_box.qemu import QemuSpec, kernel_cmdline, power_off, require_qemu, start_qemu
+from bootc_box.ssh import SshTarget, check_private_key, connect, generate_key, public_key, ssh_ready
 from bootc_box.virtiofsd import VirtiofsdSpec, start_virtiofsd
+from bootc_box.vms import VmEntry, VmState, check_name, claim_vm_dir, new_name, supervise_vm
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,19 @@ class RunSpec:
     timeout: float = 600.0
     tty: bool = False
     pull: PullOptions = field(default_factory=PullOptions)
+    name: str | None = None
+    detach: bool = False
+    publish: tuple[Publish, ...] = ()
+    binds: tuple[Bind, ...] = ()
+    ssh_key: Path | None = None
+    # Seconds a guest gets to shut down after its power button is pressed;
+    # below podman stop's default 10 s so the clean-up still fits.
+    stop_timeout: float = 5.0
+
+    @property
+    def keeps_running(self) -> bool:
+        """No command and no terminal: the VM stays up until it is stopped."""
+        return self.detach or not (self.command or self.tty)
 
 
 def free_port() -> int:
@@ -91,25 +109,43 @@ class Prepared:
 
 
 def run_run(spec: RunSpec) -> int:
+    """Check what can be checked before anything is allocated, then run the
+    VM here, or under a detached supervisor."""
     env = probe_environment()
-    qemu = require_qemu()
+    require_qemu()
     ref = parse_image_ref(spec.image)
+    check_bind_sources(spec.binds, env)
+    if spec.ssh_key:
+        check_private_key(spec.ssh_key)
+    directory = claim_vm_dir(env, check_name(spec.name) if spec.name else new_name())
+    if spec.detach:
+        return start_detached(directory, lambda: supervise(spec, env, ref, directory))
+    return supervise(spec, env, ref, directory)
+
+
+def supervise(spec: RunSpec, env: Environment, ref: ImageRef, directory: Path) -> int:
     with ExitStack() as stack:
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bootc-box-")))
+        vm = stack.enter_context(supervise_vm(directory, spec.image, detached=spec.detach))
         image_id = resolve_image(ref, env, spec.pull)
+        vm.update(image_id=image_id)
         root = stack.enter_context(mount_image(image_id, env))
         # Held until the VM is up, when QEMU has read the kernel and initramfs.
         boot_lock = stack.enter_context(ExitStack())
         boot = boot_lock.enter_context(cached_boot_files(env, image_id, root, spec.image))
-        accel = choose_accel(spec.accel, qemu, boot.kernel, env.kvm_hint)
-        key = generate_key(workdir)
-        credential = write_credential(workdir, "ssh.authorized_keys.root", public_key(key))
+        accel = choose_accel(spec.accel, require_qemu(), boot.kernel, env.kvm_hint)
+        key = spec.ssh_key or generate_key(directory)
+        credential = write_credential(directory, "ssh.authorized_keys.root", public_key(key))
+        vm.update(
+            ssh_key=str(key),
+            publish=tuple(str(p) for p in spec.publish),
+            binds=tuple(str(b) for b in spec.binds),
+        )
         prepared = Prepared(root, boot, accel, key, credential, boot_lock.close)
         for attempt in range(1, BOOT_ATTEMPTS + 1):
-            attempt_dir = workdir / f"boot-{attempt}"
+            attempt_dir = directory / f"boot-{attempt}"
             attempt_dir.mkdir()
             try:
-                return boot_and_run(spec, prepared, attempt_dir)
+                return boot_and_run(spec, prepared, attempt_dir, vm)
             except GuestStalled as stalled:
                 if attempt == BOOT_ATTEMPTS:
                     raise
@@ -117,13 +153,26 @@ def run_run(spec: RunSpec) -> int:
     raise AssertionError("unreachable")
 
 
-def boot_and_run(spec: RunSpec, prepared: Prepared, workdir: Path) -> int:
-    """One boot: virtiofsd and QEMU, wait for SSH, then the command or shell."""
+def boot_and_run(spec: RunSpec, prepared: Prepared, workdir: Path, vm: VmEntry) -> int:
+    """One boot: virtiofsd for the root and each bind, QEMU, wait for SSH,
+    then the command or shell, or keep the VM up until it is stopped."""
     with ExitStack() as stack:
         virtiofs = stack.enter_context(
             start_virtiofsd(
                 VirtiofsdSpec(prepared.root, workdir / "rootfs.sock"), workdir / "virtiofsd.log"
             )
+        )
+        shares = tuple(
+            (
+                bind_tag(i),
+                stack.enter_context(
+                    start_virtiofsd(
+                        VirtiofsdSpec(bind.source, workdir / f"{bind_tag(i)}.sock", bind.readonly),
+                        workdir / f"virtiofsd-{bind_tag(i)}.log",
+                    )
+                ),
+            )
+            for i, bind in enumerate(spec.binds)
         )
         console_log = workdir / "console.log"
         vm_spec = QemuSpec(
@@ -132,20 +181,24 @@ def boot_and_run(spec: RunSpec, prepared: Prepared, workdir: Path) -> int:
             cpus=spec.cpus,
             kernel=prepared.boot.kernel,
             initramfs=prepared.boot.initramfs,
-            cmdline=kernel_cmdline(spec.kargs),
+            cmdline=kernel_cmdline((*bind_kargs(spec.binds), *spec.kargs)),
             virtiofs_socket=virtiofs,
             ssh_port=free_port(),
             console_log=console_log,
             credential_files=(prepared.credential,),
+            publish=spec.publish,
+            shares=shares,
+            qmp_socket=workdir / "qmp.sock",
         )
         log.info("Booting %s (kernel %s, %s)", spec.image, prepared.boot.kver, prepared.accel.name)
         started = time.monotonic()
         qemu_log = workdir / "qemu.log"
-        vm = stack.enter_context(start_qemu(vm_spec, qemu_log))
+        qemu = stack.enter_context(start_qemu(vm_spec, qemu_log))
+        target = SshTarget("127.0.0.1", vm_spec.ssh_port, "root", prepared.key)
+        vm.update(state=VmState.BOOTING, ssh_port=target.port)
         with ExitStack() as console:
-            if spec.console:
+            if spec.console or spec.keeps_running:
                 console.enter_context(start_console_follower(console_log, sys.stderr.buffer))
-            target = SshTarget("127.0.0.1", vm_spec.ssh_port, "root", prepared.key)
 
             def booted() -> bool:
                 if guest_stalled(console_log):
@@ -157,7 +210,7 @@ def boot_and_run(spec: RunSpec, prepared: Prepared, workdir: Path) -> int:
 
             wait_until(
                 booted,
-                vm,
+                qemu,
                 spec.timeout,
                 interval=1.0,
                 on_exit=lambda status: BootcBoxError(
@@ -174,9 +227,24 @@ def boot_and_run(spec: RunSpec, prepared: Prepared, workdir: Path) -> int:
             )
             log.info("VM is up after %.0f s", time.monotonic() - started)
             prepared.booted()
+            vm.update(state=VmState.RUNNING)
             if spec.tty and spec.console:
                 console.close()  # an interactive shell and the console would interleave
-            if spec.command or spec.tty:
-                return run_ssh(target, spec.command, tty=spec.tty)
-            log.info("VM is running; stop it with Ctrl-C or by stopping the container")
-            return vm.wait()
+            if not spec.keeps_running:
+                return connect(target, spec.command, tty=spec.tty)
+            # From here a stop is a power-off: the guest gets its ACPI power
+            # button and a few seconds before QEMU is stopped.
+            # (On the console's stack, so the shutdown shows in the log.)
+            console.callback(shut_down, qemu, vm_spec.qmp_socket, spec.stop_timeout)
+            log.info("VM %s is running; stop it with bootc-box stop or podman stop", vm.record.name)
+            return qemu.wait()
+
+
+def shut_down(qemu: "subprocess.Popen[bytes]", qmp_socket: Path | None, grace: float) -> None:
+    if qmp_socket is None or qemu.poll() is not None:
+        return
+    log.info("Powering the VM off")
+    if power_off(qemu, qmp_socket, grace):
+        log.info("The VM powered off")
+    else:
+        log.warning("the VM did not power off within %.0f s; stopping it", grace)

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bootc_box.errors import BootcBoxError
+
 log = logging.getLogger(__name__)
 
 
@@ -30,7 +32,31 @@ def generate_key(directory: Path) -> Path:
 
 
 def public_key(key: Path) -> bytes:
-    return key.with_name(key.name + ".pub").read_bytes()
+    """The public half: KEY.pub beside it, else derived from the private key."""
+    pub = key.with_name(key.name + ".pub")
+    if pub.is_file():
+        return pub.read_bytes()
+    result = subprocess.run(
+        ["ssh-keygen", "-y", "-f", str(key)],
+        check=False,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+    )
+    if result.returncode != 0:
+        raise BootcBoxError(
+            f"cannot read the public key of {key}", f"put it beside the key as {pub.name}"
+        )
+    return result.stdout
+
+
+def check_private_key(key: Path) -> Path:
+    """A caller's key (--ssh-key) that ssh will accept."""
+    if not key.is_file():
+        raise BootcBoxError(f"--ssh-key {key} does not exist", "pass the private key's path")
+    if key.stat().st_mode & 0o077:
+        # ssh refuses such a key; better to say so now than after the boot.
+        raise BootcBoxError(f"--ssh-key {key} is readable by others", f"chmod 600 {key}")
+    return key
 
 
 def ssh_argv(
@@ -81,6 +107,6 @@ def ssh_ready(target: SshTarget) -> bool:
     return result.returncode == 0
 
 
-def run_ssh(target: SshTarget, command: Sequence[str], *, tty: bool) -> int:
+def connect(target: SshTarget, command: Sequence[str], *, tty: bool) -> int:
     """Run `command` (or a login shell) in the guest with our stdio; its status."""
     return subprocess.run(ssh_argv(target, command, tty=tty), check=False).returncode

@@ -134,6 +134,14 @@ def read_until(fd: int, marker: bytes, deadline: float) -> bytes:
     return seen
 
 
+def container_logs(container: str) -> str:
+    """`podman logs`, the container's stdout and stderr together."""
+    return subprocess.run(
+        ["podman", "logs", container],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=True,
+    ).stdout  # fmt: skip
+
+
 def wait_for_log(container: str, text: str, deadline: float) -> None:
     """Follow `podman logs` until `text` appears (instead of sleeping)."""
     with subprocess.Popen(

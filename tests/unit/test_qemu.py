@@ -4,6 +4,7 @@ import pytest
 
 from bootc_box.accel import Accel
 from bootc_box.errors import BootcBoxError
+from bootc_box.publish import Publish
 from bootc_box.qemu import QemuSpec, kernel_cmdline, parse_memory, qemu_argv
 
 
@@ -93,3 +94,27 @@ def test_bad_memory_sizes_say_how_to_write_one(text: str) -> None:
 def test_too_little_memory_is_refused() -> None:
     with pytest.raises(BootcBoxError, match="too small"):
         parse_memory("64M")
+
+
+def test_published_ports_follow_ssh_on_the_same_nic() -> None:
+    publish = (Publish("127.0.0.1", 8080, 80), Publish("0.0.0.0", 5353, 53, "udp"))
+    (nic,) = option(qemu_argv(spec(ssh_port=40022, publish=publish), "qemu"), "-nic")
+    assert nic == (
+        "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:40022-:22,"
+        "hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=udp:0.0.0.0:5353-:53"
+    )
+
+
+def test_each_share_gets_its_own_vhost_user_device() -> None:
+    argv = qemu_argv(spec(shares=(("bind0", Path("/run/b0.sock")),)), "qemu")
+    assert option(argv, "-chardev") == [
+        "socket,id=rootfs,path=/run/root.sock",
+        "socket,id=bind0,path=/run/b0.sock",
+    ]
+    assert option(argv, "-device")[1] == "vhost-user-fs-pci,queue-size=1024,chardev=bind0,tag=bind0"
+
+
+def test_qmp_listens_on_a_socket_without_waiting_for_a_client() -> None:
+    assert option(qemu_argv(spec(), "qemu"), "-qmp") == []
+    argv = qemu_argv(spec(qmp_socket=Path("/run/qmp.sock")), "qemu")
+    assert option(argv, "-qmp") == ["unix:/run/qmp.sock,server=on,wait=off"]

@@ -1,0 +1,59 @@
+"""`--bind HOSTDIR:GUESTDIR[:ro]`: a host directory shared over its own
+virtiofsd and mounted in the guest at boot, with no change to the image."""
+
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from bootc_box.environment import Environment
+from bootc_box.errors import BootcBoxError
+
+
+@dataclass(frozen=True)
+class Bind:
+    source: Path
+    target: PurePosixPath
+    readonly: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.target}:{'ro' if self.readonly else 'rw'}"
+
+
+def parse_bind(text: str) -> Bind:
+    parts = text.split(":")
+    hint = "write it as HOSTDIR:GUESTDIR or HOSTDIR:GUESTDIR:ro"
+    if len(parts) == 3 and parts[2] in ("ro", "rw"):
+        readonly = parts.pop() == "ro"
+    elif len(parts) == 2:
+        readonly = False
+    else:
+        raise BootcBoxError(f"invalid --bind {text!r}", hint)
+    source, target = Path(parts[0]), PurePosixPath(parts[1])
+    if not source.is_absolute() or not target.is_absolute() or target == PurePosixPath("/"):
+        raise BootcBoxError(f"invalid --bind {text!r}: both paths must be absolute", hint)
+    if any(c.isspace() or c == "," for c in str(target)):
+        # The target travels on the kernel command line.
+        raise BootcBoxError(f"invalid --bind {text!r}: GUESTDIR has a space or comma", hint)
+    return Bind(source, target, readonly)
+
+
+def check_bind_sources(binds: tuple[Bind, ...], env: Environment) -> None:
+    for bind in binds:
+        if not bind.source.is_dir():
+            raise BootcBoxError(
+                f"--bind source {bind.source} is not a directory",
+                f"mount it into the box first, e.g. -v {bind.source}:{bind.source}"
+                if env.in_box
+                else "create it, or check the path",
+            )
+
+
+def bind_tag(index: int) -> str:
+    return f"bind{index}"
+
+
+def bind_kargs(binds: tuple[Bind, ...]) -> tuple[str, ...]:
+    """systemd mounts each share at boot (systemd.mount-extra, systemd >= 254)."""
+    return tuple(
+        f"systemd.mount-extra={bind_tag(i)}:{b.target}:virtiofs:{'ro' if b.readonly else 'rw'}"
+        for i, b in enumerate(binds)
+    )

@@ -1,0 +1,205 @@
+"""The VMs this box (or host) runs: list, inspect, ssh, logs, stop, rm."""
+
+import json
+import logging
+import shutil
+import signal
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bootc_box.cache import remove_stale_mounts
+from bootc_box.detach import SUPERVISOR_LOG
+from bootc_box.environment import Environment
+from bootc_box.errors import BootcBoxError
+from bootc_box.ssh import SshTarget, connect
+from bootc_box.table import format_table
+from bootc_box.vms import (
+    VmRecord,
+    VmState,
+    current_state,
+    find_vm,
+    list_vms,
+    read_record,
+    write_record,
+)
+
+log = logging.getLogger(__name__)
+
+
+def describe(record: VmRecord) -> dict[str, Any]:
+    """What `inspect --json` prints: enough for ssh, tmt and testinfra."""
+    return {
+        "name": record.name,
+        "state": current_state(record).value,
+        "image": record.image,
+        "image_id": record.image_id,
+        "ssh": {
+            "host": record.ssh_host,
+            "port": record.ssh_port,
+            "user": record.ssh_user,
+            "key": record.ssh_key,
+        },
+        "publish": list(record.publish),
+        "binds": list(record.binds),
+        "detached": record.detached,
+        "supervisor_pid": record.supervisor_pid,
+        "created": record.created,
+        "error": record.error,
+    }
+
+
+def reap_dead(env: Environment) -> list[VmRecord]:
+    """Every VM's record, with supervisors that died unannounced marked dead
+    and what they left in the image store removed."""
+    records, dead = [], 0
+    for directory, found in list_vms(env):
+        if found is None:
+            continue
+        record = found
+        if current_state(found) is VmState.DEAD and found.state is not VmState.DEAD:
+            record = replace(found, state=VmState.DEAD)
+            write_record(directory, record)
+            dead += 1
+        records.append(record)
+    if dead:
+        remove_stale_mounts(env)
+    return records
+
+
+def run_list(env: Environment, as_json: bool) -> int:
+    records = reap_dead(env)
+    if as_json:
+        print(json.dumps([describe(r) for r in records], indent=2))
+        return 0
+    rows = [("NAME", "STATE", "IMAGE", "SSH", "CREATED")]
+    rows += [
+        (r.name, r.state.value, r.image, f"{r.ssh_host}:{r.ssh_port}" if r.ssh_port else "-",
+         r.created)
+        for r in records
+    ]  # fmt: skip
+    print(format_table(rows))
+    return 0
+
+
+def run_inspect(env: Environment, name: str | None, as_json: bool) -> int:
+    _, record = find_vm(env, name)
+    info = describe(record)
+    if as_json:
+        print(json.dumps(info, indent=2))
+    else:
+        ssh = info.pop("ssh")
+        for key, value in {**info, **{f"ssh_{k}": v for k, v in ssh.items()}}.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def wait_for_running(directory: Path, record: VmRecord, timeout: float) -> VmRecord:
+    deadline = time.monotonic() + timeout
+    while True:
+        state = current_state(record)
+        if state is VmState.RUNNING:
+            return record
+        if not state.live:
+            raise BootcBoxError(
+                f"VM {record.name} is {state.value}"
+                + (f": {record.error}" if record.error else ""),
+                f"see bootc-box logs {record.name}, then start it again with bootc-box run",
+            )
+        if time.monotonic() > deadline:
+            raise BootcBoxError(
+                f"VM {record.name} did not finish booting within {timeout:.0f} s",
+                f"see bootc-box logs {record.name}",
+            )
+        time.sleep(0.5)
+        record = read_record(directory) or record
+
+
+def run_ssh(env: Environment, name: str | None, command: tuple[str, ...], timeout: float) -> int:
+    """SSH into a VM, waiting for it to finish booting first."""
+    directory, record = find_vm(env, name)
+    record = wait_for_running(directory, record, timeout)
+    target = SshTarget(record.ssh_host, record.ssh_port, record.ssh_user, Path(record.ssh_key))
+    return connect(target, command, tty=not command and sys.stdin.isatty())
+
+
+def log_files(directory: Path) -> list[Path]:
+    """A detached VM's supervisor log has its messages and console; a
+    foreground VM's console is in its boot attempts' logs."""
+    supervisor = directory / SUPERVISOR_LOG
+    if supervisor.exists():
+        return [supervisor]
+    return sorted(directory.glob("boot-*/console.log"))
+
+
+def run_logs(env: Environment, name: str | None, follow: bool) -> int:
+    directory, record = find_vm(env, name)
+    out = sys.stdout.buffer
+    files = log_files(directory)
+    for path in files[:-1]:
+        out.write(path.read_bytes())
+    if not files:
+        return 0
+    with files[-1].open("rb") as current:
+        while True:
+            out.write(current.read())
+            out.flush()
+            if not follow or not current_state(read_record(directory) or record).live:
+                out.write(current.read())
+                return 0
+            time.sleep(0.2)
+
+
+def stop_vm(directory: Path, record: VmRecord, timeout: float) -> None:
+    """SIGTERM to the supervisor, which powers the VM off and cleans up;
+    SIGKILL if it has not finished within `timeout`."""
+    if not current_state(record).live:
+        return
+    try:
+        supervisor = psutil.Process(record.supervisor_pid)
+        supervisor.send_signal(signal.SIGTERM)
+        supervisor.wait(timeout)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        log.warning(
+            "the supervisor of %s did not stop within %.0f s; killing it", record.name, timeout
+        )
+        supervisor.kill()
+
+
+def run_stop(env: Environment, names: tuple[str, ...], timeout: float) -> int:
+    targets = [find_vm(env, n) for n in names] if names else [find_vm(env, None)]
+    for directory, record in targets:
+        stop_vm(directory, record, timeout)
+        print(record.name)
+    return 0
+
+
+def run_rm(
+    env: Environment, names: tuple[str, ...], force: bool, remove_all: bool, timeout: float
+) -> int:
+    if remove_all:
+        targets = [(d, r) for d, r in list_vms(env) if r is not None]
+    elif names:
+        targets = [find_vm(env, n) for n in names]
+    else:
+        raise BootcBoxError("which VMs?", "name the VMs to remove, or pass --all")
+    running = [r.name for _, r in targets if current_state(r).live]
+    if running and not force:
+        raise BootcBoxError(
+            f"{', '.join(running)} still running", "stop them first, or pass --force"
+        )
+    dead = False
+    for directory, record in targets:
+        dead |= current_state(record) is VmState.DEAD
+        stop_vm(directory, record, timeout)
+        shutil.rmtree(directory)
+        print(record.name)
+    if dead:
+        remove_stale_mounts(env)  # the mount a killed supervisor could not remove
+    return 0

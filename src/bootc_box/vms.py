@@ -1,0 +1,208 @@
+"""Each VM's state directory: its record, SSH key and logs. A record says
+what the supervisor last wrote; psutil tells whether that supervisor still
+lives, so a crashed one shows as dead instead of running forever."""
+
+import enum
+import json
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bootc_box.environment import Environment
+from bootc_box.errors import BootcBoxError
+from bootc_box.signals import Terminated
+
+RECORD = "vm.json"
+_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
+
+
+class VmState(enum.Enum):
+    STARTING = "starting"  # resolving, pulling, mounting the image
+    BOOTING = "booting"  # QEMU runs; SSH does not answer yet
+    RUNNING = "running"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    # What a live state means once its supervisor is gone without saying so
+    # (SIGKILL, a crash); written by `list` when it finds one.
+    DEAD = "dead"
+
+    @property
+    def live(self) -> bool:
+        return self in (VmState.STARTING, VmState.BOOTING, VmState.RUNNING)
+
+
+@dataclass(frozen=True)
+class VmRecord:
+    name: str
+    image: str
+    state: VmState
+    supervisor_pid: int
+    # With the pid, identifies the supervisor: pids are reused.
+    supervisor_started: float
+    detached: bool
+    created: str
+    image_id: str = ""
+    ssh_host: str = "127.0.0.1"
+    ssh_port: int = 0
+    ssh_user: str = "root"
+    ssh_key: str = ""
+    publish: tuple[str, ...] = ()
+    binds: tuple[str, ...] = ()
+    error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "state": self.state.value}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "VmRecord":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["state"] = VmState(values["state"])
+        for key in ("publish", "binds"):
+            values[key] = tuple(values.get(key, ()))
+        return cls(**values)
+
+
+def vms_dir(env: Environment) -> Path:
+    """Per box, not on /cache: a VM's ports and processes only exist in the
+    box (its network and PID namespace) that runs it. Natively, the user's
+    runtime directory."""
+    if env.in_box or not os.environ.get("XDG_RUNTIME_DIR"):
+        return (
+            Path("/run/bootc-box/vms")
+            if os.geteuid() == 0
+            else Path(f"/tmp/bootc-box-{os.geteuid()}/vms")
+        )
+    return Path(os.environ["XDG_RUNTIME_DIR"]) / "bootc-box" / "vms"
+
+
+def check_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise BootcBoxError(
+            f"invalid VM name {name!r}",
+            "use letters, digits, '_', '.' and '-', starting with a letter or digit",
+        )
+    return name
+
+
+def new_name() -> str:
+    return f"vm-{secrets.token_hex(3)}"
+
+
+def this_process() -> tuple[int, float]:
+    me = psutil.Process()
+    return me.pid, me.create_time()
+
+
+def write_record(directory: Path, record: VmRecord) -> None:
+    """Atomically: readers see the old record or the new one, never half."""
+    partial = directory / f".{RECORD}.{os.getpid()}"
+    partial.write_text(json.dumps(record.to_json(), indent=2) + "\n")
+    partial.replace(directory / RECORD)
+
+
+def read_record(directory: Path) -> VmRecord | None:
+    try:
+        return VmRecord.from_json(json.loads((directory / RECORD).read_text()))
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
+
+
+def supervisor_alive(record: VmRecord) -> bool:
+    try:
+        process = psutil.Process(record.supervisor_pid)
+        alive: bool = process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+        return alive and abs(process.create_time() - record.supervisor_started) < 0.01
+    except psutil.Error:
+        return False
+
+
+def current_state(record: VmRecord) -> VmState:
+    if record.state.live and not supervisor_alive(record):
+        return VmState.DEAD
+    return record.state
+
+
+class VmEntry:
+    """A claimed state directory and the record its supervisor keeps current."""
+
+    def __init__(self, directory: Path, record: VmRecord) -> None:
+        self.directory = directory
+        self.record = record
+        write_record(directory, record)
+
+    def update(self, **changes: Any) -> None:
+        self.record = replace(self.record, **changes)
+        write_record(self.directory, self.record)
+
+
+def claim_vm_dir(env: Environment, name: str) -> Path:
+    """A new state directory for VM `name`, or an error if the name is taken."""
+    base = vms_dir(env)
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    directory = base / check_name(name)
+    try:
+        directory.mkdir(mode=0o700)
+    except FileExistsError:
+        raise BootcBoxError(
+            f"the name {name} is already used by a VM",
+            f"pick another --name, or remove it with bootc-box rm --force {name}",
+        ) from None
+    return directory
+
+
+@contextmanager
+def supervise_vm(directory: Path, image: str, *, detached: bool) -> Iterator[VmEntry]:
+    """The record of the VM this process supervises, kept current. A
+    foreground VM's directory goes when it ends; a detached VM's stays, marked
+    stopped or failed, until `bootc-box rm`."""
+    pid, started = this_process()
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    record = VmRecord(directory.name, image, VmState.STARTING, pid, started, detached, created)
+    try:
+        entry = VmEntry(directory, record)
+        try:
+            yield entry
+        except (Terminated, KeyboardInterrupt):
+            entry.update(state=VmState.STOPPED)
+            raise
+        except BaseException as e:
+            entry.update(state=VmState.FAILED, error=str(e) or type(e).__name__)
+            raise
+        entry.update(state=VmState.STOPPED)
+    finally:
+        if not detached:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def list_vms(env: Environment) -> list[tuple[Path, VmRecord | None]]:
+    base = vms_dir(env)
+    if not base.is_dir():
+        return []
+    return [(d, read_record(d)) for d in sorted(base.iterdir()) if d.is_dir()]
+
+
+def find_vm(env: Environment, name: str | None) -> tuple[Path, VmRecord]:
+    """The VM called `name`, or the only one when no name is given."""
+    if name is not None:
+        directory = vms_dir(env) / check_name(name)
+        record = read_record(directory)
+        if record is None:
+            raise BootcBoxError(f"no VM named {name}", "see bootc-box list")
+        return directory, record
+    found = [(d, r) for d, r in list_vms(env) if r is not None]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise BootcBoxError("no VMs here", "start one with bootc-box run -d IMAGE")
+    names = ", ".join(r.name for _, r in found)
+    raise BootcBoxError(f"{len(found)} VMs here ({names})", "name the one you mean")

@@ -1,0 +1,27 @@
+"""The pytest plugin, used as a user would: a real pytest run of the example
+test file against the fixture image, booted through podman."""
+
+import subprocess
+import sys
+
+from tests.e2e.conftest import BOOT_DEADLINE, FIXTURE, ROOT, host_state, new_cache_volume, podman
+
+
+def test_the_example_tests_pass_against_the_fixture() -> None:
+    before = host_state()
+    with new_cache_volume() as cache:
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v",
+             "--bootc-image", FIXTURE, "--bootc-cache-volume", cache.name,
+             ROOT / "examples/test_bootc_image.py"],
+            capture_output=True, text=True, check=False, timeout=BOOT_DEADLINE, cwd=ROOT,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert "3 passed" in result.stdout
+        # The fixture's teardown stopped the box: nothing of it remains.
+        assert (
+            podman("ps", "-a", "--filter", "name=bootc-box-pytest", "--format", "{{.Names}}") == ""
+        )
+        assert cache.nested_containers() == []
+    after = host_state()
+    assert not any("qemu-system" in p for p in after.processes - before.processes)

@@ -1,0 +1,157 @@
+"""One VM per box container, podman-native, as a CI pipeline would use it:
+`podman run -d` keeps the VM up; `podman exec ... bootc-box ssh` reaches
+it; `podman logs` shows the boot; --publish and --bind connect it to the
+host; tmt provisions it from what `inspect --json` prints; `podman stop`
+powers it off. One boot serves every test here."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import (
+    BOOT_DEADLINE,
+    FIXTURE,
+    CacheVolume,
+    box_argv,
+    container_logs,
+    free_port,
+    host_state,
+    new_cache_volume,
+    podman,
+)
+
+MARKER = "bootc-box fixture"
+
+
+@dataclass(frozen=True)
+class BoxVm:
+    container: str
+    cache: CacheVolume
+    key: Path
+    published_port: int
+    ro_dir: Path
+    rw_dir: Path
+
+    def exec(self, *args: str) -> "subprocess.CompletedProcess[str]":
+        return subprocess.run(
+            ["podman", "exec", self.container, "bootc-box", *args],
+            capture_output=True, text=True, check=False, timeout=BOOT_DEADLINE,
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BoxVm]:
+    base = tmp_path_factory.mktemp("vm-box")
+    ro_dir, rw_dir, key_dir = base / "ro", base / "rw", base / "key"
+    for directory in (ro_dir, rw_dir, key_dir):
+        directory.mkdir()
+    (ro_dir / "hello").write_text("from the host\n")
+    key = key_dir / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
+    port = free_port()
+    container = f"bootc-box-test-vm-{time.monotonic_ns()}"
+    with new_cache_volume() as cache:
+        options = (
+            "-d", "--name", container,
+            # The VM's forwarded ports then listen on the host's loopback.
+            "--network", "host",
+            "-v", f"{key_dir}:{key_dir}:ro",
+            "-v", f"{ro_dir}:{ro_dir}:ro",
+            "-v", f"{rw_dir}:{rw_dir}",
+        )  # fmt: skip
+        argv = box_argv(
+            "run", "--ssh-key", str(key), "--publish", f"127.0.0.1:{port}:22",
+            "--bind", f"{ro_dir}:/mnt/ro:ro", "--bind", f"{rw_dir}:/mnt/rw",
+            "--stop-timeout", "60", FIXTURE,
+            volume=cache.name, options=options,
+        )  # fmt: skip
+        subprocess.run(argv, check=True, capture_output=True)
+        try:
+            yield BoxVm(container, cache, key, port, ro_dir, rw_dir)
+        finally:
+            subprocess.run(["podman", "rm", "--force", container], check=False, capture_output=True)
+
+
+def test_ssh_through_podman_exec_waits_for_the_boot(vm: BoxVm) -> None:
+    result = vm.exec("ssh", "--", "sh", "-c", "cat /usr/share/bootc-box-fixture-marker; exit 7")
+    assert result.returncode == 7, result.stderr
+    assert result.stdout == f"{MARKER}\n"
+
+
+def test_podman_logs_show_progress_and_the_console(vm: BoxVm) -> None:
+    logs = container_logs(vm.container)
+    assert "bootc-box: Booting localhost/bootc-box-fixture:latest" in logs
+    assert "Linux version" in logs  # the guest kernel's first console line
+    assert "Reached target" in logs  # systemd in the guest
+
+
+def test_a_read_only_bind_is_read_and_refuses_writes(vm: BoxVm) -> None:
+    read = vm.exec("ssh", "--", "cat", "/mnt/ro/hello")
+    assert (read.returncode, read.stdout) == (0, "from the host\n")
+    write = vm.exec("ssh", "--", "touch", "/mnt/ro/new")
+    assert write.returncode != 0
+    assert "Read-only file system" in write.stderr
+    assert not (vm.ro_dir / "new").exists()
+
+
+def test_a_writable_bind_reaches_the_host(vm: BoxVm) -> None:
+    result = vm.exec("ssh", "--", "sh", "-c", "echo from the guest > /mnt/rw/out")
+    assert result.returncode == 0, result.stderr
+    assert (vm.rw_dir / "out").read_text() == "from the guest\n"
+
+
+def test_a_published_port_answers_on_the_host(vm: BoxVm) -> None:
+    """--publish 127.0.0.1:PORT:22: the guest's sshd greets a host client."""
+    with socket.create_connection(("127.0.0.1", vm.published_port), timeout=30) as conn:
+        assert conn.recv(64).startswith(b"SSH-2.0-")
+
+
+def test_inspect_is_enough_for_tmt(vm: BoxVm, tmp_path: Path) -> None:
+    """tmt provisions the running VM with --how connect, from inspect alone."""
+    info = json.loads(vm.exec("inspect", "--json").stdout)
+    assert info["state"] == "running"
+    assert info["ssh"]["key"] == str(vm.key)
+    tree = tmp_path / "tree"
+    (tree / ".fmf").mkdir(parents=True)
+    (tree / ".fmf/version").write_text("1\n")
+    (tree / "smoke.fmf").write_text(
+        "summary: the VM answers\nexecute:\n    how: tmt\n"
+        "    script: cat /usr/share/bootc-box-fixture-marker\n"
+    )
+    ssh = info["ssh"]
+    tmt = Path(sys.executable).with_name("tmt")
+    result = subprocess.run(
+        [tmt, "--root", tree, "run", "--id", tmp_path / "run", "--all",
+         "provision", "--how", "connect", "--guest", ssh["host"], "--port", str(ssh["port"]),
+         "--user", ssh["user"], "--key", ssh["key"]],
+        capture_output=True, text=True, check=False, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "total: 1 test passed" in result.stdout + result.stderr
+    (output,) = (tmp_path / "run").glob("smoke/execute/data/guest/*/script-00-*/output.txt")
+    # (ssh's own "Permanently added ..." warning may come first.)
+    assert output.read_text().splitlines()[-1] == MARKER
+
+
+def test_podman_stop_powers_the_vm_off(vm: BoxVm) -> None:
+    """Last here: the guest gets its ACPI power button and shuts down."""
+    before = host_state()
+    podman("stop", "--time", "90", vm.container)
+    assert podman("inspect", "--format", "{{.State.ExitCode}}", vm.container) == "143"
+    logs = container_logs(vm.container)
+    assert "bootc-box: Powering the VM off" in logs
+    assert "reboot: Power down" in logs
+    assert "bootc-box: The VM powered off" in logs
+    after = host_state()
+    assert not any(
+        "qemu-system" in p or "virtiofsd" in p for p in after.processes - before.processes
+    )
+    assert vm.cache.nested_containers() == []
+    assert vm.cache.leftovers() == []

@@ -1,0 +1,117 @@
+"""Several VMs in one long-lived box (`podman run -d BOX sleep infinity`,
+then `podman exec BOX bootc-box ...`): run -d, list, ssh, logs, stop, rm,
+and what a supervisor killed with SIGKILL leaves (a dead VM, which list
+reports and rm cleans)."""
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import BOOT_DEADLINE, FIXTURE, CacheVolume, box_argv, new_cache_volume
+
+
+@dataclass(frozen=True)
+class Lab:
+    container: str
+    cache: CacheVolume
+
+    def run(self, *args: str) -> "subprocess.CompletedProcess[str]":
+        return subprocess.run(
+            ["podman", "exec", self.container, *args],
+            capture_output=True, text=True, check=False, timeout=BOOT_DEADLINE,
+        )  # fmt: skip
+
+    def bootc_box(self, *args: str) -> "subprocess.CompletedProcess[str]":
+        return self.run("bootc-box", *args)
+
+    def vms(self) -> dict[str, dict[str, Any]]:
+        listing = self.bootc_box("list", "--json")
+        assert listing.returncode == 0, listing.stderr
+        return {vm["name"]: vm for vm in json.loads(listing.stdout)}
+
+    def helpers(self) -> list[str]:
+        """QEMU and virtiofsd processes in the box."""
+        ps = self.run("sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '; echo")
+        return [w for w in ps.stdout.split() if w.endswith(("qemu-system-x86_64", "virtiofsd"))]
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    name = f"bootc-box-test-lab-{time.monotonic_ns()}"
+    with new_cache_volume() as cache:
+        argv = box_argv("sleep", "infinity", volume=cache.name, options=("-d", "--name", name))
+        subprocess.run(argv, check=True, capture_output=True)
+        try:
+            yield Lab(name, cache)
+        finally:
+            subprocess.run(["podman", "rm", "--force", "--time", "0", name],
+                           check=False, capture_output=True)  # fmt: skip
+
+
+def test_a_detached_vm_from_start_to_removal(lab: Lab) -> None:
+    started = lab.bootc_box("run", "-d", "--name", "web", "--stop-timeout", "60", FIXTURE)
+    assert started.returncode == 0, started.stderr
+    assert started.stdout == "web\n"
+    assert "bootc-box: Booting" in started.stderr  # run -d returns once QEMU runs
+    assert lab.vms()["web"]["state"] in ("booting", "running")
+
+    result = lab.bootc_box(
+        "ssh", "web", "--", "sh", "-c", "cat /usr/share/bootc-box-fixture-marker; exit 5"
+    )
+    assert result.returncode == 5, result.stderr
+    assert result.stdout == "bootc-box fixture\n"
+    web = lab.vms()["web"]
+    assert web["state"] == "running"
+    assert web["ssh"]["host"] == "127.0.0.1"
+    assert web["ssh"]["port"] > 0
+
+    taken = lab.bootc_box("run", "-d", "--name", "web", FIXTURE)
+    assert taken.returncode == 125
+    assert "the name web is already used by a VM" in taken.stderr
+
+    stopped = lab.bootc_box("stop", "web")
+    assert stopped.returncode == 0, stopped.stderr
+    assert lab.vms()["web"]["state"] == "stopped"
+    assert lab.helpers() == []
+    logs = lab.bootc_box("logs", "web").stdout
+    assert "Linux version" in logs
+    assert "bootc-box: The VM powered off" in logs
+
+    removed = lab.bootc_box("rm", "web")
+    assert (removed.returncode, removed.stdout) == (0, "web\n")
+    assert lab.vms() == {}
+    assert lab.cache.nested_containers() == []
+
+
+def test_a_killed_supervisor_leaves_a_dead_vm_that_rm_cleans(lab: Lab) -> None:
+    started = lab.bootc_box("run", "-d", "--name", "doomed", FIXTURE)
+    assert started.returncode == 0, started.stderr
+    pid = lab.vms()["doomed"]["supervisor_pid"]
+    # bash's kill: the box has no procps.
+    assert lab.run("bash", "-c", f"kill -KILL {pid}").returncode == 0
+
+    assert lab.vms()["doomed"]["state"] == "dead"
+    assert lab.helpers() == []  # QEMU and virtiofsd die with their supervisor
+    assert lab.cache.nested_containers() == []  # list removed the image mount it left
+    assert lab.bootc_box("rm", "doomed").returncode == 0
+    assert lab.vms() == {}
+
+
+def test_bad_input_to_run_d_fails_at_once_and_leaves_nothing(lab: Lab) -> None:
+    missing = lab.bootc_box("run", "-d", "--pull=never", "localhost/no-such-image:1")
+    assert missing.returncode == 125
+    assert (
+        missing.stderr.strip()
+        .splitlines()[-1]
+        .startswith("bootc-box: error: image localhost/no-such-image:1 is not in podman's storage")
+    )
+    assert lab.vms() == {}
+    nobody = lab.bootc_box("ssh", "nobody", "--", "true")
+    assert nobody.returncode == 125
+    assert nobody.stderr == "bootc-box: error: no VM named nobody; see bootc-box list\n"
+    assert lab.helpers() == []

@@ -1,0 +1,86 @@
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from bootc_box.binds import Bind, bind_kargs, check_bind_sources, parse_bind
+from bootc_box.environment import Environment
+from bootc_box.errors import BootcBoxError
+from bootc_box.publish import Publish, parse_publish
+
+
+@pytest.mark.parametrize(
+    ("text", "publish"),
+    [
+        ("8080:80", Publish("127.0.0.1", 8080, 80)),
+        ("0.0.0.0:2222:22", Publish("0.0.0.0", 2222, 22)),
+        ("5353:53/udp", Publish("127.0.0.1", 5353, 53, "udp")),
+    ],
+)
+def test_publish_binds_loopback_unless_told(text: str, publish: Publish) -> None:
+    assert parse_publish(text) == publish
+
+
+def test_publish_becomes_a_qemu_hostfwd() -> None:
+    assert parse_publish("8080:80").hostfwd() == "tcp:127.0.0.1:8080-:80"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("80", "invalid --publish '80'; write it as [IP:]HOSTPORT:GUESTPORT"),
+        ("1.2.3:80:80", "invalid address in --publish"),
+        ("70000:80", "port out of range in --publish '70000:80'; use ports 1-65535"),
+        ("8080:80/sctp", "invalid --publish"),
+    ],
+)
+def test_bad_publish_says_the_form(text: str, message: str) -> None:
+    with pytest.raises(BootcBoxError) as err:
+        parse_publish(text)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "bind"),
+    [
+        ("/srv/data:/mnt/data", Bind(Path("/srv/data"), PurePosixPath("/mnt/data"))),
+        ("/srv/data:/mnt/data:ro", Bind(Path("/srv/data"), PurePosixPath("/mnt/data"), True)),
+        ("/srv/data:/mnt/data:rw", Bind(Path("/srv/data"), PurePosixPath("/mnt/data"))),
+    ],
+)
+def test_bind_forms(text: str, bind: Bind) -> None:
+    assert parse_bind(text) == bind
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("/srv/data", "invalid --bind '/srv/data'; write it as HOSTDIR:GUESTDIR"),
+        ("data:/mnt", "both paths must be absolute"),
+        ("/srv:/", "both paths must be absolute"),
+        ("/srv:/mnt/my data", "GUESTDIR has a space or comma"),
+        ("/srv:/mnt:rx", "invalid --bind"),
+    ],
+)
+def test_bad_bind_says_the_form(text: str, message: str) -> None:
+    with pytest.raises(BootcBoxError) as err:
+        parse_bind(text)
+    assert message in str(err.value)
+
+
+def test_binds_are_mounted_by_systemd_at_boot() -> None:
+    binds = (parse_bind("/a:/mnt/a"), parse_bind("/b:/mnt/b:ro"))
+    assert bind_kargs(binds) == (
+        "systemd.mount-extra=bind0:/mnt/a:virtiofs:rw",
+        "systemd.mount-extra=bind1:/mnt/b:virtiofs:ro",
+    )
+
+
+def test_a_missing_bind_source_names_the_box_mount(tmp_path: Path) -> None:
+    bind = parse_bind(f"{tmp_path}/nope:/mnt")
+    with pytest.raises(BootcBoxError) as err:
+        check_bind_sources((bind,), Environment(in_box=True))
+    assert str(err.value) == (
+        f"--bind source {tmp_path}/nope is not a directory; "
+        f"mount it into the box first, e.g. -v {tmp_path}/nope:{tmp_path}/nope"
+    )
+    check_bind_sources((parse_bind(f"{tmp_path}:/mnt"),), Environment(in_box=True))

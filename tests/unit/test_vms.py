@@ -1,0 +1,147 @@
+import contextlib
+import os
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from bootc_box.cli import name_and_command
+from bootc_box.environment import Environment
+from bootc_box.errors import BootcBoxError
+from bootc_box.manage import describe
+from bootc_box.signals import Terminated
+from bootc_box.vms import (
+    VmRecord,
+    VmState,
+    check_name,
+    claim_vm_dir,
+    current_state,
+    find_vm,
+    read_record,
+    supervise_vm,
+    this_process,
+    vms_dir,
+)
+
+NATIVE = Environment(in_box=False)
+
+
+@pytest.fixture(autouse=True)
+def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    return tmp_path / "bootc-box/vms"
+
+
+def record(**changes: object) -> VmRecord:
+    pid, started = this_process()
+    base = VmRecord("vm1", "img", VmState.RUNNING, pid, started, True, "2026-11-22T00:00:00+00:00")
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_state_lives_in_the_runtime_dir(runtime_dir: Path) -> None:
+    assert vms_dir(NATIVE) == runtime_dir
+
+
+def test_a_record_survives_json() -> None:
+    original = record(publish=("127.0.0.1:8080:80/tcp",), ssh_port=40022)
+    assert VmRecord.from_json(original.to_json()) == original
+
+
+def test_a_live_state_with_a_dead_supervisor_is_dead() -> None:
+    gone = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True)
+    assert current_state(record()) is VmState.RUNNING
+    assert current_state(record(supervisor_pid=int(gone.stdout))) is VmState.DEAD
+    # A reused pid: ours, but started at another time.
+    assert current_state(record(supervisor_started=1.0)) is VmState.DEAD
+    assert current_state(record(supervisor_started=1.0, state=VmState.STOPPED)) is VmState.STOPPED
+
+
+@pytest.mark.parametrize("name", ["", "-x", "a b", "x/y", "a" * 64])
+def test_bad_names_are_refused(name: str) -> None:
+    with pytest.raises(BootcBoxError, match="invalid VM name"):
+        check_name(name)
+
+
+def test_a_name_is_claimed_once(runtime_dir: Path) -> None:
+    directory = claim_vm_dir(NATIVE, "web")
+    assert directory == runtime_dir / "web"
+    assert oct(directory.stat().st_mode & 0o777) == "0o700"
+    with pytest.raises(BootcBoxError) as err:
+        claim_vm_dir(NATIVE, "web")
+    assert str(err.value) == (
+        "the name web is already used by a VM; "
+        "pick another --name, or remove it with bootc-box rm --force web"
+    )
+
+
+def test_a_foreground_vm_leaves_nothing(runtime_dir: Path) -> None:
+    directory = claim_vm_dir(NATIVE, "fg")
+    with supervise_vm(directory, "img", detached=False) as vm:
+        vm.update(state=VmState.RUNNING)
+        found = read_record(directory)
+        assert found is not None
+        assert found.state is VmState.RUNNING
+        assert found.supervisor_pid == os.getpid()
+    assert not directory.exists()
+
+
+@pytest.mark.parametrize(
+    ("raised", "state", "error"),
+    [
+        (None, VmState.STOPPED, ""),
+        (Terminated(), VmState.STOPPED, ""),
+        (BootcBoxError("no kernel", "fix it"), VmState.FAILED, "no kernel; fix it"),
+    ],
+)
+def test_a_detached_vm_keeps_its_end_state(
+    raised: BaseException | None, state: VmState, error: str
+) -> None:
+    directory = claim_vm_dir(NATIVE, "bg")
+    with (
+        pytest.raises(type(raised)) if raised else contextlib.nullcontext(),
+        supervise_vm(directory, "img", detached=True),
+    ):
+        if raised:
+            raise raised
+    found = read_record(directory)
+    assert found is not None
+    assert (found.state, found.error) == (state, error)
+
+
+def test_find_without_a_name_needs_exactly_one_vm() -> None:
+    with pytest.raises(BootcBoxError, match="no VMs here; start one with bootc-box run -d"):
+        find_vm(NATIVE, None)
+    for name in ("a", "b"):
+        with supervise_vm(claim_vm_dir(NATIVE, name), "img", detached=True):
+            pass
+    with pytest.raises(BootcBoxError, match=r"2 VMs here \(a, b\); name the one you mean"):
+        find_vm(NATIVE, None)
+    assert find_vm(NATIVE, "b")[1].name == "b"
+    with pytest.raises(BootcBoxError, match="no VM named c; see bootc-box list"):
+        find_vm(NATIVE, "c")
+
+
+def test_inspect_says_how_to_connect() -> None:
+    info = describe(record(ssh_port=40022, ssh_key="/run/vm1/id_ed25519"))
+    assert info["ssh"] == {
+        "host": "127.0.0.1",
+        "port": 40022,
+        "user": "root",
+        "key": "/run/vm1/id_ed25519",
+    }
+    assert info["state"] == "running"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ((), (None, ())),
+        (("--", "uname", "-a"), (None, ("uname", "-a"))),
+        (("vm1",), ("vm1", ())),
+        (("vm1", "--", "uname"), ("vm1", ("uname",))),
+        (("vm1", "uname"), ("vm1", ("uname",))),
+    ],
+)
+def test_ssh_arguments(args: tuple[str, ...], expected: tuple[object, ...]) -> None:
+    assert name_and_command(args) == expected

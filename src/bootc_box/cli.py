@@ -134,7 +134,7 @@ def pull(*, tls_verify: bool, cert_dir: Path | None, authfile: Path | None, imag
     help="Log in with this private key (FILE.pub beside it) instead of a new one.",
 )
 @seconds_option(
-    "--stop-timeout", default=5, help="Seconds the guest gets to power off when the VM is stopped."
+    "--stop-timeout", default=8, help="Seconds the guest gets to power off when the VM is stopped."
 )
 @registry_options
 @click.argument("image")

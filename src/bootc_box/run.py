@@ -50,7 +50,7 @@ class RunSpec:
     ssh_key: Path | None = None
     # Seconds a guest gets to shut down after its power button is pressed;
     # below podman stop's default 10 s so the clean-up still fits.
-    stop_timeout: float = 5.0
+    stop_timeout: float = 8.0
 
     @property
     def keeps_running(self) -> bool:

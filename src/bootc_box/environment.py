@@ -42,6 +42,15 @@ class Environment:
         return "check the path"
 
 
+def runtime_dir(env: Environment) -> Path:
+    """Where state that dies with this box (or this boot of the host) lives."""
+    if not env.in_box and os.environ.get("XDG_RUNTIME_DIR"):
+        return Path(os.environ["XDG_RUNTIME_DIR"]) / "bootc-box"
+    if os.geteuid() == 0:
+        return Path("/run/bootc-box")
+    return Path(f"/tmp/bootc-box-{os.geteuid()}")
+
+
 def probe_environment() -> Environment:
     return Environment(in_box=os.environ.get(IN_BOX_VARIABLE) == "1")
 

@@ -9,15 +9,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bootc_box.environment import CACHE, Environment
+from bootc_box.environment import CACHE, Environment, runtime_dir
 
 
 def runs_dir(env: Environment) -> Path:
     """Where live runs hold their locks: on the volume in the box, so every
     box sharing the volume sees them; natively, the runtime directory."""
-    if env.in_box:
-        return CACHE / "runs"
-    return Path(os.environ.get("XDG_RUNTIME_DIR", "/run")) / "bootc-box" / "runs"
+    return CACHE / "runs" if env.in_box else runtime_dir(env) / "runs"
 
 
 @contextmanager
@@ -42,14 +40,9 @@ def run_is_live(env: Environment, name: str) -> bool:
     except FileNotFoundError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        if e.errno in (errno.EAGAIN, errno.EACCES):
-            return True
-        raise
+        return not flock_within(fd, fcntl.LOCK_EX, 0)
     finally:
         os.close(fd)
-    return False
 
 
 def remove_stale_locks(env: Environment) -> int:

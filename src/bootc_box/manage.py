@@ -173,7 +173,7 @@ def stop_vm(directory: Path, record: VmRecord, timeout: float) -> None:
 
 
 def run_stop(env: Environment, names: tuple[str, ...], timeout: float) -> int:
-    targets = [find_vm(env, n) for n in names] if names else [find_vm(env, None)]
+    targets = [find_vm(env, n) for n in names or (None,)]
     for directory, record in targets:
         stop_vm(directory, record, timeout)
         print(record.name)

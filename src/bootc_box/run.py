@@ -112,18 +112,18 @@ def run_run(spec: RunSpec) -> int:
     """Check what can be checked before anything is allocated, then run the
     VM here, or under a detached supervisor."""
     env = probe_environment()
-    require_qemu()
+    qemu = require_qemu()
     ref = parse_image_ref(spec.image)
     check_bind_sources(spec.binds, env)
     if spec.ssh_key:
         check_private_key(spec.ssh_key)
     directory = claim_vm_dir(env, check_name(spec.name) if spec.name else new_name())
     if spec.detach:
-        return start_detached(directory, lambda: supervise(spec, env, ref, directory))
-    return supervise(spec, env, ref, directory)
+        return start_detached(directory, lambda: supervise(spec, env, qemu, ref, directory))
+    return supervise(spec, env, qemu, ref, directory)
 
 
-def supervise(spec: RunSpec, env: Environment, ref: ImageRef, directory: Path) -> int:
+def supervise(spec: RunSpec, env: Environment, qemu: str, ref: ImageRef, directory: Path) -> int:
     with ExitStack() as stack:
         vm = stack.enter_context(supervise_vm(directory, spec.image, detached=spec.detach))
         image_id = resolve_image(ref, env, spec.pull)
@@ -132,7 +132,7 @@ def supervise(spec: RunSpec, env: Environment, ref: ImageRef, directory: Path) -
         # Held until the VM is up, when QEMU has read the kernel and initramfs.
         boot_lock = stack.enter_context(ExitStack())
         boot = boot_lock.enter_context(cached_boot_files(env, image_id, root, spec.image))
-        accel = choose_accel(spec.accel, require_qemu(), boot.kernel, env.kvm_hint)
+        accel = choose_accel(spec.accel, qemu, boot.kernel, env.kvm_hint)
         key = spec.ssh_key or generate_key(directory)
         credential = write_credential(directory, "ssh.authorized_keys.root", public_key(key))
         vm.update(
@@ -175,6 +175,7 @@ def boot_and_run(spec: RunSpec, prepared: Prepared, workdir: Path, vm: VmEntry) 
             for i, bind in enumerate(spec.binds)
         )
         console_log = workdir / "console.log"
+        qmp_socket = workdir / "qmp.sock"
         vm_spec = QemuSpec(
             accel=prepared.accel,
             memory_mib=spec.memory_mib,
@@ -188,7 +189,7 @@ def boot_and_run(spec: RunSpec, prepared: Prepared, workdir: Path, vm: VmEntry) 
             credential_files=(prepared.credential,),
             publish=spec.publish,
             shares=shares,
-            qmp_socket=workdir / "qmp.sock",
+            qmp_socket=qmp_socket,
         )
         log.info("Booting %s (kernel %s, %s)", spec.image, prepared.boot.kver, prepared.accel.name)
         started = time.monotonic()
@@ -235,13 +236,13 @@ def boot_and_run(spec: RunSpec, prepared: Prepared, workdir: Path, vm: VmEntry) 
             # From here a stop is a power-off: the guest gets its ACPI power
             # button and a few seconds before QEMU is stopped.
             # (On the console's stack, so the shutdown shows in the log.)
-            console.callback(shut_down, qemu, vm_spec.qmp_socket, spec.stop_timeout)
+            console.callback(shut_down, qemu, qmp_socket, spec.stop_timeout)
             log.info("VM %s is running; stop it with bootc-box stop or podman stop", vm.record.name)
             return qemu.wait()
 
 
-def shut_down(qemu: "subprocess.Popen[bytes]", qmp_socket: Path | None, grace: float) -> None:
-    if qmp_socket is None or qemu.poll() is not None:
+def shut_down(qemu: "subprocess.Popen[bytes]", qmp_socket: Path, grace: float) -> None:
+    if qemu.poll() is not None:  # the guest powered itself off
         return
     log.info("Powering the VM off")
     if power_off(qemu, qmp_socket, grace):

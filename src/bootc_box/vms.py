@@ -17,7 +17,7 @@ from typing import Any
 
 import psutil
 
-from bootc_box.environment import Environment
+from bootc_box.environment import Environment, runtime_dir
 from bootc_box.errors import BootcBoxError
 from bootc_box.signals import Terminated
 
@@ -76,13 +76,7 @@ def vms_dir(env: Environment) -> Path:
     """Per box, not on /cache: a VM's ports and processes only exist in the
     box (its network and PID namespace) that runs it. Natively, the user's
     runtime directory."""
-    if env.in_box or not os.environ.get("XDG_RUNTIME_DIR"):
-        return (
-            Path("/run/bootc-box/vms")
-            if os.geteuid() == 0
-            else Path(f"/tmp/bootc-box-{os.geteuid()}/vms")
-        )
-    return Path(os.environ["XDG_RUNTIME_DIR"]) / "bootc-box" / "vms"
+    return runtime_dir(env) / "vms"
 
 
 def check_name(name: str) -> str:

@@ -10,13 +10,13 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from bootc_box.environment import CACHE, Environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.kernel import BootFiles, boot_files
-from bootc_box.locks import flock_within
+from bootc_box.locks import lock_file
 
 log = logging.getLogger(__name__)
 
@@ -96,57 +96,78 @@ def cached_boot_files(
     env: Environment, image_id: str, root: Path, image: str
 ) -> Iterator[BootFiles]:
     """The image's kernel and initramfs from the cache, extracted from the
-    mounted `root` first when missing or damaged. The entry stays locked
-    (shared) until the block ends, so nobody rebuilds it under a booting VM."""
+    mounted `root` first when missing or damaged.
+
+    Two locks per entry. Runs that boot from it hold `<id>.lock` shared until
+    the block ends (the caller ends it once QEMU has read the files), and
+    whoever deletes the entry holds it exclusively, so nobody deletes it
+    under them. Extracting takes `<id>.extract.lock` instead, which nobody
+    holds while booting: runs of one image that start together on a cold
+    cache wait for one extraction, never for another run's boot."""
     directory = boot_cache_dir(env)
     directory.mkdir(parents=True, exist_ok=True)
     entry = directory / image_id
-    fd = os.open(directory / f"{image_id}.lock", os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        _lock(fd, fcntl.LOCK_SH, image)
-        if entry_problem(entry) is not None:
-            _lock(fd, fcntl.LOCK_EX, image)
-            problem = entry_problem(entry)  # another run may have rebuilt it meanwhile
+    use_lock, extract_lock = directory / f"{image_id}.lock", directory / f"{image_id}.extract.lock"
+    while True:
+        use = _lock(use_lock, fcntl.LOCK_SH, image)
+        if entry_problem(entry) is None:
+            break
+        os.close(use)
+        extracting = _lock(extract_lock, fcntl.LOCK_EX, image)
+        try:
+            problem = entry_problem(entry)  # another run may have extracted it meanwhile
             if problem is not None:
                 remove_partial(directory, image_id)
                 if entry.exists():
                     log.warning("The cached boot files of %s are damaged (%s); "
                                 "extracting them again", image, problem)  # fmt: skip
-                    shutil.rmtree(entry)
+                    deleting = _lock(use_lock, fcntl.LOCK_EX, image)
+                    try:
+                        shutil.rmtree(entry)
+                    finally:
+                        os.close(deleting)
                 log.info("Extracting the boot files of %s", image)
                 extract_entry(entry, image_id, boot_files(root, image))
-            _lock(fd, fcntl.LOCK_SH, image)
+        finally:
+            os.close(extracting)
+    try:
         yield entry_boot_files(entry)
     finally:
-        os.close(fd)
+        os.close(use)
 
 
-def _lock(fd: int, operation: int, image: str) -> None:
-    if not flock_within(fd, operation, LOCK_TIMEOUT):
+def _lock(path: Path, operation: int, image: str) -> int:
+    fd = lock_file(path, operation, LOCK_TIMEOUT, mode=0o644)
+    if fd is None:
         raise BootcBoxError(
             f"another run kept the cached boot files of {image} locked for {LOCK_TIMEOUT:.0f} s",
             "wait for the other runs of this image to boot, then rerun",
         )
+    return fd
 
 
 def prune_boot_cache(env: Environment, keep: set[str]) -> int:
     """Remove the entries of images no longer in any store, skipping any a
-    run is using; returns how many went."""
+    run is using or extracting; returns how many went."""
     directory = boot_cache_dir(env)
     removed = 0
-    for lock in directory.glob("*.lock") if directory.is_dir() else ():
-        key = lock.stem
-        if key in keep:
+    for use_lock in directory.glob("*.lock") if directory.is_dir() else ():
+        key = use_lock.name.removesuffix(".lock")
+        if "." in key or key in keep:
             continue
-        fd = os.open(lock, os.O_RDWR)
-        try:
-            if not flock_within(fd, fcntl.LOCK_EX, 0):
-                continue
-            remove_partial(directory, key)
-            if (directory / key).exists():
-                shutil.rmtree(directory / key)
-                removed += 1
-            lock.unlink()
-        finally:
-            os.close(fd)
+        extract_lock = directory / f"{key}.extract.lock"
+        with ExitStack() as held:
+            for path in (extract_lock, use_lock):
+                fd = lock_file(path, fcntl.LOCK_EX, 0, mode=0o644)
+                if fd is None:  # a run is extracting or booting from it
+                    break
+                held.callback(os.close, fd)
+            else:
+                remove_partial(directory, key)
+                if (directory / key).exists():
+                    shutil.rmtree(directory / key)
+                    removed += 1
+                # Deleted while we hold them, so no run relies on them.
+                use_lock.unlink()
+                extract_lock.unlink()
     return removed

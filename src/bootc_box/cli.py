@@ -14,9 +14,11 @@ from bootc_box.binds import parse_bind
 from bootc_box.cache import run_cache_ls, run_cache_prune
 from bootc_box.doctor import run_doctor
 from bootc_box.environment import probe_environment
-from bootc_box.errors import EXIT_TOOL_FAILED, BootcBoxError
+from bootc_box.errors import EXIT_TOOL_FAILED
 from bootc_box.images import PullOptions, PullPolicy, run_pull
 from bootc_box.manage import run_inspect, run_list, run_logs, run_rm, run_ssh, run_stop
+from bootc_box.options import bare_to_true, first_operand, wants_debug
+from bootc_box.programs import as_user_error
 from bootc_box.publish import parse_publish
 from bootc_box.qemu import parse_memory
 from bootc_box.run import RunSpec, run_run
@@ -58,11 +60,9 @@ def registry_options(command: F) -> F:
             click.option(
                 "--tls-verify",
                 type=click.BOOL,
-                is_flag=False,
-                flag_value=True,
-                default=True,
-                show_default=True,
-                help="Verify the registry's TLS certificate; --tls-verify=false skips it.",
+                default=None,
+                help="Verify the registry's TLS certificate; --tls-verify=false skips it "
+                "[default: verify, unless registries.conf marks the registry insecure].",
             ),
             click.option(
                 "--cert-dir",
@@ -81,15 +81,34 @@ def registry_options(command: F) -> F:
     return command
 
 
-@cli.command()
+def value_options(command: click.Command) -> set[str]:
+    """The command's options that take a value (--memory, -m)."""
+    return {
+        name
+        for param in command.params
+        if isinstance(param, click.Option) and not param.is_flag and not param.count
+        for name in param.opts
+    }
+
+
+class _PodmanStyle(click.Command):
+    """Takes `--tls-verify` bare as podman does, besides `--tls-verify=false`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, bare_to_true(args, "--tls-verify", value_options(self)))
+
+
+@cli.command(cls=_PodmanStyle)
 @registry_options
 @click.argument("image")
-def pull(*, tls_verify: bool, cert_dir: Path | None, authfile: Path | None, image: str) -> None:
+def pull(
+    *, tls_verify: bool | None, cert_dir: Path | None, authfile: Path | None, image: str
+) -> None:
     """Pull IMAGE from a registry into the box's store (the /cache volume)."""
     sys.exit(run_pull(image, PullOptions(PullPolicy.ALWAYS, tls_verify, cert_dir, authfile)))
 
 
-@cli.command(context_settings={"allow_interspersed_args": False})
+@cli.command(cls=_PodmanStyle, context_settings={"allow_interspersed_args": False})
 @click.option("--memory", "-m", default="2G", show_default=True, help="Guest memory (4G, 512M).")
 @click.option("--cpus", default=2, show_default=True, type=click.IntRange(1), help="Guest CPUs.")
 @click.option("--karg", "kargs", multiple=True, help="Extra kernel argument (repeatable).")
@@ -154,7 +173,7 @@ def run(
     console: bool,
     timeout: int,
     pull_policy: str,
-    tls_verify: bool,
+    tls_verify: bool | None,
     cert_dir: Path | None,
     authfile: Path | None,
     image: str,
@@ -193,10 +212,14 @@ def run(
 
 
 class _KeepDashDash(click.Command):
-    """Keeps a leading `--`, so `ssh -- CMD` (no name) differs from `ssh NAME`."""
+    """Keeps the `--` that ends the options, so that `ssh [OPTIONS] -- CMD`
+    (no name) differs from `ssh [OPTIONS] NAME`."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, ["--", *args] if args[:1] == ["--"] else args)
+        end = first_operand(args, value_options(self))
+        if args[end : end + 1] == ["--"]:
+            args = [*args[:end], "--", *args[end:]]
+        return super().parse_args(ctx, args)
 
 
 def name_and_command(args: tuple[str, ...]) -> tuple[str | None, tuple[str, ...]]:
@@ -301,14 +324,9 @@ def cache_prune(all_images: bool) -> None:
 
 def main() -> None:
     raise_on_sigterm()
-    debug = "--debug" in sys.argv[1:]
+    debug = wants_debug(sys.argv[1:])
     try:
         cli.main(standalone_mode=False)
-    except BootcBoxError as e:
-        if debug:
-            log.exception("failed")
-        click.echo(f"bootc-box: error: {e}", err=True)
-        sys.exit(EXIT_TOOL_FAILED)
     except click.ClickException as e:
         e.show()
         sys.exit(EXIT_TOOL_FAILED)
@@ -319,3 +337,8 @@ def main() -> None:
     except Terminated:
         click.echo("bootc-box: terminated", err=True)
         sys.exit(143)
+    except Exception as e:  # one line for every failure; the traceback with --debug
+        if debug:
+            log.exception("failed")
+        click.echo(f"bootc-box: error: {as_user_error(e)}", err=True)
+        sys.exit(EXIT_TOOL_FAILED)

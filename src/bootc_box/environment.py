@@ -1,14 +1,18 @@
 """What the place we run in offers, and how to name a fix for it."""
 
+import contextlib
 import os
 import shutil
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from bootc_box.errors import BootcBoxError
+from bootc_box.programs import PACKAGES
+
 # Set by the box's entrypoint; natively bootc-box runs on the user's host.
 IN_BOX_VARIABLE = "BOOTC_BOX_IN_CONTAINER"
-PRIVILEGE_VARIABLE = "BOOTC_BOX_PRIVILEGE"
 # Where the box expects the host's image store (read-only, an additional store).
 HOST_STORE = Path("/var/lib/containers/host-storage")
 CACHE = Path("/cache")
@@ -48,7 +52,23 @@ def runtime_dir(env: Environment) -> Path:
         return Path(os.environ["XDG_RUNTIME_DIR"]) / "bootc-box"
     if os.geteuid() == 0:
         return Path("/run/bootc-box")
-    return Path(f"/tmp/bootc-box-{os.geteuid()}")
+    return private_tmp_dir(Path("/tmp"), os.geteuid())
+
+
+def private_tmp_dir(tmp: Path, uid: int) -> Path:
+    """`tmp`/bootc-box-UID, made ours alone. Anyone can guess the name and
+    create it first (or a symlink by that name) to read our keys or plant
+    sockets, so an existing one must be our own private directory."""
+    path = tmp / f"bootc-box-{uid}"
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid or info.st_mode & 0o077:
+        raise BootcBoxError(
+            f"{path} exists and is not a private directory of this user",
+            "set XDG_RUNTIME_DIR to a directory of your own (e.g. /run/user/UID)",
+        )
+    return path
 
 
 def probe_environment() -> Environment:
@@ -159,9 +179,7 @@ def probe_checks(env: Environment, virtiofsd: Path | None) -> list[Check]:
     if env.in_box:
         checks += [_cache_volume((proc / "mountinfo").read_text()), _host_images()]
     checks += [
-        _tool("podman", shutil.which("podman"), "podman"),
-        _tool("qemu", shutil.which("qemu-system-x86_64"), "qemu-system-x86"),
-        _tool("virtiofsd", virtiofsd, "virtiofsd"),
-        _tool("ssh", shutil.which("ssh"), "openssh-client"),
+        _tool(program, virtiofsd if program == "virtiofsd" else shutil.which(program), package)
+        for program, package in PACKAGES.items()
     ]
     return checks

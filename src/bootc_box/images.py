@@ -69,7 +69,9 @@ class PullPolicy(enum.Enum):
 @dataclass(frozen=True)
 class PullOptions:
     policy: PullPolicy = PullPolicy.MISSING
-    tls_verify: bool = True
+    # None: podman decides, which is to verify unless registries.conf marks
+    # the registry (or its mirror) insecure.
+    tls_verify: bool | None = None
     cert_dir: Path | None = None
     authfile: Path | None = None
 
@@ -77,7 +79,9 @@ class PullOptions:
 def pull_argv(ref: ImageRef, options: PullOptions) -> list[str]:
     """podman pull arguments. Credentials stay in the auth file: only its path
     is on the command line."""
-    argv = ["pull", "--quiet", f"--tls-verify={str(options.tls_verify).lower()}"]
+    argv = ["pull", "--quiet"]
+    if options.tls_verify is not None:
+        argv.append(f"--tls-verify={str(options.tls_verify).lower()}")
     if options.cert_dir:
         argv += ["--cert-dir", str(options.cert_dir)]
     if options.authfile:

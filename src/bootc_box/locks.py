@@ -1,4 +1,11 @@
-"""Run locks: a live run holds a lock named for its mount container, so that
+"""Lock files under /cache: flock(2) on files that others may delete.
+
+A lock file is only ever deleted by a process that holds it exclusively, and
+whoever locks one checks afterwards that the path still names the file it
+locked: a file deleted (or replaced) between our open and our flock is not
+the lock anybody else will see, so we lock the new one instead.
+
+Run locks: a live run holds a lock named for its mount container, so that
 `cache prune` (in any box sharing the volume) leaves that container alone."""
 
 import errno
@@ -18,45 +25,13 @@ def runs_dir(env: Environment) -> Path:
     return CACHE / "runs" if env.in_box else runtime_dir(env) / "runs"
 
 
-@contextmanager
-def hold_run_lock(env: Environment, name: str) -> Iterator[None]:
-    """Mark the mount container `name` as in use for as long as the block runs.
-    The kernel drops the lock if we die, so a crashed run never looks live."""
-    directory = runs_dir(env)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{name}.lock"
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # a fresh name: nobody else holds it
-        yield
-    finally:
-        path.unlink(missing_ok=True)
-        os.close(fd)
-
-
-def run_is_live(env: Environment, name: str) -> bool:
-    try:
-        fd = os.open(runs_dir(env) / f"{name}.lock", os.O_RDWR)
-    except FileNotFoundError:
-        return False
-    try:
-        return not flock_within(fd, fcntl.LOCK_EX, 0)
-    finally:
-        os.close(fd)
-
-
-def remove_stale_locks(env: Environment) -> int:
-    """Delete the lock files of runs that died without removing them."""
-    directory = runs_dir(env)
-    stale = [p for p in directory.glob("*.lock") if not run_is_live(env, p.stem)]
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return len(stale)
-
-
 def flock_within(fd: int, operation: int, timeout: float) -> bool:
     """flock(2) that gives up after `timeout` seconds instead of waiting forever
-    behind a run that hangs; False when it gave up."""
+    behind a run that hangs; False when it gave up.
+
+    Never call it to turn a shared lock into an exclusive one: flock drops
+    the shared lock first, so a failed try leaves nothing held. Unlock, then
+    lock exclusively, then look again at what the lock protects."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -68,3 +43,79 @@ def flock_within(fd: int, operation: int, timeout: float) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.2)
+
+
+def names_locked_file(fd: int, path: Path) -> bool:
+    """Whether `path` still names the file open as `fd`."""
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+
+def lock_file(path: Path, operation: int, timeout: float, mode: int = 0o600) -> int | None:
+    """Open (creating it) and flock `path`; the open descriptor, or None when
+    the lock was not had within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, mode)
+        try:
+            if not flock_within(fd, operation, max(0.0, deadline - time.monotonic())):
+                os.close(fd)
+                return None
+            if names_locked_file(fd, path):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        # Deleted by its last holder between our open and our flock: the lock
+        # that counts is on whatever file the path names now.
+        os.close(fd)
+
+
+def delete_if_unused(path: Path) -> bool:
+    """Delete the lock file `path` if nobody holds it (deleting it while we
+    hold it exclusively, so nobody can be about to rely on it)."""
+    fd = lock_file(path, fcntl.LOCK_EX, 0)
+    if fd is None:
+        return False
+    try:
+        path.unlink()
+        return True
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def hold_run_lock(env: Environment, name: str) -> Iterator[None]:
+    """Mark the mount container `name` as in use for as long as the block runs.
+    The kernel drops the lock if we die, so a crashed run never looks live."""
+    directory = runs_dir(env)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.lock"
+    fd = lock_file(path, fcntl.LOCK_EX, 0)  # a fresh name: nobody else holds it
+    if fd is None:
+        raise AssertionError(f"{path} is locked by another run")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def run_is_live(env: Environment, name: str) -> bool:
+    try:
+        fd = os.open(runs_dir(env) / f"{name}.lock", os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        return not flock_within(fd, fcntl.LOCK_EX, 0)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_locks(env: Environment) -> int:
+    """Delete the lock files of runs that died without removing them."""
+    return sum(delete_if_unused(p) for p in runs_dir(env).glob("*.lock"))

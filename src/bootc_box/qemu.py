@@ -11,7 +11,8 @@ from pathlib import Path
 
 from bootc_box.accel import Accel
 from bootc_box.errors import BootcBoxError
-from bootc_box.processes import start_process
+from bootc_box.processes import last_line, start_process, wait_until
+from bootc_box.programs import not_installed
 from bootc_box.publish import LOOPBACK, Publish
 from bootc_box.qmp import qmp_execute
 
@@ -118,19 +119,41 @@ def find_qemu() -> str | None:
 def require_qemu() -> str:
     qemu = find_qemu()
     if qemu is None:
-        raise BootcBoxError(f"{QEMU} is not installed", "install the qemu-system-x86 package")
+        raise not_installed(QEMU)
     return qemu
 
 
 @contextmanager
-def start_qemu(spec: QemuSpec, log_file: Path) -> Iterator["subprocess.Popen[bytes]"]:
+def start_qemu(spec: QemuSpec, log_file: Path, binary: str) -> Iterator["subprocess.Popen[bytes]"]:
     """Run the VM; on exit QEMU is terminated. The guest's root is a throwaway
     overlay on read-only image content, so there is nothing to flush."""
     with (
         log_file.open("ab") as out,
-        start_process(qemu_argv(spec, require_qemu()), stdout=out, stderr=out) as proc,
+        start_process(qemu_argv(spec, binary), stdout=out, stderr=out) as proc,
     ):
         yield proc
+
+
+def monitor_answers(qmp_socket: Path) -> bool:
+    try:
+        qmp_execute(qmp_socket, "query-status", timeout=5)
+    except (OSError, ValueError, BootcBoxError):
+        return False
+    return True
+
+
+def wait_for_monitor(vm: "subprocess.Popen[bytes]", qmp_socket: Path, log_file: Path) -> None:
+    """Wait until QEMU answers on its monitor, which it does only once the
+    machine is built, with the kernel and initramfs read into guest memory."""
+    wait_until(
+        lambda: monitor_answers(qmp_socket),
+        vm,
+        timeout=60,
+        on_exit=lambda status: BootcBoxError(
+            f"QEMU exited with status {status}: {last_line(log_file)}"
+        ),
+        on_timeout=lambda: BootcBoxError("QEMU did not answer on its monitor within 60 s"),
+    )
 
 
 def power_off(vm: "subprocess.Popen[bytes]", qmp_socket: Path, grace: float) -> bool:

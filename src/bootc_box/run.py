@@ -1,6 +1,7 @@
 """`bootc-box run`: boot an image as a VM and run a command or a shell in it,
 or keep it up (in the foreground, or detached under a supervisor)."""
 
+import dataclasses
 import logging
 import socket
 import subprocess
@@ -23,7 +24,14 @@ from bootc_box.images import ImageRef, PullOptions, mount_image, parse_image_ref
 from bootc_box.kernel import BootFiles
 from bootc_box.processes import last_line, wait_until
 from bootc_box.publish import Publish
-from bootc_box.qemu import QemuSpec, kernel_cmdline, power_off, require_qemu, start_qemu
+from bootc_box.qemu import (
+    QemuSpec,
+    kernel_cmdline,
+    power_off,
+    require_qemu,
+    start_qemu,
+    wait_for_monitor,
+)
 from bootc_box.ssh import SshTarget, check_private_key, connect, generate_key, public_key, ssh_ready
 from bootc_box.virtiofsd import VirtiofsdSpec, start_virtiofsd
 from bootc_box.vms import VmEntry, VmState, check_name, claim_vm_dir, new_name, supervise_vm
@@ -101,11 +109,12 @@ class Prepared:
 
     root: Path
     boot: BootFiles
+    qemu: str
     accel: Accel
     key: Path
     credential: Path
-    # Called once the VM answers SSH, when QEMU has long read the boot files.
-    booted: Callable[[], None]
+    # Called once QEMU has read the boot files: lets go of their cache entry.
+    files_read: Callable[[], None]
 
 
 def run_run(spec: RunSpec) -> int:
@@ -129,7 +138,7 @@ def supervise(spec: RunSpec, env: Environment, qemu: str, ref: ImageRef, directo
         image_id = resolve_image(ref, env, spec.pull)
         vm.update(image_id=image_id)
         root = stack.enter_context(mount_image(image_id, env))
-        # Held until the VM is up, when QEMU has read the kernel and initramfs.
+        # Held until QEMU has read the kernel and initramfs.
         boot_lock = stack.enter_context(ExitStack())
         boot = boot_lock.enter_context(cached_boot_files(env, image_id, root, spec.image))
         accel = choose_accel(spec.accel, qemu, boot.kernel, env.kvm_hint)
@@ -140,8 +149,11 @@ def supervise(spec: RunSpec, env: Environment, qemu: str, ref: ImageRef, directo
             publish=tuple(str(p) for p in spec.publish),
             binds=tuple(str(b) for b in spec.binds),
         )
-        prepared = Prepared(root, boot, accel, key, credential, boot_lock.close)
+        prepared = Prepared(root, boot, qemu, accel, key, credential, boot_lock.close)
         for attempt in range(1, BOOT_ATTEMPTS + 1):
+            if attempt > 1:  # the first QEMU let go of the files once it had read them
+                boot = boot_lock.enter_context(cached_boot_files(env, image_id, root, spec.image))
+                prepared = dataclasses.replace(prepared, boot=boot)
             attempt_dir = directory / f"boot-{attempt}"
             attempt_dir.mkdir()
             try:
@@ -167,7 +179,12 @@ def boot_and_run(spec: RunSpec, prepared: Prepared, workdir: Path, vm: VmEntry) 
                 bind_tag(i),
                 stack.enter_context(
                     start_virtiofsd(
-                        VirtiofsdSpec(bind.source, workdir / f"{bind_tag(i)}.sock", bind.readonly),
+                        VirtiofsdSpec(
+                            bind.source,
+                            workdir / f"{bind_tag(i)}.sock",
+                            bind.readonly,
+                            host_edits=True,
+                        ),
                         workdir / f"virtiofsd-{bind_tag(i)}.log",
                     )
                 ),
@@ -194,7 +211,9 @@ def boot_and_run(spec: RunSpec, prepared: Prepared, workdir: Path, vm: VmEntry) 
         log.info("Booting %s (kernel %s, %s)", spec.image, prepared.boot.kver, prepared.accel.name)
         started = time.monotonic()
         qemu_log = workdir / "qemu.log"
-        qemu = stack.enter_context(start_qemu(vm_spec, qemu_log))
+        qemu = stack.enter_context(start_qemu(vm_spec, qemu_log, prepared.qemu))
+        wait_for_monitor(qemu, qmp_socket, qemu_log)
+        prepared.files_read()
         target = SshTarget("127.0.0.1", vm_spec.ssh_port, "root", prepared.key)
         vm.update(state=VmState.BOOTING, ssh_port=target.port)
         with ExitStack() as console:
@@ -227,7 +246,6 @@ def boot_and_run(spec: RunSpec, prepared: Prepared, workdir: Path, vm: VmEntry) 
                 on_tick=progress("Waiting for the VM to answer SSH"),
             )
             log.info("VM is up after %.0f s", time.monotonic() - started)
-            prepared.booted()
             vm.update(state=VmState.RUNNING)
             if spec.tty and spec.console:
                 console.close()  # an interactive shell and the console would interleave

@@ -50,12 +50,34 @@ def public_key(key: Path) -> bytes:
 
 
 def check_private_key(key: Path) -> Path:
-    """A caller's key (--ssh-key) that ssh will accept."""
+    """A caller's key (--ssh-key) that ssh will accept, without asking for a
+    passphrase, and that matches the public half the guest will be given.
+    Each of these would otherwise show only as a login that never works,
+    after a whole boot and the SSH timeout."""
     if not key.is_file():
         raise BootcBoxError(f"--ssh-key {key} does not exist", "pass the private key's path")
     if key.stat().st_mode & 0o077:
-        # ssh refuses such a key; better to say so now than after the boot.
         raise BootcBoxError(f"--ssh-key {key} is readable by others", f"chmod 600 {key}")
+    # -P "": try the empty passphrase instead of prompting for one.
+    derived = subprocess.run(
+        ["ssh-keygen", "-y", "-P", "", "-f", str(key)],
+        check=False, capture_output=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    if derived.returncode != 0:
+        if b"passphrase" in derived.stderr:
+            raise BootcBoxError(
+                f"--ssh-key {key} is protected by a passphrase, and bootc-box logs in unattended",
+                "make a key without one for VMs: ssh-keygen -t ed25519 -N '' -f FILE",
+            )
+        raise BootcBoxError(
+            f"--ssh-key {key} is not a private key ssh can read", "pass the private key's path"
+        )
+    pub = key.with_name(key.name + ".pub")
+    if pub.is_file() and pub.read_bytes().split()[:2] != derived.stdout.split()[:2]:
+        raise BootcBoxError(
+            f"{pub} is not the public half of --ssh-key {key}",
+            f"remove {pub.name}, or put the matching one there",
+        )
     return key
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bootc_box.errors import BootcBoxError
 from bootc_box.processes import last_line, start_process, wait_until
+from bootc_box.programs import not_installed
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,9 @@ class VirtiofsdSpec:
     shared_dir: Path
     socket: Path
     readonly: bool = True
+    # The image's root never changes under a running VM; a --bind directory
+    # is the user's, edited on the host while the guest uses it.
+    host_edits: bool = False
 
 
 def find_virtiofsd() -> Path | None:
@@ -35,12 +39,17 @@ def virtiofsd_argv(binary: Path, spec: VirtiofsdSpec) -> list[str]:
         str(binary),
         "--socket-path", str(spec.socket),
         "--shared-dir", str(spec.shared_dir),
-        # The sandbox needs namespaces we may not be allowed to create, and
-        # the shared tree is image content we already trust to boot.
-        "--sandbox=none",
-        # The image content never changes under a running VM, so the guest
-        # may cache it: ~3x faster boots than --cache=never (FIELD-NOTES).
-        "--cache=always",
+        # virtiofsd parses what the guest sends; in its own mount, PID and
+        # network namespaces, pivoted into the shared directory, a guest that
+        # subverts it sees nothing else. bootc-box always runs where it may
+        # create them: as root, or in the box's user namespace, which the
+        # entrypoint makes whenever the box lacks CAP_SYS_ADMIN (chroot mode
+        # would add nothing there and keep the network).
+        "--sandbox=namespace",
+        # The guest may cache what cannot change under it, the image: ~3x
+        # faster boots than --cache=never (FIELD-NOTES). A bind's files are
+        # edited on the host: "auto" lets the guest see that within a second.
+        "--cache=" + ("auto" if spec.host_edits else "always"),
         # File handles need CAP_DAC_READ_SEARCH and gain nothing for a
         # read-only tree.
         "--inode-file-handles=never",
@@ -55,7 +64,7 @@ def start_virtiofsd(spec: VirtiofsdSpec, log_file: Path) -> Iterator[Path]:
     """Run virtiofsd for one guest; yields its vhost-user socket."""
     binary = find_virtiofsd()
     if binary is None:
-        raise BootcBoxError("virtiofsd is not installed", "install the virtiofsd package")
+        raise not_installed("virtiofsd")
     with (
         log_file.open("ab") as out,
         start_process(virtiofsd_argv(binary, spec), stdout=out, stderr=out) as proc,

@@ -139,11 +139,28 @@ class VmEntry:
         write_record(self.directory, self.record)
 
 
+# A VM's longest socket path below its directory (boot attempt, bind share),
+# and what a Unix socket's path may hold (sun_path less its final NUL).
+LONGEST_SOCKET = "boot-9/bind99.sock"
+SOCKET_PATH_MAX = 107
+
+
+def check_socket_room(directory: Path) -> None:
+    longest = len(os.fsencode(directory / LONGEST_SOCKET))
+    if longest > SOCKET_PATH_MAX:
+        raise BootcBoxError(
+            f"the VM's sockets under {directory} would be {longest} bytes long, "
+            f"and a socket path holds at most {SOCKET_PATH_MAX}",
+            "pick a shorter --name, or a shorter XDG_RUNTIME_DIR",
+        )
+
+
 def claim_vm_dir(env: Environment, name: str) -> Path:
     """A new state directory for VM `name`, or an error if the name is taken."""
     base = vms_dir(env)
-    base.mkdir(parents=True, exist_ok=True, mode=0o700)
     directory = base / check_name(name)
+    check_socket_room(directory)
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         directory.mkdir(mode=0o700)
     except FileExistsError:

@@ -5,6 +5,7 @@ host; tmt provisions it from what `inspect --json` prints; `podman stop`
 powers it off. One boot serves every test here."""
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -99,6 +100,39 @@ def test_a_read_only_bind_is_read_and_refuses_writes(vm: BoxVm) -> None:
     assert write.returncode != 0
     assert "Read-only file system" in write.stderr
     assert not (vm.ro_dir / "new").exists()
+
+
+def test_host_edits_to_a_bind_reach_the_guest(vm: BoxVm) -> None:
+    """A bind is the user's directory, edited on the host while the guest runs:
+    the guest must not keep serving what it read before."""
+    (vm.ro_dir / "edited").write_text("first\n")
+    assert vm.exec("ssh", "--", "cat", "/mnt/ro/edited").stdout == "first\n"
+    (vm.ro_dir / "edited").write_text("second, longer\n")
+    deadline = time.monotonic() + 30
+    seen = ""
+    while time.monotonic() < deadline and seen != "second, longer\n":
+        seen = vm.exec("ssh", "--", "cat", "/mnt/ro/edited").stdout
+    assert seen == "second, longer\n"
+
+
+def test_virtiofsd_runs_without_network_or_the_boxs_processes(vm: BoxVm) -> None:
+    """Each virtiofsd (root, two binds) serves the guest from its own sandbox:
+    namespaces of its own, so not QEMU's network."""
+
+    def pids(pattern: str) -> list[str]:
+        found = subprocess.run(
+            ["pgrep", "-f", pattern], capture_output=True, text=True, check=False
+        )
+        return found.stdout.split()
+
+    (qemu,) = pids("^[^ ]*qemu-system-x86_64 ")
+    qemu_net = os.readlink(f"/proc/{qemu}/ns/net")
+    sandboxed = [
+        p
+        for p in pids("^[^ ]*virtiofsd --socket-path")
+        if os.readlink(f"/proc/{p}/ns/net") != qemu_net
+    ]
+    assert len(sandboxed) >= 3, pids("^[^ ]*virtiofsd --socket-path")
 
 
 def test_a_writable_bind_reaches_the_host(vm: BoxVm) -> None:

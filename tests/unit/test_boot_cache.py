@@ -1,6 +1,7 @@
 import fcntl
 import logging
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,7 +51,9 @@ def test_a_first_use_extracts_a_verified_copy(
         assert boot.initramfs.read_bytes() == b"initramfs"
     assert entry_problem(cache / IMAGE_ID) is None
     assert "Extracting the boot files of img" in caplog.text
-    assert sorted(p.name for p in cache.iterdir()) == [IMAGE_ID, f"{IMAGE_ID}.lock"]
+    assert sorted(p.name for p in cache.iterdir()) == [
+        IMAGE_ID, f"{IMAGE_ID}.extract.lock", f"{IMAGE_ID}.lock"
+    ]  # fmt: skip
 
 
 def test_a_good_entry_is_used_without_touching_the_image(
@@ -102,7 +105,10 @@ def test_an_interrupted_extraction_leaves_no_entry(
     monkeypatch.setattr(boot_cache, "file_digest", fail)
     with pytest.raises(KeyboardInterrupt), cached_boot_files(NATIVE, IMAGE_ID, root, "img"):
         pass
-    assert [p.name for p in cache.iterdir()] == [f"{IMAGE_ID}.lock"]
+    assert sorted(p.name for p in cache.iterdir()) == [
+        f"{IMAGE_ID}.extract.lock",
+        f"{IMAGE_ID}.lock",
+    ]
 
 
 def test_an_image_without_a_kernel_leaves_no_entry(cache: Path, tmp_path: Path) -> None:
@@ -114,13 +120,15 @@ def test_an_image_without_a_kernel_leaves_no_entry(cache: Path, tmp_path: Path) 
     assert not (cache / IMAGE_ID).exists()
 
 
-def test_a_rebuild_waits_for_the_lock_and_gives_up_with_a_hint(
+def test_a_rebuild_waits_for_runs_booting_from_the_entry_and_gives_up_with_a_hint(
     cache: Path, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(boot_cache, "LOCK_TIMEOUT", 0.3)
-    cache.mkdir(parents=True)
-    holder = os.open(cache / f"{IMAGE_ID}.lock", os.O_CREAT | os.O_RDWR)
-    fcntl.flock(holder, fcntl.LOCK_SH)  # a run booting from the (missing) entry
+    with cached_boot_files(NATIVE, IMAGE_ID, root, "img"):
+        pass
+    (cache / IMAGE_ID / KERNEL).write_bytes(b"damaged")
+    holder = os.open(cache / f"{IMAGE_ID}.lock", os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_SH)  # a run whose QEMU is reading the files
     try:
         with (
             pytest.raises(BootcBoxError, match="locked for 0 s") as err,
@@ -128,6 +136,7 @@ def test_a_rebuild_waits_for_the_lock_and_gives_up_with_a_hint(
         ):
             pass
         assert "wait for the other runs" in str(err.value)
+        assert (cache / IMAGE_ID / KERNEL).read_bytes() == b"damaged"
     finally:
         os.close(holder)
 
@@ -141,5 +150,50 @@ def test_prune_removes_entries_of_gone_images_unless_in_use(cache: Path, root: P
     with cached_boot_files(NATIVE, busy, root, "img"):
         assert prune_boot_cache(NATIVE, keep={kept}) == 1
     assert sorted(p.name for p in cache.iterdir()) == sorted(
-        [kept, f"{kept}.lock", busy, f"{busy}.lock"]
+        [kept, f"{kept}.lock", f"{kept}.extract.lock", busy, f"{busy}.lock", f"{busy}.extract.lock"]
     )
+
+
+def test_runs_of_one_image_starting_together_extract_once_and_boot_together(
+    cache: Path, root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Cold cache, four runs at once: one extracts, and then all four are
+    inside at the same time (as four VMs booting), none waiting for another
+    to finish its boot."""
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(boot_cache, "LOCK_TIMEOUT", 20.0)
+    runs = 4
+    # The worst interleaving, made certain: every run has found the entry
+    # missing before any of them extracts it.
+    all_looked, all_inside = (
+        threading.Barrier(runs, timeout=20),
+        threading.Barrier(runs, timeout=20),
+    )
+    looked = threading.local()
+    real_entry_problem = boot_cache.entry_problem
+
+    def entry_problem(entry: Path) -> str | None:
+        problem = real_entry_problem(entry)
+        if not getattr(looked, "once", False):
+            looked.once = True
+            all_looked.wait()
+        return problem
+
+    monkeypatch.setattr(boot_cache, "entry_problem", entry_problem)
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with cached_boot_files(NATIVE, IMAGE_ID, root, "img") as boot:
+                assert boot.kernel.read_bytes() == b"kernel 6.12.0"
+                all_inside.wait()
+        except BaseException as e:
+            failures.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(runs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert caplog.text.count("Extracting the boot files of img") == 1

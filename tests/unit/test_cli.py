@@ -1,19 +1,23 @@
 """The command line as a user meets it: a real process, its exit code and stderr."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 
-def bootc_box(*args: str) -> "subprocess.CompletedProcess[str]":
+def bootc_box(*args: str, path: str | None = None) -> "subprocess.CompletedProcess[str]":
+    env = dict(os.environ, PATH=path) if path is not None else None
     return subprocess.run(
         [sys.executable, "-m", "bootc_box", *args],
         capture_output=True,
         text=True,
         check=False,
         timeout=60,
+        env=env,
     )
 
 
@@ -51,3 +55,19 @@ def test_doctor_json_is_machine_readable() -> None:
     names = [check["name"] for check in json.loads(result.stdout)]
     assert "kvm" in names
     assert "privileges" in names
+
+
+def test_without_podman_a_command_fails_in_one_line_naming_the_package(tmp_path: Path) -> None:
+    result = bootc_box("pull", "example.org/img", path=str(tmp_path))
+    assert result.returncode == 125
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "bootc-box: error: podman is not installed; install the podman package"
+    )
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = bootc_box("--debug", "pull", "example.org/img", path=str(tmp_path))
+    assert result.returncode == 125
+    assert "Traceback" in result.stderr
+    assert result.stderr.endswith("podman is not installed; install the podman package\n")

@@ -1,12 +1,17 @@
+import os
 from pathlib import Path
+
+import pytest
 
 from bootc_box.environment import (
     Environment,
     effective_capabilities,
     is_mount_point,
     outer_podman_is_rootless,
+    private_tmp_dir,
     probe_checks,
 )
+from bootc_box.errors import BootcBoxError
 
 STATUS = "Name:\tpython3\nCapInh:\t0000000000000000\nCapEff:\t00000000a80425fb\n"
 
@@ -47,4 +52,29 @@ def test_box_checks_name_the_podman_flag_for_what_is_missing() -> None:
 def test_native_checks_have_no_box_only_entries() -> None:
     names = {c.name for c in probe_checks(Environment(in_box=False), Path("/v"))}
     assert "/cache volume" not in names
-    assert {"kvm", "privileges", "outer podman", "podman", "qemu", "virtiofsd"} <= names
+    assert {"kvm", "privileges", "outer podman", "podman", "qemu-system-x86_64"} <= names
+
+
+def test_the_tmp_fallback_is_made_private(tmp_path: Path) -> None:
+    made = private_tmp_dir(tmp_path, os.getuid())
+    assert made == tmp_path / f"bootc-box-{os.getuid()}"
+    assert made.stat().st_mode & 0o777 == 0o700
+    assert private_tmp_dir(tmp_path, os.getuid()) == made  # and reused
+
+
+@pytest.mark.parametrize("planted", ["open to all", "a symlink", "another user's"])
+def test_a_planted_tmp_fallback_is_refused(tmp_path: Path, planted: str) -> None:
+    uid = os.getuid()
+    path = tmp_path / f"bootc-box-{uid}"
+    if planted == "a symlink":
+        (tmp_path / "theirs").mkdir(mode=0o700)
+        path.symlink_to(tmp_path / "theirs")
+    else:
+        path.mkdir()
+        path.chmod(0o777 if planted == "open to all" else 0o700)
+        if planted == "another user's":
+            if os.getuid() != 0:
+                pytest.skip("only root can make a directory another user's")
+            os.chown(path, 4321, 4321)
+    with pytest.raises(BootcBoxError, match="is not a private directory of this user"):
+        private_tmp_dir(tmp_path, uid)

@@ -1,7 +1,11 @@
 import shlex
+import subprocess
 from pathlib import Path
 
-from bootc_box.ssh import SshTarget, ssh_argv
+import pytest
+
+from bootc_box.errors import BootcBoxError
+from bootc_box.ssh import SshTarget, check_private_key, ssh_argv
 
 TARGET = SshTarget("127.0.0.1", 40022, "root", Path("/run/id_ed25519"))
 
@@ -31,3 +35,39 @@ def test_tty_only_when_asked() -> None:
     assert "-t" in ssh_argv(TARGET, tty=True)
     assert "-T" in ssh_argv(TARGET, ["true"])
     assert ssh_argv(TARGET, tty=True)[-1] == "root@127.0.0.1"
+
+
+def keygen(path: Path, passphrase: str = "") -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-f", path], check=True)
+    return path
+
+
+def test_a_good_key_passes(tmp_path: Path) -> None:
+    key = keygen(tmp_path / "k")
+    assert check_private_key(key) == key
+    (tmp_path / "k.pub").unlink()  # derived from the private key instead
+    assert check_private_key(key) == key
+
+
+def test_a_key_with_a_passphrase_is_refused_before_booting(tmp_path: Path) -> None:
+    key = keygen(tmp_path / "k", passphrase="secret words")
+    with pytest.raises(BootcBoxError, match="protected by a passphrase") as err:
+        check_private_key(key)
+    assert "ssh-keygen -t ed25519 -N '' -f FILE" in str(err.value)
+
+
+def test_a_public_half_from_another_key_is_refused(tmp_path: Path) -> None:
+    key = keygen(tmp_path / "k")
+    other = keygen(tmp_path / "other")
+    (tmp_path / "k.pub").write_bytes((tmp_path / "other.pub").read_bytes())
+    assert other.exists()
+    with pytest.raises(BootcBoxError, match=r"k.pub is not the public half of --ssh-key"):
+        check_private_key(key)
+
+
+def test_a_file_that_is_no_key_is_refused(tmp_path: Path) -> None:
+    key = tmp_path / "k"
+    key.write_text("not a key\n")
+    key.chmod(0o600)
+    with pytest.raises(BootcBoxError, match="is not a private key ssh can read"):
+        check_private_key(key)

@@ -1,6 +1,7 @@
 import contextlib
 import os
 import subprocess
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -145,3 +146,16 @@ def test_inspect_says_how_to_connect() -> None:
 )
 def test_ssh_arguments(args: tuple[str, ...], expected: tuple[object, ...]) -> None:
     assert name_and_command(args) == expected
+
+
+def test_a_name_too_long_for_the_vms_sockets_is_refused_before_anything_is_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with tempfile.TemporaryDirectory(prefix="r", dir="/tmp") as short:
+        runtime = Path(short) / "run"
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+        with pytest.raises(BootcBoxError, match="a socket path holds at most 107") as err:
+            claim_vm_dir(Environment(in_box=False), "n" * 63)
+        assert "pick a shorter --name" in str(err.value)
+        assert not runtime.exists()
+        assert claim_vm_dir(Environment(in_box=False), "short").is_dir()

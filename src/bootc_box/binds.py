@@ -27,9 +27,10 @@ def parse_bind(text: str) -> Bind:
         readonly = False
     else:
         raise BootcBoxError(f"invalid --bind {text!r}", hint)
+    # HOSTDIR may be relative, as in podman's -v; GUESTDIR may not.
     source, target = Path(parts[0]), PurePosixPath(parts[1])
-    if not source.is_absolute() or not target.is_absolute() or target == PurePosixPath("/"):
-        raise BootcBoxError(f"invalid --bind {text!r}: both paths must be absolute", hint)
+    if not parts[0] or not target.is_absolute() or target == PurePosixPath("/"):
+        raise BootcBoxError(f"invalid --bind {text!r}: GUESTDIR must be absolute", hint)
     if any(c.isspace() or c == "," for c in str(target)):
         # The target travels on the kernel command line.
         raise BootcBoxError(f"invalid --bind {text!r}: GUESTDIR has a space or comma", hint)

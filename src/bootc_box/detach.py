@@ -14,7 +14,7 @@ import daemon
 
 from bootc_box.errors import EXIT_TOOL_FAILED, BootcBoxError
 from bootc_box.signals import Terminated, on_sigterm
-from bootc_box.vms import VmState, current_state, read_record
+from bootc_box.vms import VmRecord, VmState, current_state, read_record, supervisor_alive
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,13 @@ def start_detached(directory: Path, supervise: Callable[[], int]) -> int:
         _become_supervisor(directory, supervise)
     os.waitpid(child, 0)  # python-daemon's first fork exits at once
     state = _follow_start(directory, log_path)
-    if state in (VmState.BOOTING, VmState.RUNNING):
+    if state is VmState.STARTING:  # still pulling after START_TIMEOUT: let it go on
+        log.warning(
+            "%s is still starting; follow it with bootc-box logs -f %s",
+            directory.name,
+            directory.name,
+        )
+    if state in (VmState.STARTING, VmState.BOOTING, VmState.RUNNING):
         print(directory.name)
         return 0
     record = read_record(directory)
@@ -53,6 +59,9 @@ def _become_supervisor(directory: Path, supervise: Callable[[], int]) -> None:
         with (
             (directory / SUPERVISOR_LOG).open("ab") as out,
             daemon.DaemonContext(
+                # python-daemon would not fork when stdin is a socket (as
+                # under inetd), and the parent would wait for the whole VM.
+                detach_process=True,
                 working_directory="/",
                 umask=0o022,
                 stdout=out,
@@ -89,6 +98,16 @@ def _follow_start(directory: Path, log_path: Path) -> VmState:
             else:
                 state = current_state(record)
             if state is not VmState.STARTING or waited > START_TIMEOUT:
+                if record is not None and not state.live:
+                    # It says why after marking the record: its log is whole
+                    # only once it has exited.
+                    _wait_for_exit(record, timeout=30)
                 sys.stderr.buffer.write(messages.read())
                 return state
             time.sleep(0.2)
+
+
+def _wait_for_exit(record: VmRecord, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while supervisor_alive(record) and time.monotonic() < deadline:
+        time.sleep(0.05)

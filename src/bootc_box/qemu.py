@@ -134,6 +134,26 @@ def start_qemu(spec: QemuSpec, log_file: Path, binary: str) -> Iterator["subproc
         yield proc
 
 
+_FORWARDING_FAILED = re.compile(r"Could not set up host forwarding rule '(?:tcp|udp):[^']*?:(\d+)-")
+
+
+class PortInUse(BootcBoxError):
+    """A host port QEMU was to forward was taken."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(
+            f"host port {port} is already in use",
+            "publish the guest port on another host port (-p HOSTPORT:GUESTPORT)",
+        )
+        self.port = port
+
+
+def forwarding_failure(qemu_message: str) -> int | None:
+    """The host port of the forwarding QEMU could not set up, if that is why it stopped."""
+    match = _FORWARDING_FAILED.search(qemu_message)
+    return int(match[1]) if match else None
+
+
 def monitor_answers(qmp_socket: Path) -> bool:
     try:
         qmp_execute(qmp_socket, "query-status", timeout=5)
@@ -149,11 +169,16 @@ def wait_for_monitor(vm: "subprocess.Popen[bytes]", qmp_socket: Path, log_file: 
         lambda: monitor_answers(qmp_socket),
         vm,
         timeout=60,
-        on_exit=lambda status: BootcBoxError(
-            f"QEMU exited with status {status}: {last_line(log_file)}"
-        ),
+        on_exit=lambda status: _start_failure(status, last_line(log_file)),
         on_timeout=lambda: BootcBoxError("QEMU did not answer on its monitor within 60 s"),
     )
+
+
+def _start_failure(status: int, message: str) -> BootcBoxError:
+    port = forwarding_failure(message)
+    if port is not None:
+        return PortInUse(port)
+    return BootcBoxError(f"QEMU exited with status {status}: {message}")
 
 
 def power_off(vm: "subprocess.Popen[bytes]", qmp_socket: Path, grace: float) -> bool:

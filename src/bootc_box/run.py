@@ -25,6 +25,7 @@ from bootc_box.kernel import BootFiles
 from bootc_box.processes import last_line, wait_until
 from bootc_box.publish import Publish
 from bootc_box.qemu import (
+    PortInUse,
     QemuSpec,
     kernel_cmdline,
     power_off,
@@ -89,7 +90,11 @@ def progress(what: str, every: float = 15.0) -> Callable[[float], None]:
 BOOT_ATTEMPTS = 2
 
 
-class GuestStalled(BootcBoxError):
+class BootAgain(BootcBoxError):
+    """A boot failed for a reason that a second boot need not meet."""
+
+
+class GuestStalled(BootAgain):
     """The guest kernel reported CPUs that stopped running."""
 
 
@@ -117,9 +122,32 @@ class Prepared:
     files_read: Callable[[], None]
 
 
+def with_absolute_paths(spec: RunSpec, cwd: Path) -> RunSpec:
+    """`spec` with every path the user gave made absolute against `cwd`: a
+    detached supervisor runs in /, where `--ssh-key ./k` names nothing."""
+
+    def absolute(path: Path | None) -> Path | None:
+        return None if path is None else cwd / path
+
+    ref = parse_image_ref(spec.image)
+    image = spec.image
+    if ref.transport:
+        image = f"{ref.transport}:{cwd / ref.path}{ref.name[len(ref.path) :]}"
+    return dataclasses.replace(
+        spec,
+        image=image,
+        ssh_key=absolute(spec.ssh_key),
+        pull=dataclasses.replace(
+            spec.pull, cert_dir=absolute(spec.pull.cert_dir), authfile=absolute(spec.pull.authfile)
+        ),
+        binds=tuple(dataclasses.replace(b, source=cwd / b.source) for b in spec.binds),
+    )
+
+
 def run_run(spec: RunSpec) -> int:
     """Check what can be checked before anything is allocated, then run the
     VM here, or under a detached supervisor."""
+    spec = with_absolute_paths(spec, Path.cwd())
     env = probe_environment()
     qemu = require_qemu()
     ref = parse_image_ref(spec.image)
@@ -158,10 +186,10 @@ def supervise(spec: RunSpec, env: Environment, qemu: str, ref: ImageRef, directo
             attempt_dir.mkdir()
             try:
                 return boot_and_run(spec, prepared, attempt_dir, vm)
-            except GuestStalled as stalled:
+            except BootAgain as failed:
                 if attempt == BOOT_ATTEMPTS:
                     raise
-                log.warning("%s; booting it again", stalled.message)
+                log.warning("%s; booting it again", failed.message)
     raise AssertionError("unreachable")
 
 
@@ -212,7 +240,14 @@ def boot_and_run(spec: RunSpec, prepared: Prepared, workdir: Path, vm: VmEntry) 
         started = time.monotonic()
         qemu_log = workdir / "qemu.log"
         qemu = stack.enter_context(start_qemu(vm_spec, qemu_log, prepared.qemu))
-        wait_for_monitor(qemu, qmp_socket, qemu_log)
+        try:
+            wait_for_monitor(qemu, qmp_socket, qemu_log)
+        except PortInUse as e:
+            if e.port != vm_spec.ssh_port:
+                raise
+            # Ports are picked free, then bound by QEMU: another run may
+            # have bound this one in between.
+            raise BootAgain(f"another program took port {e.port} before QEMU could") from e
         prepared.files_read()
         target = SshTarget("127.0.0.1", vm_spec.ssh_port, "root", prepared.key)
         vm.update(state=VmState.BOOTING, ssh_port=target.port)

@@ -1,10 +1,11 @@
 """Bad input: one line that names the fix, exit 125, and nothing left behind."""
 
+import socket
 import subprocess
 
 import pytest
 
-from tests.e2e.conftest import NO_KERNEL, TWO_KERNELS, CacheVolume, box_argv, host_state
+from tests.e2e.conftest import FIXTURE, NO_KERNEL, TWO_KERNELS, CacheVolume, box_argv, host_state
 
 
 @pytest.mark.parametrize(
@@ -58,3 +59,29 @@ def test_unbootable_image_is_refused_cleanly(
     assert after.processes <= before.processes
     assert after.containers <= before.containers
     assert after.mounts <= before.mounts
+
+
+def test_a_published_port_in_use_is_refused_cleanly(cache_volume: CacheVolume) -> None:
+    """QEMU cannot bind the host port: said at once, not after a boot."""
+    before = host_state()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            box_argv(
+                "run", "--accel", "tcg", "-p", f"127.0.0.1:{port}:80", FIXTURE, "--", "true",
+                volume=cache_volume.name, options=("--rm", "--network", "host"),
+            ),
+            capture_output=True, text=True, check=False, timeout=300,
+        )  # fmt: skip
+    assert result.returncode == 125, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"bootc-box: error: host port {port} is already in use; "
+        "publish the guest port on another host port (-p HOSTPORT:GUESTPORT)"
+    )
+    assert cache_volume.nested_containers() == []
+    assert cache_volume.leftovers() == []
+    after = host_state()
+    assert after.processes <= before.processes
+    assert after.containers <= before.containers

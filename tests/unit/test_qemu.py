@@ -5,7 +5,7 @@ import pytest
 from bootc_box.accel import Accel
 from bootc_box.errors import BootcBoxError
 from bootc_box.publish import Publish
-from bootc_box.qemu import QemuSpec, kernel_cmdline, parse_memory, qemu_argv
+from bootc_box.qemu import QemuSpec, forwarding_failure, kernel_cmdline, parse_memory, qemu_argv
 
 
 def spec(**overrides: object) -> QemuSpec:
@@ -118,3 +118,14 @@ def test_qmp_listens_on_a_socket_without_waiting_for_a_client() -> None:
     assert option(qemu_argv(spec(), "qemu"), "-qmp") == []
     argv = qemu_argv(spec(qmp_socket=Path("/run/qmp.sock")), "qemu")
     assert option(argv, "-qmp") == ["unix:/run/qmp.sock,server=on,wait=off"]
+
+
+def test_a_taken_host_port_is_told_from_other_start_failures() -> None:
+    # What qemu-system-x86_64 (7.2 and 10.0) prints when it cannot bind a forward.
+    message = (
+        "qemu-system-x86_64: -nic user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:55243-:22: "
+        "Could not set up host forwarding rule 'tcp:127.0.0.1:55243-:22'"
+    )
+    assert forwarding_failure(message) == 55243
+    assert forwarding_failure("Could not set up host forwarding rule 'udp::5353-:53'") == 5353
+    assert forwarding_failure("qemu-system-x86_64: failed to initialize kvm") is None

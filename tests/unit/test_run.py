@@ -1,6 +1,8 @@
 from pathlib import Path
 
-from bootc_box.run import guest_stalled
+from bootc_box.binds import parse_bind
+from bootc_box.images import PullOptions
+from bootc_box.run import RunSpec, guest_stalled, with_absolute_paths
 
 # What the fixture's 6.12 kernel printed when a TCG vCPU stopped getting ticks.
 STALL = b"""[   26.081384] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:
@@ -15,3 +17,21 @@ def test_a_stalled_guest_is_recognised_from_its_console(tmp_path: Path) -> None:
     assert not guest_stalled(console)
     console.write_bytes(STALL)
     assert guest_stalled(console)
+
+
+def test_every_path_a_user_gives_is_made_absolute_before_a_supervisor_runs_in_slash() -> None:
+    spec = RunSpec(
+        image="oci:layout:tag",
+        ssh_key=Path("keys/k"),
+        pull=PullOptions(cert_dir=Path("certs"), authfile=Path("/etc/auth.json")),
+        binds=(parse_bind(".:/mnt/here"), parse_bind("/srv:/mnt/srv:ro")),
+    )
+    done = with_absolute_paths(spec, Path("/home/u/work"))
+    assert done.image == "oci:/home/u/work/layout:tag"
+    assert done.ssh_key == Path("/home/u/work/keys/k")
+    assert done.pull.cert_dir == Path("/home/u/work/certs")
+    assert done.pull.authfile == Path("/etc/auth.json")
+    assert [str(b) for b in done.binds] == ["/home/u/work:/mnt/here:rw", "/srv:/mnt/srv:ro"]
+    plain = with_absolute_paths(RunSpec(image="quay.io/x/y:1"), Path("/w"))
+    assert plain.image == "quay.io/x/y:1"
+    assert plain.ssh_key is None

@@ -199,7 +199,8 @@ def run(
         accel=AccelChoice(accel),
         console=console,
         timeout=float(timeout),
-        tty=sys.stdin.isatty() and sys.stdout.isatty(),
+        # A detached VM has no terminal, whatever started it.
+        tty=sys.stdin.isatty() and sys.stdout.isatty() and not detach,
         pull=PullOptions(PullPolicy(pull_policy), tls_verify, cert_dir, authfile),
         name=name,
         detach=detach,

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -119,9 +120,48 @@ def wait_for_running(directory: Path, record: VmRecord, timeout: float) -> VmRec
         record = read_record(directory) or record
 
 
+def starting_runs(env: Environment) -> set[int]:
+    """`bootc-box run` processes here that supervise no VM yet: what `ssh`
+    right after `podman run -d BOX run IMAGE` must wait for, instead of
+    saying there is no VM."""
+    supervisors = {r.supervisor_pid for _, r in list_vms(env) if r is not None}
+    return (
+        {
+            process.info["pid"]
+            for process in psutil.process_iter(["pid", "cmdline"])
+            if is_run_command(process.info["cmdline"] or [])
+        }
+        - supervisors
+        - {os.getpid()}
+    )
+
+
+def is_run_command(argv: list[str]) -> bool:
+    """`python3 -m bootc_box [OPTIONS] run ...` or `.../bootc-box [OPTIONS] run ...`."""
+    for at, word in enumerate(argv[:3]):
+        if word == "bootc_box" or word.endswith("/bootc-box") or word == "bootc-box":
+            rest = argv[at + 1 :]
+            return next((w for w in rest if not w.startswith("-")), None) == "run"
+    return False
+
+
+def find_vm_when_started(
+    env: Environment, name: str | None, timeout: float
+) -> tuple[Path, VmRecord]:
+    """find_vm, waiting while a `run` here is still starting up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return find_vm(env, name)
+        except BootcBoxError:
+            if not starting_runs(env) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+
+
 def run_ssh(env: Environment, name: str | None, command: tuple[str, ...], timeout: float) -> int:
-    """SSH into a VM, waiting for it to finish booting first."""
-    directory, record = find_vm(env, name)
+    """SSH into a VM, waiting for it to start and finish booting first."""
+    directory, record = find_vm_when_started(env, name, timeout)
     record = wait_for_running(directory, record, timeout)
     target = SshTarget(record.ssh_host, record.ssh_port, record.ssh_user, Path(record.ssh_key))
     return connect(target, command, tty=not command and sys.stdin.isatty())
@@ -154,11 +194,12 @@ def run_logs(env: Environment, name: str | None, follow: bool) -> int:
             time.sleep(0.2)
 
 
-def stop_vm(directory: Path, record: VmRecord, timeout: float) -> None:
+def stop_vm(directory: Path, record: VmRecord, timeout: float) -> bool:
     """SIGTERM to the supervisor, which powers the VM off and cleans up;
-    SIGKILL if it has not finished within `timeout`."""
+    SIGKILL if it has not finished within `timeout`. True when it left
+    its image mount behind: killed now, or dead before."""
     if not current_state(record).live:
-        return
+        return current_state(record) is VmState.DEAD
     try:
         supervisor = psutil.Process(record.supervisor_pid)
         supervisor.send_signal(signal.SIGTERM)
@@ -170,13 +211,19 @@ def stop_vm(directory: Path, record: VmRecord, timeout: float) -> None:
             "the supervisor of %s did not stop within %.0f s; killing it", record.name, timeout
         )
         supervisor.kill()
+        supervisor.wait(timeout)
+        return True
+    return False
 
 
 def run_stop(env: Environment, names: tuple[str, ...], timeout: float) -> int:
     targets = [find_vm(env, n) for n in names or (None,)]
+    left_mounts = False
     for directory, record in targets:
-        stop_vm(directory, record, timeout)
+        left_mounts |= stop_vm(directory, record, timeout)
         print(record.name)
+    if left_mounts:
+        remove_stale_mounts(env)
     return 0
 
 
@@ -194,12 +241,11 @@ def run_rm(
         raise BootcBoxError(
             f"{', '.join(running)} still running", "stop them first, or pass --force"
         )
-    dead = False
+    left_mounts = False
     for directory, record in targets:
-        dead |= current_state(record) is VmState.DEAD
-        stop_vm(directory, record, timeout)
+        left_mounts |= stop_vm(directory, record, timeout)
         shutil.rmtree(directory)
         print(record.name)
-    if dead:
+    if left_mounts:
         remove_stale_mounts(env)  # the mount a killed supervisor could not remove
     return 0

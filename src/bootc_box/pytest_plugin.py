@@ -66,6 +66,7 @@ class Launcher:
 
     start: list[str]  # runs `bootc-box run -d ...`, or a box whose command is `run`
     command: list[str]  # prefix that runs `bootc-box` next to the VM
+    logs: list[str]  # what bootc-box and the console said, kept until `stop`
     stop: list[str]
 
 
@@ -75,7 +76,8 @@ def box_launcher(config: pytest.Config, key_dir: Path, name: str) -> Launcher:
         capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
     start = [
-        "podman", "run", "-d", "--rm", "--name", name,
+        # No --rm: a box whose VM failed to boot keeps its logs for the report.
+        "podman", "run", "-d", "--name", name,
         # The VM's forwarded SSH port lands on the host's loopback.
         "--network", "host",
         "--device", "/dev/kvm",
@@ -88,13 +90,19 @@ def box_launcher(config: pytest.Config, key_dir: Path, name: str) -> Launcher:
     return Launcher(
         start,
         ["podman", "exec", name, "bootc-box"],
+        ["podman", "logs", name],
         ["podman", "rm", "--force", "--time", "30", name],
     )
 
 
 def native_launcher(name: str) -> Launcher:
     binary = shutil.which("bootc-box") or "bootc-box"
-    return Launcher([binary, "run", "-d", "--name", name], [binary], [binary, "rm", "-f", name])
+    return Launcher(
+        [binary, "run", "-d", "--name", name],
+        [binary],
+        [binary, "logs", name],
+        [binary, "rm", "-f", name],
+    )
 
 
 @pytest.fixture(scope="session")
@@ -120,14 +128,22 @@ def bootc_vm(
         "--accel", config.getoption("bootc_accel"),
         "--ssh-key", str(key),
     ]  # fmt: skip
-    subprocess.run([*launcher.start, *options, image], check=True, stdout=subprocess.DEVNULL)
-    try:
+    steps = (
+        [*launcher.start, *options, image],
         # `ssh` waits for the boot; inspect then says where SSH listens.
-        subprocess.run([*launcher.command, "ssh", vm_name, "--", "true"], check=True)
-        inspect = subprocess.run(
-            [*launcher.command, "inspect", "--json", vm_name],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
+        [*launcher.command, "ssh", vm_name, "--", "true"],
+        [*launcher.command, "inspect", "--json", vm_name],
+    )
+    try:
+        for argv in steps:
+            inspect = subprocess.run(argv, capture_output=True, text=True, check=True)
+    except subprocess.CalledProcessError as e:
+        said = subprocess.run(launcher.logs, capture_output=True, text=True, check=False)
+        lines = (said.stdout + said.stderr + e.stderr).splitlines()
+        subprocess.run(launcher.stop, check=False, capture_output=True)
+        last = "\n".join(lines[-30:])
+        pytest.fail(f"bootc-box could not boot {image}; what it said last:\n{last}", pytrace=False)
+    try:
         info = json.loads(inspect.stdout)["ssh"]
         target = SshTarget(info["host"], info["port"], info["user"], key)
         host = testinfra.get_host(

@@ -4,6 +4,7 @@ import logging
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -187,13 +188,14 @@ def power_off(vm: "subprocess.Popen[bytes]", qmp_socket: Path, grace: float) -> 
     then stops QEMU)."""
     if vm.poll() is not None:
         return True
+    deadline = time.monotonic() + grace  # for asking and for shutting down together
     try:
         qmp_execute(qmp_socket, "system_powerdown", timeout=grace)
     except (OSError, ValueError, BootcBoxError) as e:
         log.warning("could not ask the VM to power off: %s", e)
         return False
     try:
-        vm.wait(timeout=grace)
+        vm.wait(timeout=max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         return False
     return True

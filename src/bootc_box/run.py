@@ -34,7 +34,7 @@ from bootc_box.qemu import (
     wait_for_monitor,
 )
 from bootc_box.ssh import SshTarget, check_private_key, connect, generate_key, public_key, ssh_ready
-from bootc_box.virtiofsd import VirtiofsdSpec, start_virtiofsd
+from bootc_box.virtiofsd import Virtiofsd, VirtiofsdSpec, start_virtiofsd
 from bootc_box.vms import VmEntry, VmState, check_name, claim_vm_dir, new_name, supervise_vm
 
 log = logging.getLogger(__name__)
@@ -197,28 +197,23 @@ def boot_and_run(spec: RunSpec, prepared: Prepared, workdir: Path, vm: VmEntry) 
     """One boot: virtiofsd for the root and each bind, QEMU, wait for SSH,
     then the command or shell, or keep the VM up until it is stopped."""
     with ExitStack() as stack:
-        virtiofs = stack.enter_context(
+        root = stack.enter_context(
             start_virtiofsd(
                 VirtiofsdSpec(prepared.root, workdir / "rootfs.sock"), workdir / "virtiofsd.log"
             )
         )
-        shares = tuple(
-            (
-                bind_tag(i),
-                stack.enter_context(
-                    start_virtiofsd(
-                        VirtiofsdSpec(
-                            bind.source,
-                            workdir / f"{bind_tag(i)}.sock",
-                            bind.readonly,
-                            host_edits=True,
-                        ),
-                        workdir / f"virtiofsd-{bind_tag(i)}.log",
-                    )
-                ),
+        binds = [
+            stack.enter_context(
+                start_virtiofsd(
+                    VirtiofsdSpec(
+                        bind.source, workdir / f"{bind_tag(i)}.sock", bind.readonly, host_edits=True
+                    ),
+                    workdir / f"virtiofsd-{bind_tag(i)}.log",
+                )
             )
             for i, bind in enumerate(spec.binds)
-        )
+        ]
+        servers = (root, *binds)
         console_log = workdir / "console.log"
         qmp_socket = workdir / "qmp.sock"
         vm_spec = QemuSpec(
@@ -228,12 +223,12 @@ def boot_and_run(spec: RunSpec, prepared: Prepared, workdir: Path, vm: VmEntry) 
             kernel=prepared.boot.kernel,
             initramfs=prepared.boot.initramfs,
             cmdline=kernel_cmdline((*bind_kargs(spec.binds), *spec.kargs)),
-            virtiofs_socket=virtiofs,
+            virtiofs_socket=root.socket,
             ssh_port=free_port(),
             console_log=console_log,
             credential_files=(prepared.credential,),
             publish=spec.publish,
-            shares=shares,
+            shares=tuple((bind_tag(i), b.socket) for i, b in enumerate(binds)),
             qmp_socket=qmp_socket,
         )
         log.info("Booting %s (kernel %s, %s)", spec.image, prepared.boot.kver, prepared.accel.name)
@@ -256,6 +251,8 @@ def boot_and_run(spec: RunSpec, prepared: Prepared, workdir: Path, vm: VmEntry) 
                 console.enter_context(start_console_follower(console_log, sys.stderr.buffer))
 
             def booted() -> bool:
+                for server in servers:
+                    server.check_running()
                 if guest_stalled(console_log):
                     raise GuestStalled(
                         "the guest's CPUs stalled while booting",
@@ -291,7 +288,17 @@ def boot_and_run(spec: RunSpec, prepared: Prepared, workdir: Path, vm: VmEntry) 
             # (On the console's stack, so the shutdown shows in the log.)
             console.callback(shut_down, qemu, qmp_socket, spec.stop_timeout)
             log.info("VM %s is running; stop it with bootc-box stop or podman stop", vm.record.name)
-            return qemu.wait()
+            return wait_while_served(qemu, servers)
+
+
+def wait_while_served(qemu: "subprocess.Popen[bytes]", servers: tuple[Virtiofsd, ...]) -> int:
+    """QEMU's exit status, unless a virtiofsd dies first (then the error)."""
+    while True:
+        try:
+            return qemu.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            for server in servers:
+                server.check_running()
 
 
 def shut_down(qemu: "subprocess.Popen[bytes]", qmp_socket: Path, grace: float) -> None:

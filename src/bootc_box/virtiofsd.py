@@ -2,6 +2,7 @@
 
 import logging
 import shutil
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -59,9 +60,33 @@ def virtiofsd_argv(binary: Path, spec: VirtiofsdSpec) -> list[str]:
     return argv
 
 
+@dataclass(frozen=True)
+class Virtiofsd:
+    """A running virtiofsd: the socket QEMU connects to, and the process."""
+
+    spec: VirtiofsdSpec
+    process: "subprocess.Popen[bytes]"
+    log_file: Path
+
+    @property
+    def socket(self) -> Path:
+        return self.spec.socket
+
+    def check_running(self) -> None:
+        """The guest's files are gone with virtiofsd, and the guest would hang
+        on its next read: stop with the reason instead."""
+        status = self.process.poll()
+        if status is not None:
+            raise BootcBoxError(
+                f"virtiofsd serving {self.spec.shared_dir} exited with status {status}"
+                f" ({last_line(self.log_file) or 'no message'}); the guest lost its files",
+                f"see {self.log_file}",
+            )
+
+
 @contextmanager
-def start_virtiofsd(spec: VirtiofsdSpec, log_file: Path) -> Iterator[Path]:
-    """Run virtiofsd for one guest; yields its vhost-user socket."""
+def start_virtiofsd(spec: VirtiofsdSpec, log_file: Path) -> Iterator[Virtiofsd]:
+    """Run virtiofsd for one guest, until its vhost-user socket is there."""
     binary = find_virtiofsd()
     if binary is None:
         raise not_installed("virtiofsd")
@@ -78,4 +103,4 @@ def start_virtiofsd(spec: VirtiofsdSpec, log_file: Path) -> Iterator[Path]:
             ),
             on_timeout=lambda: BootcBoxError(f"virtiofsd did not create {spec.socket} in 10 s"),
         )
-        yield spec.socket
+        yield Virtiofsd(spec, proc, log_file)

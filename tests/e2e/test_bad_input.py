@@ -85,3 +85,28 @@ def test_a_published_port_in_use_is_refused_cleanly(cache_volume: CacheVolume) -
     after = host_state()
     assert after.processes <= before.processes
     assert after.containers <= before.containers
+
+
+def test_a_boot_that_outlasts_timeout_fails_cleanly_and_console_shows_it(
+    cache_volume: CacheVolume,
+) -> None:
+    """--timeout 5 is too short for any boot here; --console shows how far
+    the guest got, on stderr."""
+    before = host_state()
+    result = subprocess.run(
+        box_argv(
+            "run", "--accel", "tcg", "--console", "--timeout", "5", FIXTURE, "--", "true",
+            volume=cache_volume.name, options=("--rm",),
+        ),
+        capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 125, result.stderr
+    assert "Linux version" in result.stderr  # the guest kernel's banner, from --console
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("bootc-box: error: the VM did not answer SSH within 5 s")
+    assert last.endswith("rerun with --console to see the boot, or raise --timeout")
+    assert cache_volume.nested_containers() == []
+    assert cache_volume.leftovers() == []
+    after = host_state()
+    assert after.processes <= before.processes
+    assert after.containers <= before.containers

@@ -102,6 +102,27 @@ def test_a_killed_supervisor_leaves_a_dead_vm_that_rm_cleans(lab: Lab) -> None:
     assert lab.vms() == {}
 
 
+def test_a_vm_whose_virtiofsd_dies_fails_with_the_reason(lab: Lab) -> None:
+    """Without its virtiofsd the guest would hang on its next read of /."""
+    started = lab.bootc_box("run", "-d", "--name", "fragile", FIXTURE)
+    assert started.returncode == 0, started.stderr
+    killed = lab.run(
+        "bash", "-c",
+        "for c in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $c | grep -q 'virtiofsd.*rootfs.sock'"
+        " && { p=${c#/proc/}; kill -KILL ${p%/cmdline}; echo killed; }; done",
+    )  # fmt: skip
+    assert "killed" in killed.stdout, killed.stderr
+    deadline = time.monotonic() + 120
+    while (vm := lab.vms()["fragile"])["state"] != "failed":
+        assert time.monotonic() < deadline, vm
+        time.sleep(0.5)
+    assert "virtiofsd serving" in vm["error"]
+    assert "the guest lost its files" in vm["error"]
+    assert lab.helpers() == []
+    assert lab.cache.nested_containers() == []
+    assert lab.bootc_box("rm", "fragile").returncode == 0
+
+
 def test_bad_input_to_run_d_fails_at_once_and_leaves_nothing(lab: Lab) -> None:
     missing = lab.bootc_box("run", "-d", "--pull=never", "localhost/no-such-image:1")
     assert missing.returncode == 125

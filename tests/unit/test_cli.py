@@ -21,10 +21,14 @@ def bootc_box(*args: str, path: str | None = None) -> "subprocess.CompletedProce
     )
 
 
-def test_help_lists_run() -> None:
+def test_help_lists_every_command_with_its_summary() -> None:
     result = bootc_box("--help")
     assert result.returncode == 0
-    assert "run" in result.stdout
+    commands = result.stdout.split("Commands:\n", 1)[1].splitlines()
+    assert [line.split()[0] for line in commands] == [
+        "cache", "doctor", "inspect", "list", "logs", "pull", "rm", "run", "ssh", "stop"
+    ]  # fmt: skip
+    assert any(line.split()[1:3] == ["Boot", "IMAGE"] for line in commands)
 
 
 @pytest.mark.parametrize(
@@ -49,12 +53,24 @@ def test_bad_input_is_one_line_and_exit_125(args: list[str], message: str) -> No
         assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_doctor_json_is_machine_readable() -> None:
+def test_doctor_json_is_machine_readable_and_its_status_follows_the_checks() -> None:
     result = bootc_box("doctor", "--json")
-    assert result.returncode in (0, 1)
-    names = [check["name"] for check in json.loads(result.stdout)]
+    checks = json.loads(result.stdout)
+    names = [check["name"] for check in checks]
     assert "kvm" in names
     assert "privileges" in names
+    missing = [c["name"] for c in checks if c["required"] and not c["ok"]]
+    assert result.returncode == (1 if missing else 0), missing
+
+
+def test_doctor_fails_when_a_required_program_is_missing(tmp_path: Path) -> None:
+    result = bootc_box("doctor", "--json", path=str(tmp_path))
+    checks = {c["name"]: c for c in json.loads(result.stdout)}
+    assert result.returncode == 1
+    assert checks["podman"] == {
+        "name": "podman", "ok": False, "detail": "not found",
+        "fix": "install the podman package", "required": True,
+    }  # fmt: skip
 
 
 def test_without_podman_a_command_fails_in_one_line_naming_the_package(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from bootc_box.cli import name_and_command
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
-from bootc_box.manage import describe
+from bootc_box.manage import describe, is_run_command
 from bootc_box.signals import Terminated
 from bootc_box.vms import (
     VmRecord,
@@ -159,3 +159,18 @@ def test_a_name_too_long_for_the_vms_sockets_is_refused_before_anything_is_made(
         assert "pick a shorter --name" in str(err.value)
         assert not runtime.exists()
         assert claim_vm_dir(Environment(in_box=False), "short").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("argv", "is_run"),
+    [
+        (["python3", "-m", "bootc_box", "run", "img"], True),
+        (["python3", "-m", "bootc_box", "--debug", "run", "img"], True),
+        (["/usr/bin/python3", "/usr/local/bin/bootc-box", "run", "-d", "img"], True),
+        (["python3", "-m", "bootc_box", "ssh", "--", "run"], False),
+        (["bash", "/usr/libexec/bootc-box/entrypoint", "run", "img"], False),
+        (["sleep", "infinity"], False),
+    ],
+)
+def test_a_starting_run_is_told_from_other_commands(argv: list[str], is_run: bool) -> None:
+    assert is_run_command(argv) is is_run

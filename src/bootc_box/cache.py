@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 from bootc_box.boot_cache import prune_boot_cache
 from bootc_box.environment import Environment
-from bootc_box.images import MOUNT_LABEL, podman
+from bootc_box.images import MOUNT_LABEL, podman, run_locks_dir
 from bootc_box.locks import remove_stale_locks, run_is_live
 from bootc_box.table import format_table
 
@@ -56,14 +56,14 @@ def stale_mounts(env: Environment) -> list[str]:
     names = podman(
         "ps", "--all", "--filter", f"label={MOUNT_LABEL}", "--format", "{{.Names}}"
     ).stdout.split()
-    return [n for n in names if not run_is_live(env, n)]
+    return [n for n in names if not run_is_live(run_locks_dir(env), n)]
 
 
 def remove_stale_mounts(env: Environment) -> list[str]:
     stale = stale_mounts(env)
     for name in stale:
         podman("rm", "--force", name)
-    remove_stale_locks(env)
+    remove_stale_locks(run_locks_dir(env))
     return stale
 
 

@@ -1,6 +1,7 @@
 """The target image, through podman: find or load it, and mount its root."""
 
 import enum
+import functools
 import logging
 import secrets
 import subprocess
@@ -9,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bootc_box.environment import Environment
+from bootc_box.environment import CACHE, Environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.locks import hold_run_lock
 
@@ -160,6 +161,19 @@ def run_pull(image: str, options: PullOptions) -> int:
     return 0
 
 
+@functools.cache
+def _store_run_root() -> Path:
+    return Path(podman("info", "--format", "{{.Store.RunRoot}}").stdout.strip())
+
+
+def run_locks_dir(env: Environment) -> Path:
+    """Where live runs hold their locks: with the store whose mount containers
+    they protect. In the box that is the volume, so every box sharing it sees
+    them; natively, the store's run directory, whatever session (and
+    XDG_RUNTIME_DIR) each run has."""
+    return CACHE / "runs" if env.in_box else _store_run_root() / "bootc-box-runs"
+
+
 @contextmanager
 def mount_image(image_id: str, env: Environment) -> Iterator[Path]:
     """The image's root file system, mounted for as long as we need it.
@@ -169,7 +183,7 @@ def mount_image(image_id: str, env: Environment) -> Iterator[Path]:
     image: its writable layer lives in our own store, and it is never started.
     """
     name = f"bootc-box-{secrets.token_hex(6)}"
-    with hold_run_lock(env, name), _mount_container(name, image_id) as root:
+    with hold_run_lock(run_locks_dir(env), name), _mount_container(name, image_id) as root:
         yield root
 
 

@@ -16,14 +16,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bootc_box.environment import CACHE, Environment, runtime_dir
-
-
-def runs_dir(env: Environment) -> Path:
-    """Where live runs hold their locks: on the volume in the box, so every
-    box sharing the volume sees them; natively, the runtime directory."""
-    return CACHE / "runs" if env.in_box else runtime_dir(env) / "runs"
-
 
 def flock_within(fd: int, operation: int, timeout: float) -> bool:
     """flock(2) that gives up after `timeout` seconds instead of waiting forever
@@ -89,10 +81,9 @@ def delete_if_unused(path: Path) -> bool:
 
 
 @contextmanager
-def hold_run_lock(env: Environment, name: str) -> Iterator[None]:
+def hold_run_lock(directory: Path, name: str) -> Iterator[None]:
     """Mark the mount container `name` as in use for as long as the block runs.
     The kernel drops the lock if we die, so a crashed run never looks live."""
-    directory = runs_dir(env)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.lock"
     fd = lock_file(path, fcntl.LOCK_EX, 0)  # a fresh name: nobody else holds it
@@ -105,9 +96,9 @@ def hold_run_lock(env: Environment, name: str) -> Iterator[None]:
         os.close(fd)
 
 
-def run_is_live(env: Environment, name: str) -> bool:
+def run_is_live(directory: Path, name: str) -> bool:
     try:
-        fd = os.open(runs_dir(env) / f"{name}.lock", os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(directory / f"{name}.lock", os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
         return False
     try:
@@ -116,6 +107,6 @@ def run_is_live(env: Environment, name: str) -> bool:
         os.close(fd)
 
 
-def remove_stale_locks(env: Environment) -> int:
+def remove_stale_locks(directory: Path) -> int:
     """Delete the lock files of runs that died without removing them."""
-    return sum(delete_if_unused(p) for p in runs_dir(env).glob("*.lock"))
+    return sum(delete_if_unused(p) for p in directory.glob("*.lock"))

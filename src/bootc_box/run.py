@@ -98,14 +98,31 @@ class GuestStalled(BootAgain):
     """The guest kernel reported CPUs that stopped running."""
 
 
-def guest_stalled(console: Path) -> bool:
+STALL_REPORT = b"detected stalls on CPUs"
+
+
+class StallWatch:
     """Under TCG on a small host, a guest vCPU now and then stops getting timer
     interrupts for good (seen in about 2 of 100 boots here); the kernel says
-    so within ~21 s, and the boot would otherwise hang until --timeout."""
-    try:
-        return b"detected stalls on CPUs" in console.read_bytes()
-    except FileNotFoundError:
-        return False
+    so within ~21 s, and the boot would otherwise hang until --timeout. A
+    stall can also pass, and the boot go on: only a stall report followed by
+    `quiet` seconds without a new console line, or a second report, counts."""
+
+    def __init__(self, console: Path, quiet: float = 20.0) -> None:
+        self.console = console
+        self.quiet = quiet
+        self.size = -1
+        self.grew_at = 0.0
+
+    def stalled(self, now: float) -> bool:
+        try:
+            text = self.console.read_bytes()
+        except FileNotFoundError:
+            return False
+        if len(text) != self.size:
+            self.size, self.grew_at = len(text), now
+        reports = text.count(STALL_REPORT)
+        return reports >= 2 or (reports == 1 and now - self.grew_at >= self.quiet)
 
 
 @dataclass(frozen=True)
@@ -246,49 +263,50 @@ def boot_and_run(spec: RunSpec, prepared: Prepared, workdir: Path, vm: VmEntry) 
         prepared.files_read()
         target = SshTarget("127.0.0.1", vm_spec.ssh_port, "root", prepared.key)
         vm.update(state=VmState.BOOTING, ssh_port=target.port)
-        with ExitStack() as console:
-            if spec.console or spec.keeps_running:
-                console.enter_context(start_console_follower(console_log, sys.stderr.buffer))
+        follower = None
+        if spec.console or spec.keeps_running:
+            follower = stack.enter_context(start_console_follower(console_log, sys.stderr.buffer))
+        stalls = StallWatch(console_log)
 
-            def booted() -> bool:
-                for server in servers:
-                    server.check_running()
-                if guest_stalled(console_log):
-                    raise GuestStalled(
-                        "the guest's CPUs stalled while booting",
-                        "rerun; if it keeps happening, try --cpus 1 or a host with KVM",
-                    )
-                return ssh_ready(target)
+        def booted() -> bool:
+            for server in servers:
+                server.check_running()
+            if stalls.stalled(time.monotonic()):
+                raise GuestStalled(
+                    "the guest's CPUs stalled while booting",
+                    "rerun; if it keeps happening, try --cpus 1 or a host with KVM",
+                )
+            return ssh_ready(target)
 
-            wait_until(
-                booted,
-                qemu,
-                spec.timeout,
-                interval=1.0,
-                on_exit=lambda status: BootcBoxError(
-                    f"the VM stopped while booting (QEMU status {status}): "
-                    f"{last_line(qemu_log) or last_line(console_log)}",
-                    "rerun with --console to see the boot",
-                ),
-                on_timeout=lambda: BootcBoxError(
-                    f"the VM did not answer SSH within {spec.timeout:.0f} s "
-                    f"(console: {last_line(console_log)!r})",
-                    "rerun with --console to see the boot, or raise --timeout",
-                ),
-                on_tick=progress("Waiting for the VM to answer SSH"),
-            )
-            log.info("VM is up after %.0f s", time.monotonic() - started)
-            vm.update(state=VmState.RUNNING)
-            if spec.tty and spec.console:
-                console.close()  # an interactive shell and the console would interleave
-            if not spec.keeps_running:
-                return connect(target, spec.command, tty=spec.tty)
-            # From here a stop is a power-off: the guest gets its ACPI power
-            # button and a few seconds before QEMU is stopped.
-            # (On the console's stack, so the shutdown shows in the log.)
-            console.callback(shut_down, qemu, qmp_socket, spec.stop_timeout)
-            log.info("VM %s is running; stop it with bootc-box stop or podman stop", vm.record.name)
-            return wait_while_served(qemu, servers)
+        wait_until(
+            booted,
+            qemu,
+            spec.timeout,
+            interval=1.0,
+            on_exit=lambda status: BootcBoxError(
+                f"the VM stopped while booting (QEMU status {status}): "
+                f"{last_line(qemu_log) or last_line(console_log)}",
+                "rerun with --console to see the boot",
+            ),
+            on_timeout=lambda: BootcBoxError(
+                f"the VM did not answer SSH within {spec.timeout:.0f} s "
+                f"(console: {last_line(console_log)!r})",
+                "rerun with --console to see the boot, or raise --timeout",
+            ),
+            on_tick=progress("Waiting for the VM to answer SSH"),
+        )
+        log.info("VM is up after %.0f s", time.monotonic() - started)
+        vm.update(state=VmState.RUNNING)
+        if not spec.keeps_running:
+            if spec.tty and follower:
+                follower.stop()  # an interactive shell and the console would interleave
+            return connect(target, spec.command, tty=spec.tty)
+        # From here a stop is a power-off: the guest gets its ACPI power
+        # button and a few seconds before QEMU is stopped. Registered last,
+        # it runs first: QEMU still runs and the console is still followed.
+        stack.callback(shut_down, qemu, qmp_socket, spec.stop_timeout)
+        log.info("VM %s is running; stop it with bootc-box stop or podman stop", vm.record.name)
+        return wait_while_served(qemu, servers)
 
 
 def wait_while_served(qemu: "subprocess.Popen[bytes]", servers: tuple[Virtiofsd, ...]) -> int:

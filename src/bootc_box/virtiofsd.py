@@ -1,5 +1,7 @@
 """virtiofsd serves the image's mounted root file system to the guest."""
 
+import dataclasses
+import enum
 import logging
 import shutil
 import subprocess
@@ -18,6 +20,20 @@ log = logging.getLogger(__name__)
 CANDIDATES = (Path("/usr/libexec/virtiofsd"), Path("/usr/lib/qemu/virtiofsd"))
 
 
+class Sandbox(enum.Enum):
+    """virtiofsd parses what the guest sends; sandboxed, a guest that
+    subverted it would see nothing but the shared directory. The strongest
+    that works here is used: "namespace" (its own mount, PID and network
+    namespaces, pivoted into the directory) needs to mount a fresh /proc,
+    which a container's masked /proc may forbid (rootless boxes, and boxes
+    without the host's store mounted, measured); "chroot" needs only
+    CAP_SYS_CHROOT, which the box's user namespace always gives."""
+
+    NAMESPACE = "namespace"
+    CHROOT = "chroot"
+    NONE = "none"
+
+
 @dataclass(frozen=True)
 class VirtiofsdSpec:
     shared_dir: Path
@@ -26,6 +42,7 @@ class VirtiofsdSpec:
     # The image's root never changes under a running VM; a --bind directory
     # is the user's, edited on the host while the guest uses it.
     host_edits: bool = False
+    sandbox: Sandbox = Sandbox.NAMESPACE
 
 
 def find_virtiofsd() -> Path | None:
@@ -40,13 +57,7 @@ def virtiofsd_argv(binary: Path, spec: VirtiofsdSpec) -> list[str]:
         str(binary),
         "--socket-path", str(spec.socket),
         "--shared-dir", str(spec.shared_dir),
-        # virtiofsd parses what the guest sends; in its own mount, PID and
-        # network namespaces, pivoted into the shared directory, a guest that
-        # subverts it sees nothing else. bootc-box always runs where it may
-        # create them: as root, or in the box's user namespace, which the
-        # entrypoint makes whenever the box lacks CAP_SYS_ADMIN (chroot mode
-        # would add nothing there and keep the network).
-        "--sandbox=namespace",
+        f"--sandbox={spec.sandbox.value}",
         # The guest may cache what cannot change under it, the image: ~3x
         # faster boots than --cache=never (FIELD-NOTES). A bind's files are
         # edited on the host: "auto" lets the guest see that within a second.
@@ -84,23 +95,73 @@ class Virtiofsd:
             )
 
 
+# virtiofsd says so once it is in its sandbox and listening.
+LISTENING = "Waiting for vhost-user socket connection"
+# The sandbox that worked last in this process: every virtiofsd of a run
+# (root, binds) is started the same way.
+_working_sandbox: list[Sandbox] = []
+
+
 @contextmanager
 def start_virtiofsd(spec: VirtiofsdSpec, log_file: Path) -> Iterator[Virtiofsd]:
-    """Run virtiofsd for one guest, until its vhost-user socket is there."""
+    """Run virtiofsd for one guest, in the strongest sandbox that works here,
+    until it listens on its vhost-user socket."""
     binary = find_virtiofsd()
     if binary is None:
         raise not_installed("virtiofsd")
-    with (
-        log_file.open("ab") as out,
-        start_process(virtiofsd_argv(binary, spec), stdout=out, stderr=out) as proc,
-    ):
-        wait_until(
-            spec.socket.exists,
-            proc,
-            timeout=10,
-            on_exit=lambda status: BootcBoxError(
-                f"virtiofsd exited with status {status}: {last_line(log_file)}"
-            ),
-            on_timeout=lambda: BootcBoxError(f"virtiofsd did not create {spec.socket} in 10 s"),
-        )
-        yield Virtiofsd(spec, proc, log_file)
+    sandboxes = _working_sandbox[-1:] or list(Sandbox)
+    for sandbox in sandboxes:
+        attempt = dataclasses.replace(spec, sandbox=sandbox)
+        with _start_listening(binary, attempt, log_file) as proc:
+            if proc is None:
+                log.debug("virtiofsd cannot enter its %s sandbox here", sandbox.value)
+                continue
+            _working_sandbox[:] = [sandbox]
+            if sandbox is Sandbox.NONE:
+                log.warning("virtiofsd runs without a sandbox: %s", last_line(log_file))
+            yield Virtiofsd(attempt, proc, log_file)
+            return
+    raise BootcBoxError(f"virtiofsd could not start: {last_line(log_file)}", f"see {log_file}")
+
+
+@contextmanager
+def _start_listening(
+    binary: Path, spec: VirtiofsdSpec, log_file: Path
+) -> Iterator["subprocess.Popen[bytes] | None"]:
+    """virtiofsd started and listening; None when it could not enter its
+    sandbox (it creates the socket before it tries, so the socket proves
+    nothing)."""
+    spec.socket.unlink(missing_ok=True)
+    with log_file.open("ab") as out:
+        start = out.tell()  # this attempt's messages begin here
+
+        def exited(status: int) -> BaseException:
+            if "entering sandbox" in _since(log_file, start):
+                return _NotInSandbox()
+            return BootcBoxError(f"virtiofsd exited with status {status}: {last_line(log_file)}")
+
+        with start_process(virtiofsd_argv(binary, spec), stdout=out, stderr=out) as proc:
+            try:
+                wait_until(
+                    lambda: LISTENING in _since(log_file, start),
+                    proc,
+                    timeout=10,
+                    on_exit=exited,
+                    on_timeout=lambda: BootcBoxError(
+                        f"virtiofsd did not listen on {spec.socket} in 10 s"
+                    ),
+                )
+            except _NotInSandbox:
+                yield None
+                return
+            yield proc
+
+
+class _NotInSandbox(Exception):
+    pass
+
+
+def _since(log_file: Path, offset: int) -> str:
+    with log_file.open("rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")

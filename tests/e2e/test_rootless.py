@@ -57,11 +57,14 @@ def box(run: Podman, *args: str) -> "subprocess.CompletedProcess[str]":
 
 
 def test_rootless_podman_boots_the_fixture(rootless: Podman) -> None:
-    result = box(rootless, "run", "oci-archive:/fixture.tar", "--",
+    result = box(rootless, "--debug", "run", "oci-archive:/fixture.tar", "--",
                  "stat", "-c", "%U:%G", "/var/log/journal")  # fmt: skip
     assert result.returncode == 0, result.stderr
     # Ids inside the guest are the image's own, not shifted by the subuids.
     assert result.stdout.strip() == "root:systemd-journal"
+    # A rootless box forbids virtiofsd's namespace sandbox; the chroot one works.
+    assert "virtiofsd cannot enter its namespace sandbox here" in result.stderr
+    assert "without a sandbox" not in result.stderr
 
 
 def test_doctor_sees_rootless_podman(rootless: Podman) -> None:

@@ -117,7 +117,8 @@ def test_host_edits_to_a_bind_reach_the_guest(vm: BoxVm) -> None:
 
 def test_virtiofsd_runs_without_network_or_the_boxs_processes(vm: BoxVm) -> None:
     """Each virtiofsd (root, two binds) serves the guest from its own sandbox:
-    namespaces of its own, so not QEMU's network."""
+    this box (rootful, the host's store mounted) allows the namespace one, so
+    not QEMU's network. (Where it does not, chroot: test_rootless.py.)"""
 
     def pids(pattern: str) -> list[str]:
         found = subprocess.run(

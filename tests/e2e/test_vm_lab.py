@@ -54,7 +54,10 @@ def lab() -> Iterator[Lab]:
 
 
 def test_a_detached_vm_from_start_to_removal(lab: Lab) -> None:
-    started = lab.bootc_box("run", "-d", "--name", "web", "--stop-timeout", "60", FIXTURE)
+    started = lab.bootc_box(
+        "run", "-d", "--name", "web", "--stop-timeout", "60",
+        "--karg", "bootc_box.test=42", "--cpus", "1", "--memory", "1536M", FIXTURE,
+    )  # fmt: skip
     assert started.returncode == 0, started.stderr
     assert started.stdout == "web\n"
     assert "bootc-box: Booting" in started.stderr  # run -d returns once QEMU runs
@@ -69,6 +72,27 @@ def test_a_detached_vm_from_start_to_removal(lab: Lab) -> None:
     assert web["state"] == "running"
     assert web["ssh"]["host"] == "127.0.0.1"
     assert web["ssh"]["port"] > 0
+
+    # The guest got the shape asked for: --karg, --cpus, --memory.
+    shape = lab.bootc_box(
+        "ssh",
+        "web",
+        "--",
+        "sh",
+        "-c",
+        "cat /proc/cmdline; nproc; awk '/^MemTotal/ {print $2}' /proc/meminfo",
+    ).stdout.splitlines()
+    assert "bootc_box.test=42" in shape[0].split()
+    assert shape[1] == "1"
+    assert 1_200_000 < int(shape[2]) <= 1536 * 1024  # kB, less what the kernel keeps
+
+    # The text forms a person reads.
+    listing = lab.bootc_box("list").stdout.splitlines()
+    assert listing[0].split() == ["NAME", "STATE", "IMAGE", "SSH", "CREATED"]
+    assert listing[1].split()[:4] == ["web", "running", FIXTURE, f"127.0.0.1:{web['ssh']['port']}"]
+    inspected = lab.bootc_box("inspect", "web").stdout.splitlines()
+    assert "state: running" in inspected
+    assert f"ssh_port: {web['ssh']['port']}" in inspected
 
     taken = lab.bootc_box("run", "-d", "--name", "web", FIXTURE)
     assert taken.returncode == 125
@@ -121,6 +145,29 @@ def test_a_vm_whose_virtiofsd_dies_fails_with_the_reason(lab: Lab) -> None:
     assert lab.helpers() == []
     assert lab.cache.nested_containers() == []
     assert lab.bootc_box("rm", "fragile").returncode == 0
+
+
+def test_stop_and_rm_take_several_vms_and_force(lab: Lab) -> None:
+    """Stopped while still booting: the power button may go unheard that early,
+    so a short --stop-timeout ends them either way."""
+    for name in ("a", "b", "c"):
+        started = lab.bootc_box("run", "-d", "--name", name, "--stop-timeout", "2", FIXTURE)
+        assert started.returncode == 0, started.stderr
+    stopped = lab.bootc_box("stop", "a", "b")
+    assert (stopped.returncode, stopped.stdout) == (0, "a\nb\n"), stopped.stderr
+    states = {name: vm["state"] for name, vm in lab.vms().items()}
+    assert states["a"] == states["b"] == "stopped"
+    assert states["c"] in ("booting", "running")
+    refused = lab.bootc_box("rm", "--all")
+    assert refused.returncode == 125
+    assert refused.stderr == (
+        "bootc-box: error: c still running; stop them first, or pass --force\n"
+    )
+    removed = lab.bootc_box("rm", "--all", "--force")
+    assert (removed.returncode, sorted(removed.stdout.split())) == (0, ["a", "b", "c"])
+    assert lab.vms() == {}
+    assert lab.helpers() == []
+    assert lab.cache.nested_containers() == []
 
 
 def test_bad_input_to_run_d_fails_at_once_and_leaves_nothing(lab: Lab) -> None:

@@ -1,12 +1,14 @@
 import fcntl
 import os
+import shutil
+import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
-from bootc_box import locks
 from bootc_box.environment import Environment
+from bootc_box.images import run_locks_dir
 from bootc_box.locks import (
     delete_if_unused,
     hold_run_lock,
@@ -16,36 +18,41 @@ from bootc_box.locks import (
     run_is_live,
 )
 
-NATIVE = Environment(in_box=False)
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    return tmp_path / "runs"
 
 
-@pytest.fixture(autouse=True)
-def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    return tmp_path / "bootc-box/runs"
+def test_a_run_is_live_while_it_holds_its_lock_and_leaves_no_file(runs: Path) -> None:
+    assert not run_is_live(runs, "bootc-box-a")
+    with hold_run_lock(runs, "bootc-box-a"):
+        assert run_is_live(runs, "bootc-box-a")
+        assert oct((runs / "bootc-box-a.lock").stat().st_mode & 0o777) == "0o600"
+    assert not run_is_live(runs, "bootc-box-a")
+    assert list(runs.iterdir()) == []
 
 
-def test_a_run_is_live_while_it_holds_its_lock_and_leaves_no_file(runtime_dir: Path) -> None:
-    assert not run_is_live(NATIVE, "bootc-box-a")
-    with hold_run_lock(NATIVE, "bootc-box-a"):
-        assert run_is_live(NATIVE, "bootc-box-a")
-        assert oct((runtime_dir / "bootc-box-a.lock").stat().st_mode & 0o777) == "0o600"
-    assert not run_is_live(NATIVE, "bootc-box-a")
-    assert list(runtime_dir.iterdir()) == []
+def test_the_lock_of_a_dead_run_is_stale_and_pruned(runs: Path) -> None:
+    runs.mkdir(parents=True)
+    (runs / "bootc-box-dead.lock").touch()  # what a SIGKILLed run leaves
+    with hold_run_lock(runs, "bootc-box-live"):
+        assert not run_is_live(runs, "bootc-box-dead")
+        assert remove_stale_locks(runs) == 1
+        assert [p.name for p in runs.iterdir()] == ["bootc-box-live.lock"]
 
 
-def test_the_lock_of_a_dead_run_is_stale_and_pruned(runtime_dir: Path) -> None:
-    runtime_dir.mkdir(parents=True)
-    (runtime_dir / "bootc-box-dead.lock").touch()  # what a SIGKILLed run leaves
-    with hold_run_lock(NATIVE, "bootc-box-live"):
-        assert not run_is_live(NATIVE, "bootc-box-dead")
-        assert remove_stale_locks(NATIVE) == 1
-        assert [p.name for p in runtime_dir.iterdir()] == ["bootc-box-live.lock"]
-
-
-def test_lock_lives_in_the_volume_inside_the_box() -> None:
-    assert locks.runs_dir(Environment(in_box=True)) == Path("/cache/runs")
-    assert os.fspath(locks.runs_dir(NATIVE)).endswith("bootc-box/runs")
+def test_run_locks_live_with_the_store_they_protect(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert run_locks_dir(Environment(in_box=True)) == Path("/cache/runs")
+    if shutil.which("podman") is None:
+        pytest.skip("natively the store's run root comes from podman, which is not here")
+    store = subprocess.run(
+        ["podman", "info", "--format", "{{.Store.RunRoot}}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    # Whatever the session's runtime directory is.
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/elsewhere")
+    assert run_locks_dir(Environment(in_box=False)) == Path(store) / "bootc-box-runs"
 
 
 def prune_until(stop: threading.Event, path: Path) -> None:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from bootc_box.binds import parse_bind
 from bootc_box.images import PullOptions
-from bootc_box.run import RunSpec, guest_stalled, with_absolute_paths
+from bootc_box.run import RunSpec, StallWatch, with_absolute_paths
 
 # What the fixture's 6.12 kernel printed when a TCG vCPU stopped getting ticks.
 STALL = b"""[   26.081384] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:
@@ -10,13 +10,32 @@ STALL = b"""[   26.081384] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:
 """
 
 
-def test_a_stalled_guest_is_recognised_from_its_console(tmp_path: Path) -> None:
+def test_a_stall_counts_once_the_console_stays_quiet_or_it_is_reported_again(
+    tmp_path: Path,
+) -> None:
     console = tmp_path / "console.log"
-    assert not guest_stalled(console)  # QEMU has not created it yet
+    watch = StallWatch(console, quiet=20)
+    assert not watch.stalled(0)  # QEMU has not created it yet
     console.write_bytes(b"[    5.58] virtiofs virtio1: virtio_fs_setup_dax: No cache capability\n")
-    assert not guest_stalled(console)
+    assert not watch.stalled(1)
     console.write_bytes(STALL)
-    assert guest_stalled(console)
+    assert not watch.stalled(2)  # reported just now
+    assert not watch.stalled(21)
+    assert watch.stalled(22)  # and nothing since for 20 s
+
+
+def test_a_stall_that_passes_does_not_count(tmp_path: Path) -> None:
+    console = tmp_path / "console.log"
+    watch = StallWatch(console, quiet=20)
+    console.write_bytes(STALL)
+    assert not watch.stalled(0)
+    with console.open("ab") as more:
+        more.write(b"[   31.2] systemd[1]: Reached target multi-user.target\n")
+    assert not watch.stalled(15)  # the boot went on
+    assert not watch.stalled(34)
+    with console.open("ab") as more:
+        more.write(STALL)  # the same stall, reported again
+    assert watch.stalled(36)
 
 
 def test_every_path_a_user_gives_is_made_absolute_before_a_supervisor_runs_in_slash() -> None:

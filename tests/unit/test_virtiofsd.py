@@ -1,6 +1,9 @@
 from pathlib import Path
 
-from bootc_box.virtiofsd import VirtiofsdSpec, virtiofsd_argv
+import pytest
+
+from bootc_box import virtiofsd
+from bootc_box.virtiofsd import Sandbox, VirtiofsdSpec, start_virtiofsd, virtiofsd_argv
 
 
 def test_argv_shares_the_root_read_only_with_caching() -> None:
@@ -23,3 +26,40 @@ def test_a_bind_lets_the_guest_see_host_edits() -> None:
     argv = virtiofsd_argv(Path("/v"), spec)
     assert "--cache=auto" in argv
     assert "--cache=always" not in argv
+
+
+# A stand-in for virtiofsd, which this host lacks (the box has it; e2e tests
+# run it there): like virtiofsd 1.13 in a rootless box, it creates its socket,
+# then fails to enter the namespace sandbox, and works in the chroot one.
+STAND_IN = """#!/bin/sh
+echo "$@" >> "$(dirname "$0")/calls"
+socket=$2
+touch "$socket"
+case "$*" in
+*--sandbox=namespace*)
+    echo 'ERROR virtiofsd] Error entering sandbox: MountProc(Os { code: 1 })' >&2; exit 1 ;;
+esac
+echo 'INFO  virtiofsd] Waiting for vhost-user socket connection...' >&2
+exec sleep 60
+"""
+
+
+def test_the_strongest_sandbox_that_works_is_used_and_then_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    binary = tmp_path / "virtiofsd"
+    binary.write_text(STAND_IN)
+    binary.chmod(0o755)
+    monkeypatch.setattr(virtiofsd, "find_virtiofsd", lambda: binary)
+    monkeypatch.setattr(virtiofsd, "_working_sandbox", [])
+    spec = VirtiofsdSpec(tmp_path, tmp_path / "s.sock")
+    with start_virtiofsd(spec, tmp_path / "log") as server:
+        assert server.spec.sandbox is Sandbox.CHROOT
+        server.check_running()
+    with start_virtiofsd(spec, tmp_path / "log") as server:
+        assert server.spec.sandbox is Sandbox.CHROOT
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert [c.split("--sandbox=")[1].split()[0] for c in calls] == [
+        "namespace", "chroot", "chroot"
+    ]  # fmt: skip
+    assert server.process.poll() is not None  # stopped with its block

@@ -1,6 +1,7 @@
 """Images from paths: each transport loads the very image that was saved.
 (Booting from an archive is covered by test_rootless.py.)"""
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -28,3 +29,15 @@ def test_path_transport_loads_the_saved_image(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == podman("image", "inspect", "--format", "{{.Id}}", FIXTURE)
+    # cache prune --all removes every image of ours that nothing uses.
+    prune = subprocess.run(
+        box_argv("cache", "prune", "--all", volume=cache_volume.name, options=("--rm",)),
+        capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert prune.returncode == 0, prune.stderr
+    assert "Removed 0 stale mounts, 1 images and 0 boot file entries" in prune.stderr
+    listing = subprocess.run(
+        box_argv("cache", "ls", "--json", volume=cache_volume.name, options=("--rm",)),
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    assert [i for i in json.loads(listing.stdout) if i["store"] == "cache"] == []

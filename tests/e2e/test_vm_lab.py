@@ -98,7 +98,15 @@ def test_a_detached_vm_from_start_to_removal(lab: Lab) -> None:
     assert taken.returncode == 125
     assert "the name web is already used by a VM" in taken.stderr
 
-    stopped = lab.bootc_box("stop", "web")
+    with subprocess.Popen(
+        ["podman", "exec", lab.container, "bootc-box", "logs", "-f", "web"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    ) as following:  # fmt: skip
+        stopped = lab.bootc_box("stop", "web")
+        # logs -f ends when the VM does, with the power-off in it.
+        followed, _ = following.communicate(timeout=60)
+    assert following.returncode == 0
+    assert "bootc-box: Powering the VM off" in followed
     assert stopped.returncode == 0, stopped.stderr
     assert lab.vms()["web"]["state"] == "stopped"
     assert lab.helpers() == []

@@ -9,6 +9,7 @@ from bootc_box.boot_cache import prune_boot_cache
 from bootc_box.environment import Environment
 from bootc_box.images import MOUNT_LABEL, podman, run_locks_dir
 from bootc_box.locks import remove_stale_locks, run_is_live
+from bootc_box.snapshots import Manifest, list_snapshots, prune_snapshots
 from bootc_box.table import format_table
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,29 @@ def render_images(images: list[CachedImage]) -> str:
     return format_table(rows)
 
 
-def run_cache_ls(as_json: bool) -> int:
-    images = list_images()
+def render_snapshots(snapshots: list[tuple[Manifest, int]]) -> str:
+    rows = [("SNAPSHOT", "IMAGE ID", "MEMORY", "CPUS", "ON DISK", "CREATED", "IMAGE")]
+    rows += [
+        (m.key[:12], m.image_id[:12], f"{m.memory_mib} MiB", str(m.cpus),
+         f"{disk / 1e6:.0f} MB", m.created, m.image)
+        for m, disk in snapshots
+    ]  # fmt: skip
+    return format_table(rows)
+
+
+def run_cache_ls(env: Environment, as_json: bool) -> int:
+    images, snapshots = list_images(), list_snapshots(env)
     if as_json:
-        print(json.dumps([asdict(i) for i in images], indent=2))
+        listing = {
+            "images": [asdict(i) for i in images],
+            "snapshots": [{**asdict(m), "disk_usage": disk} for m, disk in snapshots],
+        }
+        print(json.dumps(listing, indent=2))
     else:
         print(render_images(images))
+        if snapshots:
+            print()
+            print(render_snapshots(snapshots))
     return 0
 
 
@@ -73,9 +91,10 @@ def run_cache_prune(env: Environment, all_images: bool) -> int:
     stale = remove_stale_mounts(env)
     argv = ["image", "prune", "--force", *(["--all"] if all_images else [])]
     removed = podman(*argv).stdout.split()
-    boot = prune_boot_cache(env, keep={i.image_id for i in list_images()})
+    keep = {i.image_id for i in list_images()}
+    boot, snapshots = prune_boot_cache(env, keep), prune_snapshots(env, keep)
     log.info(
-        "Removed %d stale mounts, %d images and %d boot file entries",
-        len(stale), len(removed), boot,
+        "Removed %d stale mounts, %d images, %d boot file entries and %d saved states",
+        len(stale), len(removed), boot, snapshots,
     )  # fmt: skip
     return 0

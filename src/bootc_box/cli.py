@@ -155,6 +155,14 @@ def pull(
 @seconds_option(
     "--stop-timeout", default=8, help="Seconds the guest gets to power off when the VM is stopped."
 )
+@click.option(
+    "--warm",
+    type=click.Choice(["auto", "never"]),
+    default="auto",
+    show_default=True,
+    help="auto: restore a saved state of this image and machine (saved by the first run"
+    " after it answered SSH); never: always boot.",
+)
 @registry_options
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
@@ -166,6 +174,7 @@ def run(
     binds: tuple[str, ...],
     ssh_key: Path | None,
     stop_timeout: int,
+    warm: str,
     memory: str,
     cpus: int,
     kargs: tuple[str, ...],
@@ -208,6 +217,7 @@ def run(
         binds=tuple(parse_bind(b) for b in binds),
         ssh_key=ssh_key,
         stop_timeout=float(stop_timeout),
+        warm=warm == "auto",
     )
     sys.exit(run_run(spec))
 
@@ -310,16 +320,18 @@ def cache() -> None:
 
 
 @cache.command("ls")
-@click.option("--json", "as_json", is_flag=True, help="Print the images as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print images and saved states as JSON.")
 def cache_ls(as_json: bool) -> None:
-    """List the images in the box's store and the host's shared store."""
-    sys.exit(run_cache_ls(as_json))
+    """List the images in the box's store and the host's shared store, and
+    the saved VM states that warm starts restore."""
+    sys.exit(run_cache_ls(probe_environment(), as_json))
 
 
 @cache.command("prune")
 @click.option("--all", "all_images", is_flag=True, help="Remove every image of ours not in use.")
 def cache_prune(all_images: bool) -> None:
-    """Remove what crashed runs left and images nothing uses."""
+    """Remove what crashed runs left, images nothing uses, and the boot files
+    and saved states of images that are gone."""
     sys.exit(run_cache_prune(probe_environment(), all_images))
 
 

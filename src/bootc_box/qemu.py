@@ -39,6 +39,8 @@ class QemuSpec:
     # More virtiofs shares besides the root: (tag, virtiofsd socket).
     shares: tuple[tuple[str, Path], ...] = ()
     qmp_socket: Path | None = None
+    # Wait for a saved state (migration.load_state) instead of booting.
+    incoming: bool = False
 
 
 _MEMORY = re.compile(r"(\d+)(?:([mg])(?:i?b)?)?", re.IGNORECASE)
@@ -95,11 +97,16 @@ def qemu_argv(spec: QemuSpec, qemu: str = QEMU) -> list[str]:
         "-serial", f"file:{spec.console_log}",
         # A guest reboot or poweroff ends the run instead of booting again.
         "-no-reboot",
+        # A new generation ID on every start, restores included: the guest
+        # reseeds its RNG instead of repeating its siblings' random numbers.
+        "-device", "vmgenid",
     ]  # fmt: skip
     for path in spec.credential_files:
         argv += ["-smbios", f"type=11,path={path}"]
     if spec.qmp_socket:
         argv += ["-qmp", f"unix:{spec.qmp_socket},server=on,wait=off"]
+    if spec.incoming:
+        argv += ["-incoming", "defer"]
     return argv
 
 

@@ -1,4 +1,5 @@
-"""The little of QEMU's monitor protocol we need: press the power button.
+"""The little of QEMU's monitor protocol we need: press the power button,
+save and load the VM's state.
 
 QEMU's own client (qemu.qmp) is not packaged by Debian, and the box image is
 built from Debian packages only, so that it can be built with no index but
@@ -25,15 +26,24 @@ def _reply(stream: Any) -> dict[str, Any]:
             return message
 
 
-def qmp_execute(qmp_socket: Path, command: str, timeout: float) -> dict[str, Any]:
+def qmp_message(command: str, arguments: dict[str, Any] | None = None) -> bytes:
+    message: dict[str, Any] = {"execute": command}
+    if arguments:
+        message["arguments"] = arguments
+    return json.dumps(message).encode() + b"\n"
+
+
+def qmp_execute(
+    qmp_socket: Path, command: str, timeout: float, arguments: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Run one QMP command on a fresh connection and return its reply."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.settimeout(timeout)
         conn.connect(str(qmp_socket))
         with conn.makefile("rwb") as stream:
             _reply(stream)  # the greeting
-            for execute in ("qmp_capabilities", command):
-                stream.write(json.dumps({"execute": execute}).encode() + b"\n")
+            for message in (qmp_message("qmp_capabilities"), qmp_message(command, arguments)):
+                stream.write(message)
                 stream.flush()
                 reply = _reply(stream)
             return reply

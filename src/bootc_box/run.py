@@ -7,8 +7,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,8 +21,10 @@ from bootc_box.credentials import write_credential
 from bootc_box.detach import start_detached
 from bootc_box.environment import Environment, probe_environment
 from bootc_box.errors import BootcBoxError
+from bootc_box.identity import give_own_identity, new_host_keys
 from bootc_box.images import ImageRef, PullOptions, mount_image, parse_image_ref, resolve_image
 from bootc_box.kernel import BootFiles
+from bootc_box.migration import load_state, save_state
 from bootc_box.processes import last_line, wait_until
 from bootc_box.publish import Publish
 from bootc_box.qemu import (
@@ -33,8 +36,22 @@ from bootc_box.qemu import (
     start_qemu,
     wait_for_monitor,
 )
+from bootc_box.snapshots import (
+    NewSnapshot,
+    Snapshot,
+    discard_snapshot,
+    find_snapshot,
+    new_snapshot,
+    program_versions,
+    snapshot_key,
+)
 from bootc_box.ssh import SshTarget, check_private_key, connect, generate_key, public_key, ssh_ready
-from bootc_box.virtiofsd import Virtiofsd, VirtiofsdSpec, start_virtiofsd
+from bootc_box.virtiofsd import (
+    Virtiofsd,
+    VirtiofsdSpec,
+    find_virtiofsd,
+    start_virtiofsd,
+)
 from bootc_box.vms import VmEntry, VmState, check_name, claim_vm_dir, new_name, supervise_vm
 
 log = logging.getLogger(__name__)
@@ -60,6 +77,9 @@ class RunSpec:
     # Seconds a guest gets to shut down after its power button is pressed;
     # below podman stop's default 10 s so the clean-up still fits.
     stop_timeout: float = 8.0
+    # Restore a saved state of this image and machine when there is one,
+    # and save one after a cold boot (--warm=auto); never: always boot.
+    warm: bool = True
 
     @property
     def keeps_running(self) -> bool:
@@ -88,10 +108,17 @@ def progress(what: str, every: float = 15.0) -> Callable[[float], None]:
 
 
 BOOT_ATTEMPTS = 2
+# A restored guest answers SSH within seconds; one that does not in this
+# long is not going to, and a cold boot is the way on.
+RESTORE_TIMEOUT = 60.0
 
 
 class BootAgain(BootcBoxError):
     """A boot failed for a reason that a second boot need not meet."""
+
+
+class RestoreFailed(BootAgain):
+    """A saved state did not come up; the run boots cold instead."""
 
 
 class GuestStalled(BootAgain):
@@ -137,6 +164,40 @@ class Prepared:
     credential: Path
     # Called once QEMU has read the boot files: lets go of their cache entry.
     files_read: Callable[[], None]
+    image_id: str = ""
+
+
+@dataclass(frozen=True)
+class Running:
+    """One boot attempt's QEMU and file servers."""
+
+    qemu: "subprocess.Popen[bytes]"
+    servers: tuple[Virtiofsd, ...]
+    machine: QemuSpec
+    qemu_log: Path
+
+    @property
+    def qmp_socket(self) -> Path:
+        assert self.machine.qmp_socket is not None
+        return self.machine.qmp_socket
+
+
+@dataclass(frozen=True)
+class Start:
+    """How one boot attempt brings its guest up: booted, or loaded from a
+    saved state, and saved once up or not."""
+
+    credential: Path  # what QEMU hands the guest
+    login_key: Path  # what the guest lets in first
+    restore: Snapshot | None = None
+    # Called once QEMU has loaded the state: lets go of its cache entry.
+    loaded: Callable[[], None] = lambda: None
+    save: NewSnapshot | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return "restored" if self.restore else "cold"
 
 
 def with_absolute_paths(spec: RunSpec, cwd: Path) -> RunSpec:
@@ -194,108 +255,137 @@ def supervise(spec: RunSpec, env: Environment, qemu: str, ref: ImageRef, directo
             publish=tuple(str(p) for p in spec.publish),
             binds=tuple(str(b) for b in spec.binds),
         )
-        prepared = Prepared(root, boot, qemu, accel, key, credential, boot_lock.close)
-        for attempt in range(1, BOOT_ATTEMPTS + 1):
+        prepared = Prepared(root, boot, qemu, accel, key, credential, boot_lock.close, image_id)
+        warm_key, versions = None, {}
+        if spec.warm:
+            versions = program_versions(qemu, find_virtiofsd() or Path("virtiofsd"))
+            warm_key = snapshot_key(image_id, vm_spec(spec, prepared, Path("/vm"), 0), versions)
+        restore, cold_attempts = True, 0
+        for attempt in range(1, BOOT_ATTEMPTS + 2):
             if attempt > 1:  # the first QEMU let go of the files once it had read them
                 boot = boot_lock.enter_context(cached_boot_files(env, image_id, root, spec.image))
                 prepared = dataclasses.replace(prepared, boot=boot)
             attempt_dir = directory / f"boot-{attempt}"
             attempt_dir.mkdir()
-            try:
-                return boot_and_run(spec, prepared, attempt_dir, vm)
-            except BootAgain as failed:
-                if attempt == BOOT_ATTEMPTS:
-                    raise
-                log.warning("%s; booting it again", failed.message)
+            with choose_start(env, prepared, warm_key, restore, versions) as start:
+                try:
+                    return boot_and_run(spec, prepared, attempt_dir, vm, start)
+                except RestoreFailed as failed:
+                    log.warning("%s; booting cold", failed.message)
+                    assert warm_key is not None
+                    restore = False
+                    start.loaded()
+                    discard_snapshot(env, warm_key)
+                except BootAgain as failed:
+                    cold_attempts += 1
+                    if cold_attempts == BOOT_ATTEMPTS:
+                        raise
+                    log.warning("%s; booting it again", failed.message)
     raise AssertionError("unreachable")
 
 
-def boot_and_run(spec: RunSpec, prepared: Prepared, workdir: Path, vm: VmEntry) -> int:
-    """One boot: virtiofsd for the root and each bind, QEMU, wait for SSH,
-    then the command or shell, or keep the VM up until it is stopped."""
+def bind_tags(binds: tuple[Bind, ...]) -> list[str]:
+    return [bind_tag(i) for i in range(len(binds))]
+
+
+@contextmanager
+def choose_start(
+    env: Environment,
+    prepared: Prepared,
+    warm_key: str | None,
+    restore: bool,
+    versions: dict[str, str],
+) -> Iterator[Start]:
+    """A restore when a saved state of this machine is there; else a cold
+    boot that saves one, unless another run is saving it just now."""
+    cold = Start(prepared.credential, prepared.key)
+    if warm_key is None:
+        yield cold
+        return
+    if restore:
+        with ExitStack() as loading:
+            snapshot = loading.enter_context(find_snapshot(env, warm_key))
+            if snapshot:
+                yield Start(snapshot.credential, snapshot.key, snapshot, loading.close)
+                return
+    with new_snapshot(env, warm_key) as new:
+        if new:
+            yield Start(new.credential, new.key, save=new, versions=versions)
+            return
+    yield cold
+
+
+def vm_spec(
+    spec: RunSpec,
+    prepared: Prepared,
+    workdir: Path,
+    ssh_port: int,
+    *,
+    credential: Path | None = None,
+    incoming: bool = False,
+) -> QemuSpec:
+    """The machine of one boot attempt, its sockets and logs in `workdir`."""
+    return QemuSpec(
+        accel=prepared.accel,
+        memory_mib=spec.memory_mib,
+        cpus=spec.cpus,
+        kernel=prepared.boot.kernel,
+        initramfs=prepared.boot.initramfs,
+        cmdline=kernel_cmdline((*bind_kargs(spec.binds), *spec.kargs)),
+        virtiofs_socket=workdir / "rootfs.sock",
+        ssh_port=ssh_port,
+        console_log=workdir / "console.log",
+        credential_files=(credential or prepared.credential,),
+        publish=spec.publish,
+        shares=tuple((tag, workdir / f"{tag}.sock") for tag in bind_tags(spec.binds)),
+        qmp_socket=workdir / "qmp.sock",
+        incoming=incoming,
+    )
+
+
+def boot_and_run(
+    spec: RunSpec, prepared: Prepared, workdir: Path, vm: VmEntry, start: Start
+) -> int:
+    """One boot (or restore): virtiofsd for the root and each bind, QEMU,
+    wait for SSH, then the command or shell, or keep the VM up until it is
+    stopped."""
+    restore = bool(start.restore)
+    vm_spec_ = vm_spec(
+        spec, prepared, workdir, free_port(), credential=start.credential, incoming=restore
+    )
     with ExitStack() as stack:
-        root = stack.enter_context(
-            start_virtiofsd(
-                VirtiofsdSpec(prepared.root, workdir / "rootfs.sock"), workdir / "virtiofsd.log"
-            )
-        )
-        binds = [
-            stack.enter_context(
-                start_virtiofsd(
-                    VirtiofsdSpec(
-                        bind.source, workdir / f"{bind_tag(i)}.sock", bind.readonly, host_edits=True
-                    ),
-                    workdir / f"virtiofsd-{bind_tag(i)}.log",
-                )
-            )
-            for i, bind in enumerate(spec.binds)
-        ]
-        servers = (root, *binds)
-        console_log = workdir / "console.log"
+        servers = start_file_servers(stack, spec, prepared, vm_spec_, workdir)
+        console_log = vm_spec_.console_log
         qmp_socket = workdir / "qmp.sock"
-        vm_spec = QemuSpec(
-            accel=prepared.accel,
-            memory_mib=spec.memory_mib,
-            cpus=spec.cpus,
-            kernel=prepared.boot.kernel,
-            initramfs=prepared.boot.initramfs,
-            cmdline=kernel_cmdline((*bind_kargs(spec.binds), *spec.kargs)),
-            virtiofs_socket=root.socket,
-            ssh_port=free_port(),
-            console_log=console_log,
-            credential_files=(prepared.credential,),
-            publish=spec.publish,
-            shares=tuple((bind_tag(i), b.socket) for i, b in enumerate(binds)),
-            qmp_socket=qmp_socket,
-        )
-        log.info("Booting %s (kernel %s, %s)", spec.image, prepared.boot.kver, prepared.accel.name)
+        # Made while QEMU starts, if the guest will need them: ~0.3 s that a
+        # restore would otherwise wait.
+        making = stack.enter_context(ThreadPoolExecutor(1))
+        host_keys = making.submit(new_host_keys if start.login_key != prepared.key else bytes)
+        if restore:
+            log.info("Restoring %s from its saved state", spec.image)
+        else:
+            log.info(
+                "Booting %s (kernel %s, %s)", spec.image, prepared.boot.kver, prepared.accel.name
+            )
         started = time.monotonic()
         qemu_log = workdir / "qemu.log"
-        qemu = stack.enter_context(start_qemu(vm_spec, qemu_log, prepared.qemu))
+        qemu = stack.enter_context(start_qemu(vm_spec_, qemu_log, prepared.qemu))
         try:
             wait_for_monitor(qemu, qmp_socket, qemu_log)
         except PortInUse as e:
-            if e.port != vm_spec.ssh_port:
+            if e.port != vm_spec_.ssh_port:
                 raise
             # Ports are picked free, then bound by QEMU: another run may
             # have bound this one in between.
             raise BootAgain(f"another program took port {e.port} before QEMU could") from e
         prepared.files_read()
-        target = SshTarget("127.0.0.1", vm_spec.ssh_port, "root", prepared.key)
-        vm.update(state=VmState.BOOTING, ssh_port=target.port)
+        running = Running(qemu, servers, vm_spec_, qemu_log)
         follower = None
         if spec.console or spec.keeps_running:
             follower = stack.enter_context(start_console_follower(console_log, sys.stderr.buffer))
-        stalls = StallWatch(console_log)
-
-        def booted() -> bool:
-            for server in servers:
-                server.check_running()
-            if stalls.stalled(time.monotonic()):
-                raise GuestStalled(
-                    "the guest's CPUs stalled while booting",
-                    "rerun; if it keeps happening, try --cpus 1 or a host with KVM",
-                )
-            return ssh_ready(target)
-
-        wait_until(
-            booted,
-            qemu,
-            spec.timeout,
-            interval=1.0,
-            on_exit=lambda status: BootcBoxError(
-                f"the VM stopped while booting (QEMU status {status}): "
-                f"{last_line(qemu_log) or last_line(console_log)}",
-                "rerun with --console to see the boot",
-            ),
-            on_timeout=lambda: BootcBoxError(
-                f"the VM did not answer SSH within {spec.timeout:.0f} s "
-                f"(console: {last_line(console_log)!r})",
-                "rerun with --console to see the boot, or raise --timeout",
-            ),
-            on_tick=progress("Waiting for the VM to answer SSH"),
-        )
-        log.info("VM is up after %.0f s", time.monotonic() - started)
+        vm.update(state=VmState.BOOTING, ssh_port=vm_spec_.ssh_port, start=start.kind)
+        target = come_up(spec, prepared, start, running, host_keys.result)
+        log.info("VM is up after %.0f s (%s)", time.monotonic() - started, start.kind)
         vm.update(state=VmState.RUNNING)
         if not spec.keeps_running:
             if spec.tty and follower:
@@ -307,6 +397,135 @@ def boot_and_run(spec: RunSpec, prepared: Prepared, workdir: Path, vm: VmEntry) 
         stack.callback(shut_down, qemu, qmp_socket, spec.stop_timeout)
         log.info("VM %s is running; stop it with bootc-box stop or podman stop", vm.record.name)
         return wait_while_served(qemu, servers)
+
+
+def start_file_servers(
+    stack: ExitStack, spec: RunSpec, prepared: Prepared, machine: QemuSpec, workdir: Path
+) -> tuple[Virtiofsd, ...]:
+    """virtiofsd for the image's root and for each --bind, until `stack` closes."""
+    root = stack.enter_context(
+        start_virtiofsd(
+            VirtiofsdSpec(prepared.root, machine.virtiofs_socket), workdir / "virtiofsd.log"
+        )
+    )
+    binds = [
+        stack.enter_context(
+            start_virtiofsd(
+                VirtiofsdSpec(bind.source, socket, bind.readonly, host_edits=True),
+                workdir / f"virtiofsd-{tag}.log",
+            )
+        )
+        for bind, (tag, socket) in zip(spec.binds, machine.shares, strict=True)
+    ]
+    return (root, *binds)
+
+
+def come_up(
+    spec: RunSpec,
+    prepared: Prepared,
+    start: Start,
+    running: Running,
+    host_keys: Callable[[], bytes],
+) -> SshTarget:
+    """From a started QEMU to a guest that lets the run's key in: load the
+    saved state, or wait for the boot and save it; then give the guest its
+    own identity if it began as a snapshot's."""
+    started = time.monotonic()
+    if start.restore:
+        try:
+            load_state(running.qmp_socket, running.qemu, start.restore.state)
+        except BootcBoxError as e:
+            raise RestoreFailed(f"could not load the saved state ({e.message})") from e
+        start.loaded()
+        log.debug("loaded the saved state in %.1f s", time.monotonic() - started)
+    target = SshTarget("127.0.0.1", running.machine.ssh_port, "root", start.login_key)
+    if start.save:
+        wait_for_ssh(spec, start, running, lambda: ssh_ready(target))
+        target = save_for_later(spec, prepared, start, running, target)
+    if start.login_key != prepared.key:
+        run_key = public_key(prepared.key)
+        bootstrap = target
+        # A restored guest's first login is this one, with no probe before
+        # it: each login costs most of a second under TCG.
+        wait_for_ssh(
+            spec, start, running, lambda: give_own_identity(bootstrap, run_key, host_keys())
+        )
+        log.debug("the guest has its own keys and time")
+        return dataclasses.replace(target, key=prepared.key)
+    wait_for_ssh(spec, start, running, lambda: ssh_ready(target))
+    return target
+
+
+def wait_for_ssh(
+    spec: RunSpec, start: Start, running: Running, answered: Callable[[], bool]
+) -> None:
+    """Wait until the guest `answered` over SSH; a restored guest that does
+    not, within RESTORE_TIMEOUT, is given up for a cold boot."""
+    console_log = running.machine.console_log
+    stalls = StallWatch(console_log)
+
+    def booted() -> bool:
+        for server in running.servers:
+            server.check_running()
+        if stalls.stalled(time.monotonic()):
+            raise GuestStalled(
+                "the guest's CPUs stalled while booting",
+                "rerun; if it keeps happening, try --cpus 1 or a host with KVM",
+            )
+        try:
+            return answered()
+        except BootcBoxError as e:
+            raise (RestoreFailed(e.message) if start.restore else e) from e
+
+    def stopped(status: int) -> BootcBoxError:
+        message = last_line(running.qemu_log) or last_line(console_log)
+        if start.restore:
+            return RestoreFailed(f"the restored VM stopped (QEMU status {status}: {message})")
+        return BootcBoxError(
+            f"the VM stopped while booting (QEMU status {status}): {message}",
+            "rerun with --console to see the boot",
+        )
+
+    def timed_out() -> BootcBoxError:
+        if start.restore:
+            return RestoreFailed(
+                f"the restored VM did not answer SSH within {RESTORE_TIMEOUT:.0f} s"
+            )
+        return BootcBoxError(
+            f"the VM did not answer SSH within {spec.timeout:.0f} s "
+            f"(console: {last_line(console_log)!r})",
+            "rerun with --console to see the boot, or raise --timeout",
+        )
+
+    wait_until(
+        booted,
+        running.qemu,
+        min(spec.timeout, RESTORE_TIMEOUT) if start.restore else spec.timeout,
+        # A restored guest answers within a second or two: ask it often.
+        interval=0.1 if start.restore else 1.0,
+        on_exit=stopped,
+        on_timeout=timed_out,
+        on_tick=progress("Waiting for the VM to answer SSH"),
+    )
+
+
+def save_for_later(
+    spec: RunSpec, prepared: Prepared, start: Start, running: Running, target: SshTarget
+) -> SshTarget:
+    """Save the freshly booted guest for later runs, before any command of
+    this one touches it; the target to log in with next. A failed save costs
+    the next run its warm start, never this run."""
+    assert start.save is not None
+    began = time.monotonic()
+    try:
+        save_state(running.qmp_socket, running.qemu, start.save.state)
+        entry = start.save.commit(prepared.image_id, spec.image, running.machine, start.versions)
+    except (BootcBoxError, OSError) as e:
+        log.warning("could not save the VM's state for later runs: %s", e)
+        return target
+    took = time.monotonic() - began
+    log.info("Saved the VM's state for the next runs of %s in %.0f s", spec.image, took)
+    return dataclasses.replace(target, key=Snapshot(entry).key)
 
 
 def wait_while_served(qemu: "subprocess.Popen[bytes]", servers: tuple[Virtiofsd, ...]) -> int:

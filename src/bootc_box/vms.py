@@ -58,6 +58,8 @@ class VmRecord:
     publish: tuple[str, ...] = ()
     binds: tuple[str, ...] = ()
     error: str = ""
+    # How its guest came up: "cold" (booted) or "restored" (from a saved state).
+    start: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "state": self.state.value}

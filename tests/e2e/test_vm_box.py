@@ -36,7 +36,8 @@ class BoxVm:
     container: str
     cache: CacheVolume
     key: Path
-    published_port: int
+    published_port: int  # as -p PORT:22, so on 127.0.0.1 only
+    open_port: int  # as -p 0.0.0.0:PORT:22
     ro_dir: Path
     rw_dir: Path
 
@@ -56,7 +57,7 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BoxVm]:
     (ro_dir / "hello").write_text("from the host\n")
     key = key_dir / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
-    port = free_port()
+    port, open_port = free_port(), free_port()
     container = f"bootc-box-test-vm-{time.monotonic_ns()}"
     with new_cache_volume() as cache:
         options = (
@@ -68,14 +69,15 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BoxVm]:
             "-v", f"{rw_dir}:{rw_dir}",
         )  # fmt: skip
         argv = box_argv(
-            "run", "--ssh-key", str(key), "--publish", f"127.0.0.1:{port}:22",
+            "run", "--ssh-key", str(key), "--publish", f"{port}:22",
+            "--publish", f"0.0.0.0:{open_port}:22",
             "--bind", f"{ro_dir}:/mnt/ro:ro", "--bind", f"{rw_dir}:/mnt/rw",
             "--stop-timeout", "60", FIXTURE,
             volume=cache.name, options=options,
         )  # fmt: skip
         subprocess.run(argv, check=True, capture_output=True)
         try:
-            yield BoxVm(container, cache, key, port, ro_dir, rw_dir)
+            yield BoxVm(container, cache, key, port, open_port, ro_dir, rw_dir)
         finally:
             subprocess.run(["podman", "rm", "--force", container], check=False, capture_output=True)
 
@@ -143,9 +145,30 @@ def test_a_writable_bind_reaches_the_host(vm: BoxVm) -> None:
 
 
 def test_a_published_port_answers_on_the_host(vm: BoxVm) -> None:
-    """--publish 127.0.0.1:PORT:22: the guest's sshd greets a host client."""
+    """--publish PORT:22: the guest's sshd greets a host client."""
     with socket.create_connection(("127.0.0.1", vm.published_port), timeout=30) as conn:
         assert conn.recv(64).startswith(b"SSH-2.0-")
+
+
+def host_address() -> str | None:
+    """This host's address on its default route (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+        except OSError:
+            return None
+        address: str = probe.getsockname()[0]
+        return address
+
+
+def test_ports_are_on_loopback_unless_an_address_is_given(vm: BoxVm) -> None:
+    address = host_address()
+    if address is None or address.startswith("127."):
+        pytest.skip("this host has no address but loopback to reach a port from")
+    with socket.create_connection((address, vm.open_port), timeout=30) as conn:
+        assert conn.recv(64).startswith(b"SSH-2.0-")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((address, vm.published_port), timeout=30).close()
 
 
 def test_inspect_is_enough_for_tmt(vm: BoxVm, tmp_path: Path) -> None:

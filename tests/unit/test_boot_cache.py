@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from bootc_box import boot_cache
+from bootc_box import boot_cache, cache_entries
 from bootc_box.boot_cache import (
     INITRAMFS,
     KERNEL,
-    boot_cache_dir,
     cached_boot_files,
     entry_problem,
     prune_boot_cache,
 )
+from bootc_box.cache_entries import cache_dir
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
 from tests.unit.test_kernel import add_kernel
@@ -37,7 +37,7 @@ def root(tmp_path: Path) -> Path:
 
 
 def test_the_box_keeps_boot_files_on_the_volume() -> None:
-    assert boot_cache_dir(Environment(in_box=True)) == Path("/cache/boot")
+    assert cache_dir(Environment(in_box=True), "boot") == Path("/cache/boot")
 
 
 def test_a_first_use_extracts_a_verified_copy(
@@ -123,7 +123,7 @@ def test_an_image_without_a_kernel_leaves_no_entry(cache: Path, tmp_path: Path) 
 def test_a_rebuild_waits_for_runs_booting_from_the_entry_and_gives_up_with_a_hint(
     cache: Path, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(boot_cache, "LOCK_TIMEOUT", 0.3)
+    monkeypatch.setattr(cache_entries, "LOCK_TIMEOUT", 0.3)
     with cached_boot_files(NATIVE, IMAGE_ID, root, "img"):
         pass
     (cache / IMAGE_ID / KERNEL).write_bytes(b"damaged")
@@ -161,7 +161,7 @@ def test_runs_of_one_image_starting_together_extract_once_and_boot_together(
     inside at the same time (as four VMs booting), none waiting for another
     to finish its boot."""
     caplog.set_level(logging.INFO)
-    monkeypatch.setattr(boot_cache, "LOCK_TIMEOUT", 20.0)
+    monkeypatch.setattr(cache_entries, "LOCK_TIMEOUT", 20.0)
     runs = 4
     # The worst interleaving, made certain: every run has found the entry
     # missing before any of them extracts it.

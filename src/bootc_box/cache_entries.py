@@ -1,0 +1,119 @@
+"""Entries under /cache that are whole or absent (see cache-layout.md).
+
+An entry is a directory named by its key. It is written as a `.KEY.partial-*`
+directory beside it and renamed into place, so an interrupted write leaves
+only a partial that the next writer (or `cache prune`) deletes. Two locks
+per entry: runs that read it hold `KEY.lock` shared, and whoever deletes it
+holds that lock exclusively, so nobody deletes an entry under a reader; and
+one run at a time creates an entry, holding `KEY.<verb>.lock`, which no
+reader ever holds, so creating never waits for readers."""
+
+import fcntl
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bootc_box.environment import CACHE, Environment
+from bootc_box.locks import lock_file
+
+LOCK_TIMEOUT = 900.0
+
+
+def cache_dir(env: Environment, name: str) -> Path:
+    """Where the entries of one kind live: /cache/NAME in the box, the user's
+    cache directory natively."""
+    if env.in_box:
+        return CACHE / name
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "bootc-box" / name
+
+
+@dataclass(frozen=True)
+class Entries:
+    directory: Path
+    # Names the creation lock: `KEY.extract.lock` for boot files.
+    creating: str
+
+    def entry(self, key: str) -> Path:
+        return self.directory / key
+
+    def use_lock(self, key: str) -> Path:
+        return self.directory / f"{key}.lock"
+
+    def create_lock(self, key: str) -> Path:
+        return self.directory / f"{key}.{self.creating}.lock"
+
+    def names(self) -> list[str]:
+        """Every key that has a use lock (an entry, or one being made)."""
+        if not self.directory.is_dir():
+            return []
+        names = (p.name.removesuffix(".lock") for p in self.directory.glob("*.lock"))
+        return sorted(n for n in names if "." not in n)
+
+    def lock(self, path: Path, operation: int, timeout: float | None = None) -> int | None:
+        """The lock's descriptor, or None when it was not had within `timeout`
+        seconds (LOCK_TIMEOUT by default: a stuck run must not hang us)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        return lock_file(path, operation, LOCK_TIMEOUT if timeout is None else timeout, 0o644)
+
+    def remove_partial(self, key: str) -> None:
+        """Drop what writers killed mid-write left; call with the creation
+        lock held, so none of them is still being written."""
+        for leftover in self.directory.glob(f".{key}.partial-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    def delete(self, key: str, timeout: float | None = None) -> bool:
+        """Delete the entry once no reader holds it; False when readers kept
+        it for `timeout` seconds."""
+        fd = self.lock(self.use_lock(key), fcntl.LOCK_EX, timeout)
+        if fd is None:
+            return False
+        try:
+            shutil.rmtree(self.entry(key), ignore_errors=True)
+        finally:
+            os.close(fd)
+        return True
+
+    @contextmanager
+    def partial(self, key: str) -> Iterator[Path]:
+        """A new directory to fill and then `commit`; whatever is left of it
+        when the block ends (it was not committed) is removed."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = Path(tempfile.mkdtemp(prefix=f".{key}.partial-", dir=self.directory))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def commit(self, partial: Path, key: str) -> Path:
+        """Rename a filled partial directory into place as the entry."""
+        partial.chmod(0o755)
+        partial.rename(self.entry(key))
+        return self.entry(key)
+
+    def prune(self, doomed: Callable[[str], bool]) -> int:
+        """Remove the entries `doomed` picks, skipping any that a run is
+        reading or creating; returns how many went."""
+        removed = 0
+        for key in self.names():
+            if not doomed(key):
+                continue
+            with ExitStack() as held:
+                for path in (self.create_lock(key), self.use_lock(key)):
+                    fd = self.lock(path, fcntl.LOCK_EX, 0)
+                    if fd is None:  # in use
+                        break
+                    held.callback(os.close, fd)
+                else:
+                    self.remove_partial(key)
+                    if self.entry(key).exists():
+                        shutil.rmtree(self.entry(key))
+                        removed += 1
+                    # Deleted while we hold them, so no run relies on them.
+                    self.use_lock(key).unlink()
+                    self.create_lock(key).unlink()
+        return removed

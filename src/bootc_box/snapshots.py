@@ -1,0 +1,250 @@
+"""Saved VM states under /cache/snapshots (see cache-layout.md): a VM of one
+image and machine shape, saved once it answered SSH and before any user
+command ran, that later runs load instead of booting.
+
+An entry holds QEMU's state file, the bootstrap SSH key its guest trusts (a
+restored VM is reached with it once, and given the run's own key), and the
+credential file the saving QEMU was started with, so that a restoring QEMU
+is started with the very same devices."""
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bootc_box import __version__
+from bootc_box.cache_entries import Entries, cache_dir
+from bootc_box.credentials import write_credential
+from bootc_box.environment import Environment
+from bootc_box.qemu import QemuSpec, qemu_argv
+from bootc_box.ssh import generate_key, public_key
+
+log = logging.getLogger(__name__)
+
+STATE = "state"
+KEY = "id_ed25519"
+CREDENTIAL_NAME = "ssh.authorized_keys.root"
+MANIFEST = "manifest.json"
+
+
+def snapshot_entries(env: Environment) -> Entries:
+    return Entries(cache_dir(env, "snapshots"), creating="save")
+
+
+def machine_argv(spec: QemuSpec) -> list[str]:
+    """The QEMU command line with what differs from run to run (paths under
+    the run's directory, host ports) left out: what the guest saw when it was
+    saved, and so what a restoring QEMU must give it again."""
+    placeholders = dataclasses.replace(
+        spec,
+        kernel=Path("kernel"),
+        initramfs=Path("initramfs"),
+        virtiofs_socket=Path("rootfs.sock"),
+        ssh_port=0,
+        console_log=Path("console.log"),
+        credential_files=tuple(Path(f"credential-{i}") for i in range(len(spec.credential_files))),
+        publish=(),
+        shares=tuple((tag, Path(f"{tag}.sock")) for tag, _ in spec.shares),
+        qmp_socket=Path("qmp.sock") if spec.qmp_socket else None,
+        incoming=False,
+    )
+    return qemu_argv(placeholders, "qemu")
+
+
+def snapshot_key(image_id: str, spec: QemuSpec, versions: dict[str, str]) -> str:
+    """What a saved state can be loaded for: the same image (its ID names
+    its content), the same machine, and the same QEMU, virtiofsd and
+    bootc-box (a state's format is theirs)."""
+    text = json.dumps([image_id, machine_argv(spec), sorted(versions.items())])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def program_version(argv: list[str]) -> str:
+    """The first line a program prints for --version ("" if it printed none)."""
+    result = subprocess.run(
+        [*argv, "--version"], capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL
+    )
+    lines = (result.stdout or result.stderr).strip().splitlines()
+    return lines[0].strip() if lines else ""
+
+
+def program_versions(qemu: str, virtiofsd: Path) -> dict[str, str]:
+    return {
+        "qemu": program_version([qemu]),
+        "virtiofsd": program_version([str(virtiofsd)]),
+        "bootc-box": __version__,
+    }
+
+
+@dataclass(frozen=True)
+class Manifest:
+    key: str
+    image_id: str
+    image: str
+    memory_mib: int
+    cpus: int
+    cmdline: str
+    versions: dict[str, str]
+    state_size: int
+    created: str
+
+    @classmethod
+    def read(cls, entry: Path) -> "Manifest":
+        data = json.loads((entry / MANIFEST).read_text())
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An entry to load: its files, stable while its use lock is held."""
+
+    directory: Path
+
+    @property
+    def state(self) -> Path:
+        return self.directory / STATE
+
+    @property
+    def key(self) -> Path:
+        return self.directory / KEY
+
+    @property
+    def credential(self) -> Path:
+        return self.directory / f"{CREDENTIAL_NAME}.smbios"
+
+
+def entry_problem(entry: Path, key: str) -> str | None:
+    """Why the entry cannot be loaded, or None when it looks whole. (A state
+    file damaged inside is for QEMU to find: loading it fails, and the run
+    boots cold.)"""
+    try:
+        manifest = Manifest.read(entry)
+    except FileNotFoundError:
+        return "it has no manifest" if entry.exists() else "it is not there"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its manifest is unreadable"
+    if manifest.key != key:
+        return "its manifest is for another machine"
+    snapshot = Snapshot(entry)
+    files = (snapshot.key, snapshot.credential, snapshot.state)
+    missing = [p.name for p in files if not p.is_file()]
+    if missing:
+        return f"{', '.join(missing)} missing"
+    size = snapshot.state.stat().st_size
+    if size != manifest.state_size:
+        return f"its state file has {size} bytes, not the {manifest.state_size} saved"
+    return None
+
+
+@contextmanager
+def find_snapshot(env: Environment, key: str) -> Iterator[Snapshot | None]:
+    """The saved state of `key`, held against deletion until the block ends
+    (the caller ends it once QEMU has loaded it); None when there is none, or
+    none that can be loaded (then it is deleted, unless a run reads it)."""
+    entries = snapshot_entries(env)
+    fd = entries.lock(entries.use_lock(key), fcntl.LOCK_SH)
+    if fd is None:
+        yield None
+        return
+    try:
+        problem = entry_problem(entries.entry(key), key)
+        if problem is None:
+            yield Snapshot(entries.entry(key))
+            return
+    finally:
+        os.close(fd)
+    if entries.entry(key).exists():
+        log.warning("The saved state %s cannot be loaded (%s); booting cold", key, problem)
+        entries.delete(key, timeout=0)
+    yield None
+
+
+def discard_snapshot(env: Environment, key: str) -> None:
+    """Delete an entry that failed to load, once no other run is loading it."""
+    snapshot_entries(env).delete(key, timeout=0)
+
+
+class NewSnapshot:
+    """A partial entry being made by the one run that saves `key`: its
+    bootstrap key and credential first, the state once the guest is up."""
+
+    def __init__(self, entries: Entries, key: str, partial: Path, held: ExitStack) -> None:
+        self.entries, self.name, self.partial, self.held = entries, key, partial, held
+        self.key = generate_key(partial)
+        self.credential = write_credential(partial, CREDENTIAL_NAME, public_key(self.key))
+
+    @property
+    def state(self) -> Path:
+        return self.partial / STATE
+
+    def commit(self, image_id: str, image: str, spec: QemuSpec, versions: dict[str, str]) -> Path:
+        """Put the entry in place for the next runs; returns the entry (the
+        bootstrap key has moved with it)."""
+        manifest = Manifest(
+            key=self.name,
+            image_id=image_id,
+            image=image,
+            memory_mib=spec.memory_mib,
+            cpus=spec.cpus,
+            cmdline=spec.cmdline,
+            versions=versions,
+            state_size=self.state.stat().st_size,
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        (self.partial / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2) + "\n")
+        entry = self.entries.commit(self.partial, self.name)
+        self.held.close()  # another run may now save this key again, if it must
+        return entry
+
+
+@contextmanager
+def new_snapshot(env: Environment, key: str) -> Iterator[NewSnapshot | None]:
+    """A partial entry to save `key` into, or None when another run is saving
+    it now (this run then boots without saving: waiting would take as long)."""
+    entries = snapshot_entries(env)
+    with ExitStack() as held:
+        fd = entries.lock(entries.create_lock(key), fcntl.LOCK_EX, timeout=0)
+        if fd is None:
+            yield None
+            return
+        held.callback(os.close, fd)
+        entries.remove_partial(key)
+        if entries.entry(key).exists() and not entries.delete(key, timeout=0):
+            yield None  # a run is loading the old entry: leave it be
+            return
+        partial = held.enter_context(entries.partial(key))
+        yield NewSnapshot(entries, key, partial, held)
+
+
+def list_snapshots(env: Environment) -> list[tuple[Manifest, int]]:
+    """Every whole entry's manifest and its size on disk (the state file is sparse)."""
+    entries = snapshot_entries(env)
+    found = []
+    for key in entries.names():
+        entry = entries.entry(key)
+        if entry_problem(entry, key) is None:
+            disk = sum(p.stat().st_blocks * 512 for p in entry.iterdir())
+            found.append((Manifest.read(entry), disk))
+    return found
+
+
+def prune_snapshots(env: Environment, keep_images: set[str]) -> int:
+    """Remove the entries of images no longer in any store (and entries that
+    cannot be read), skipping any a run is loading or saving."""
+    entries = snapshot_entries(env)
+
+    def doomed(key: str) -> bool:
+        try:
+            return Manifest.read(entries.entry(key)).image_id not in keep_images
+        except (OSError, ValueError, KeyError, TypeError):
+            return True
+
+    return entries.prune(doomed)

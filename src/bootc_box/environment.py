@@ -16,6 +16,8 @@ IN_BOX_VARIABLE = "BOOTC_BOX_IN_CONTAINER"
 # Where the box expects the host's image store (read-only, an additional store).
 HOST_STORE = Path("/var/lib/containers/host-storage")
 CACHE = Path("/cache")
+# Set by the entrypoint when /cache is a throwaway tmpfs (no volume there).
+CACHE_LOST_VARIABLE = "BOOTC_BOX_CACHE_IS_TMPFS"
 FULL_ID_MAP = ("0", "0", "4294967295")
 CAP_SYS_ADMIN = 21
 
@@ -23,6 +25,9 @@ CAP_SYS_ADMIN = 21
 @dataclass(frozen=True)
 class Environment:
     in_box: bool
+    # Whether what goes into the cache outlives this run: natively always;
+    # in a box, when /cache is a volume.
+    cache_kept: bool = True
 
     @property
     def kvm_hint(self) -> str:
@@ -72,7 +77,8 @@ def private_tmp_dir(tmp: Path, uid: int) -> Path:
 
 
 def probe_environment() -> Environment:
-    return Environment(in_box=os.environ.get(IN_BOX_VARIABLE) == "1")
+    in_box = os.environ.get(IN_BOX_VARIABLE) == "1"
+    return Environment(in_box, cache_kept=not (in_box and os.environ.get(CACHE_LOST_VARIABLE)))
 
 
 @dataclass(frozen=True)

@@ -257,7 +257,7 @@ def supervise(spec: RunSpec, env: Environment, qemu: str, ref: ImageRef, directo
         )
         prepared = Prepared(root, boot, qemu, accel, key, credential, boot_lock.close, image_id)
         warm_key, versions = None, {}
-        if spec.warm:
+        if spec.warm and env.cache_kept:
             versions = program_versions(qemu, find_virtiofsd() or Path("virtiofsd"))
             warm_key = snapshot_key(image_id, vm_spec(spec, prepared, Path("/vm"), 0), versions)
         restore, cold_attempts = True, 0
@@ -434,8 +434,10 @@ def come_up(
     if start.restore:
         try:
             load_state(running.qmp_socket, running.qemu, start.restore.state)
-        except BootcBoxError as e:
-            raise RestoreFailed(f"could not load the saved state ({e.message})") from e
+        except (BootcBoxError, OSError, ValueError) as e:
+            # A QEMU that refused the state may be gone before it says why.
+            reason = last_line(running.qemu_log) or str(e)
+            raise RestoreFailed(f"could not load the saved state ({reason})") from e
         start.loaded()
         log.debug("loaded the saved state in %.1f s", time.monotonic() - started)
     target = SshTarget("127.0.0.1", running.machine.ssh_port, "root", start.login_key)

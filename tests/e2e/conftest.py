@@ -73,13 +73,22 @@ class CacheVolume:
         return json.loads(listing.read_text()) if listing.exists() else []
 
     def leftovers(self) -> list[str]:
-        """Anything on the volume but the store, whole boot-file entries and an
-        empty run-lock directory."""
-        found = [p.name for p in self.path.iterdir() if p.name not in ("storage", "runs", "boot")]
-        runs, boot = self.path / "runs", self.path / "boot"
+        """Anything on the volume but the store, whole boot-file and saved-state
+        entries, and an empty run-lock directory."""
+        entries = ("boot", "snapshots")
+        found = [p.name for p in self.path.iterdir() if p.name not in ("storage", "runs", *entries)]
+        runs = self.path / "runs"
         found += [f"runs/{p.name}" for p in runs.iterdir()] if runs.exists() else []
-        found += [f"boot/{p.name}" for p in boot.glob(".*")] if boot.exists() else []
+        for kind in entries:  # partial entries start with a dot
+            found += [f"{kind}/{p.name}" for p in (self.path / kind).glob(".*")]
         return found
+
+    def snapshots(self) -> list[Path]:
+        """The whole saved-state entries on the volume."""
+        directory = self.path / "snapshots"
+        if not directory.exists():
+            return []
+        return sorted(p for p in directory.iterdir() if p.is_dir() and p.name[0] != ".")
 
 
 @contextmanager

@@ -1,0 +1,212 @@
+"""Warm starts: the first run of an image saves its VM once SSH answers, and
+later runs restore that state instead of booting. One cache volume for the
+module, its tests in order: each leaves a saved state for the next."""
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import (
+    BOOT_DEADLINE,
+    FIXTURE,
+    CacheVolume,
+    box_argv,
+    container_logs,
+    free_port,
+    new_cache_volume,
+    podman,
+    wait_for_log,
+)
+
+MARKER = "/etc/bootc-box-warm-marker"
+
+
+def run_box(volume: CacheVolume, *args: str) -> "subprocess.CompletedProcess[str]":
+    return subprocess.run(
+        box_argv(*args, volume=volume.name, options=("--rm",)),
+        capture_output=True, text=True, check=False, timeout=BOOT_DEADLINE,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Warm:
+    volume: CacheVolume
+    first: "subprocess.CompletedProcess[str]"
+    # The entry the first run saved (later tests save others beside it).
+    saved: tuple[Path, ...]
+
+    def entry(self) -> Path:
+        [entry] = self.saved
+        return entry
+
+
+@pytest.fixture(scope="module")
+def warm() -> Iterator[Warm]:
+    with new_cache_volume() as volume:
+        first = run_box(volume, "run", FIXTURE, "--", "sh", "-c", f"echo written > {MARKER}")
+        yield Warm(volume, first, tuple(volume.snapshots()))
+
+
+def test_the_first_run_boots_cold_and_saves_the_vm_before_the_command(warm: Warm) -> None:
+    assert warm.first.returncode == 0, warm.first.stderr
+    assert "bootc-box: Saved the VM's state for the next runs of" in warm.first.stderr
+    assert "VM is up after" in warm.first.stderr
+    assert "(cold)" in warm.first.stderr
+    entry = warm.entry()
+    manifest = json.loads((entry / "manifest.json").read_text())
+    assert manifest["image_id"] == podman("image", "inspect", "--format", "{{.Id}}", FIXTURE)
+    state = entry / "state"
+    assert state.stat().st_size == manifest["state_size"] > 2048 * 2**20  # all of the RAM
+    # Untouched guest memory stays a hole: far less on disk than 2 GiB.
+    assert state.stat().st_blocks * 512 < 1024 * 2**20
+    assert (entry / "id_ed25519").stat().st_mode & 0o777 == 0o600
+    assert warm.volume.leftovers() == []
+
+
+def test_a_later_run_restores_and_sees_nothing_an_earlier_run_wrote(warm: Warm) -> None:
+    result = run_box(
+        warm.volume, "run", FIXTURE, "--", "sh", "-c", f"test ! -e {MARKER} && echo clean"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "bootc-box: Restoring localhost/bootc-box-fixture:latest from its saved state" in (
+        result.stderr
+    )
+    assert "(restored)" in result.stderr
+    assert result.stdout.strip() == "clean"
+
+
+@dataclass(frozen=True)
+class Sibling:
+    container: str
+    key: Path
+    port: int
+
+    def ssh(self, command: str, key: Path | None = None) -> "subprocess.CompletedProcess[str]":
+        return subprocess.run(
+            ["ssh", "-i", str(key or self.key), "-p", str(self.port),
+             "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+             "-o", "LogLevel=ERROR", "root@127.0.0.1", command],
+            capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+
+    def host_key(self) -> str:
+        scan = subprocess.run(
+            ["ssh-keyscan", "-p", str(self.port), "-t", "ed25519", "127.0.0.1"],
+            capture_output=True, text=True, check=True, timeout=60,
+        )  # fmt: skip
+        [line] = scan.stdout.splitlines()
+        return line.split()[-1]
+
+
+def test_restored_siblings_are_machines_of_their_own(warm: Warm, tmp_path: Path) -> None:
+    """Two VMs restored from one state at once: each lets in only its own
+    run's key (not its sibling's, not the snapshot's bootstrap key), serves
+    its own host key, and keeps the host's time."""
+    siblings = []
+    try:
+        for name in ("a", "b"):
+            key = tmp_path / f"id_{name}"
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
+            sibling = Sibling(f"bootc-box-test-warm-{name}-{time.monotonic_ns()}", key, free_port())
+            podman(*box_argv(
+                "run", "--ssh-key", str(key), "-p", f"{sibling.port}:22", FIXTURE,
+                volume=warm.volume.name,
+                # The VMs' forwarded ports then listen on the host's loopback.
+                options=("-d", "--name", sibling.container, "--network", "host",
+                         "-v", f"{tmp_path}:{tmp_path}:ro"),
+            )[1:])  # fmt: skip
+            siblings.append(sibling)
+        for sibling in siblings:
+            wait_for_log(sibling.container, "is running; stop it", time.monotonic() + 300)
+            assert "Restoring localhost/bootc-box-fixture:latest" in container_logs(
+                sibling.container
+            )
+        a, b = siblings
+        for sibling, other in ((a, b), (b, a)):
+            before = time.time()
+            result = sibling.ssh("date +%s.%N")
+            after = time.time()
+            assert result.returncode == 0, result.stderr
+            assert before - 2 <= float(result.stdout) <= after + 2
+            assert sibling.ssh("true", key=other.key).returncode == 255
+            assert sibling.ssh("true", key=warm.entry() / "id_ed25519").returncode == 255
+        assert a.host_key() != b.host_key()
+    finally:
+        for sibling in siblings:
+            podman("rm", "--force", sibling.container)
+
+
+def test_a_vm_with_a_bind_restores_with_this_runs_directory(warm: Warm, tmp_path: Path) -> None:
+    """The second run shares another host directory at the same guest path:
+    restored, the guest sees the second directory's files."""
+    outputs = []
+    for name in ("first", "second"):
+        shared = tmp_path / name
+        shared.mkdir()
+        (shared / f"{name}.txt").write_text(f"from the {name} run\n")
+        result = subprocess.run(
+            box_argv("run", "--bind", f"{shared}:/mnt/shared:ro", FIXTURE, "--",
+                     "cat", f"/mnt/shared/{name}.txt",
+                     volume=warm.volume.name, options=("--rm", "-v", f"{shared}:{shared}:ro")),
+            capture_output=True, text=True, check=False, timeout=BOOT_DEADLINE,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        outputs.append(result)
+    assert "(cold)" in outputs[0].stderr
+    assert "(restored)" in outputs[1].stderr
+    assert outputs[1].stdout == "from the second run\n"
+
+
+def test_a_truncated_state_boots_cold_and_is_saved_again(warm: Warm) -> None:
+    state = warm.entry() / "state"
+    os.truncate(state, state.stat().st_size // 2)
+    result = run_box(warm.volume, "run", FIXTURE, "--", "true")
+    assert result.returncode == 0, result.stderr
+    assert "cannot be loaded (its state file has" in result.stderr
+    assert "booting cold" in result.stderr
+    assert "(cold)" in result.stderr
+    manifest = json.loads((warm.entry() / "manifest.json").read_text())
+    assert (warm.entry() / "state").stat().st_size == manifest["state_size"]
+
+
+def test_a_state_qemu_cannot_load_boots_cold_and_is_saved_again(warm: Warm) -> None:
+    """The right size, but not a state QEMU wrote: QEMU refuses it, and
+    the run boots cold with one warning instead of failing."""
+    state = warm.entry() / "state"
+    with state.open("r+b") as f:
+        f.write(b"\0" * 4096)
+    result = run_box(warm.volume, "run", FIXTURE, "--", "true")
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning:" in line]
+    assert any("could not load the saved state" in w and "booting cold" in w for w in warnings)
+    assert "(cold)" in result.stderr
+    with state.open("rb") as f:
+        assert f.read(4096) != b"\0" * 4096
+
+
+def test_a_new_image_misses_and_prune_drops_its_state_once_the_image_is_gone(
+    warm: Warm, tmp_path: Path
+) -> None:
+    relabeled = "localhost/bootc-box-fixture-relabeled:test"
+    (tmp_path / "Containerfile").write_text(f"FROM {FIXTURE}\nLABEL bootc-box.test=relabeled\n")
+    podman("build", "-t", relabeled, str(tmp_path))
+    try:
+        result = run_box(warm.volume, "run", relabeled, "--", "true")
+        assert result.returncode == 0, result.stderr
+        assert "(cold)" in result.stderr
+        listing = json.loads(run_box(warm.volume, "cache", "ls", "--json").stdout)
+        assert {s["image"] for s in listing["snapshots"]} == {FIXTURE, relabeled}
+    finally:
+        podman("rmi", relabeled)
+    prune = run_box(warm.volume, "cache", "prune")
+    assert prune.returncode == 0, prune.stderr
+    assert "and 1 saved states" in prune.stderr
+    listing = json.loads(run_box(warm.volume, "cache", "ls", "--json").stdout)
+    assert {s["image"] for s in listing["snapshots"]} == {FIXTURE}

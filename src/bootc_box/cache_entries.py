@@ -48,11 +48,11 @@ class Entries:
         return self.directory / f"{key}.{self.creating}.lock"
 
     def names(self) -> list[str]:
-        """Every key that has a use lock (an entry, or one being made)."""
+        """Every key with an entry or a lock (an entry once used, or gone)."""
         if not self.directory.is_dir():
             return []
-        names = (p.name.removesuffix(".lock") for p in self.directory.glob("*.lock"))
-        return sorted(n for n in names if "." not in n)
+        names = {p.name.split(".", 1)[0] for p in self.directory.iterdir()}
+        return sorted(names - {""})  # partials start with a dot
 
     def lock(self, path: Path, operation: int, timeout: float | None = None) -> int | None:
         """The lock's descriptor, or None when it was not had within `timeout`

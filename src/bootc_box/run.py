@@ -258,7 +258,7 @@ def supervise(spec: RunSpec, env: Environment, qemu: str, ref: ImageRef, directo
         prepared = Prepared(root, boot, qemu, accel, key, credential, boot_lock.close, image_id)
         warm_key, versions = None, {}
         if spec.warm and env.cache_kept:
-            versions = program_versions(qemu, find_virtiofsd() or Path("virtiofsd"))
+            versions = program_versions(qemu, find_virtiofsd() or Path("virtiofsd"), accel)
             warm_key = snapshot_key(image_id, vm_spec(spec, prepared, Path("/vm"), 0), versions)
         restore, cold_attempts = True, 0
         for attempt in range(1, BOOT_ATTEMPTS + 2):

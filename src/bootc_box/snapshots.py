@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bootc_box import __version__
+from bootc_box.accel import Accel
 from bootc_box.cache_entries import Entries, cache_dir
 from bootc_box.credentials import write_credential
 from bootc_box.environment import Environment
@@ -76,12 +77,24 @@ def program_version(argv: list[str]) -> str:
     return lines[0].strip() if lines else ""
 
 
-def program_versions(qemu: str, virtiofsd: Path) -> dict[str, str]:
-    return {
+def host_cpu_flags(cpuinfo: str) -> str:
+    """A digest of the host CPU's feature flags, from /proc/cpuinfo's text."""
+    flags = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "")
+    return hashlib.sha256(flags.encode()).hexdigest()[:16]
+
+
+def program_versions(qemu: str, virtiofsd: Path, accel: Accel) -> dict[str, str]:
+    """Whatever a saved state's format or content depends on outside the
+    guest: the programs that wrote it and, under KVM (`-cpu host`), the
+    host CPU's features the guest was shown."""
+    versions = {
         "qemu": program_version([qemu]),
         "virtiofsd": program_version([str(virtiofsd)]),
         "bootc-box": __version__,
     }
+    if accel is Accel.KVM:
+        versions["host-cpu"] = host_cpu_flags(Path("/proc/cpuinfo").read_text())
+    return versions
 
 
 @dataclass(frozen=True)

@@ -129,3 +129,13 @@ def test_a_taken_host_port_is_told_from_other_start_failures() -> None:
     assert forwarding_failure(message) == 55243
     assert forwarding_failure("Could not set up host forwarding rule 'udp::5353-:53'") == 5353
     assert forwarding_failure("qemu-system-x86_64: failed to initialize kvm") is None
+
+
+def test_every_start_gets_a_new_generation_id_and_a_restore_waits_for_its_state() -> None:
+    booting, restoring = qemu_argv(spec(), "qemu"), qemu_argv(spec(incoming=True), "qemu")
+    assert "vmgenid" in option(booting, "-device")
+    assert "vmgenid" in option(restoring, "-device")
+    assert option(booting, "-incoming") == []
+    assert option(restoring, "-incoming") == ["defer"]
+    # Otherwise the same machine: a state only loads into the machine it left.
+    assert restoring[: len(booting)] == booting

@@ -1,0 +1,193 @@
+"""Saved VM states: their key, their entries and the locks around them, on
+temp directories (no QEMU: the state file here is bytes we write)."""
+
+import dataclasses
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bootc_box.accel import Accel
+from bootc_box.environment import Environment
+from bootc_box.errors import BootcBoxError
+from bootc_box.migration import migration_done
+from bootc_box.publish import Publish
+from bootc_box.qemu import QemuSpec
+from bootc_box.snapshots import (
+    entry_problem,
+    find_snapshot,
+    host_cpu_flags,
+    list_snapshots,
+    machine_argv,
+    new_snapshot,
+    prune_snapshots,
+    snapshot_key,
+)
+
+NATIVE = Environment(in_box=False)
+IMAGE_ID = "ab" * 32
+VERSIONS = {"qemu": "QEMU emulator version 10.0.13", "virtiofsd": "virtiofsd 1.13.2"}
+
+
+def machine(run: str = "run-1", **changes: Any) -> QemuSpec:
+    """A machine as a run would start it, its per-run paths under `run`."""
+    base = Path("/run/bootc-box/vms") / run
+    spec = QemuSpec(
+        accel=Accel.TCG,
+        memory_mib=2048,
+        cpus=2,
+        kernel=Path("/cache/boot") / IMAGE_ID / "vmlinuz",
+        initramfs=Path("/cache/boot") / IMAGE_ID / "initramfs.img",
+        cmdline="console=ttyS0 root=virtiofs:rootfs",
+        virtiofs_socket=base / "rootfs.sock",
+        ssh_port=40000 + len(run),
+        console_log=base / "console.log",
+        credential_files=(base / "ssh.authorized_keys.root.smbios",),
+        shares=(("bind0", base / "bind0.sock"),),
+        qmp_socket=base / "qmp.sock",
+    )
+    return dataclasses.replace(spec, **changes)
+
+
+def test_runs_of_one_machine_share_a_key_whatever_their_paths_and_ports() -> None:
+    one = machine("run-1")
+    other = machine("another-run", publish=(Publish("127.0.0.1", 8080, 80),), incoming=True)
+    assert machine_argv(one) == machine_argv(other)
+    assert snapshot_key(IMAGE_ID, one, VERSIONS) == snapshot_key(IMAGE_ID, other, VERSIONS)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"memory_mib": 4096},
+        {"cpus": 1},
+        {"accel": Accel.KVM},
+        {"cmdline": "console=ttyS0 root=virtiofs:rootfs quiet"},
+        {"shares": ()},
+    ],
+)
+def test_anything_the_guest_sees_changes_the_key(change: dict[str, Any]) -> None:
+    assert snapshot_key(IMAGE_ID, machine(), VERSIONS) != snapshot_key(
+        IMAGE_ID, machine(**change), VERSIONS
+    )
+
+
+def test_another_image_or_program_version_changes_the_key() -> None:
+    key = snapshot_key(IMAGE_ID, machine(), VERSIONS)
+    assert key != snapshot_key("cd" * 32, machine(), VERSIONS)
+    assert key != snapshot_key(IMAGE_ID, machine(), {**VERSIONS, "qemu": "QEMU 10.1.0"})
+
+
+def test_the_host_cpu_counts_only_as_its_flags() -> None:
+    one = "processor\t: 0\nmodel name\t: A\nflags\t\t: fpu sse2 avx\n"
+    same = "processor\t: 0\nmodel name\t: B\nflags\t\t: fpu sse2 avx\n"
+    fewer = "processor\t: 0\nmodel name\t: A\nflags\t\t: fpu sse2\n"
+    assert host_cpu_flags(one) == host_cpu_flags(same) != host_cpu_flags(fewer)
+
+
+def test_query_migrate_replies() -> None:
+    assert migration_done({"return": {"status": "completed"}})
+    assert not migration_done({"return": {"status": "active"}})
+    assert not migration_done({"return": {}})  # before migrate-incoming begins
+    with pytest.raises(BootcBoxError, match="migration failed: Unable to read"):
+        migration_done({"return": {"status": "failed", "error-desc": "Unable to read"}})
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    return tmp_path / "xdg/bootc-box/snapshots"
+
+
+def save(key: str, image_id: str = IMAGE_ID, state: bytes = b"\1" * 4096) -> None:
+    with new_snapshot(NATIVE, key) as new:
+        assert new is not None
+        new.state.write_bytes(state)
+        new.commit(image_id, "localhost/fixture", machine(), VERSIONS)
+
+
+def test_a_saved_state_is_found_whole_with_its_bootstrap_key(cache: Path) -> None:
+    key = snapshot_key(IMAGE_ID, machine(), VERSIONS)
+    with find_snapshot(NATIVE, key) as nothing:
+        assert nothing is None
+    save(key)
+    with find_snapshot(NATIVE, key) as snapshot:
+        assert snapshot is not None
+        assert snapshot.state.read_bytes() == b"\1" * 4096
+        assert snapshot.key.stat().st_mode & 0o777 == 0o600
+        assert snapshot.credential.read_text().startswith(
+            "io.systemd.credential.binary:ssh.authorized_keys.root="
+        )
+    manifest = json.loads((cache / key / "manifest.json").read_text())
+    assert manifest["image_id"] == IMAGE_ID
+    assert manifest["state_size"] == 4096
+    assert [p.name for p in cache.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_truncated_state_is_not_loaded_but_deleted(
+    cache: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = snapshot_key(IMAGE_ID, machine(), VERSIONS)
+    save(key)
+    os.truncate(cache / key / "state", 100)
+    assert entry_problem(cache / key, key) == "its state file has 100 bytes, not the 4096 saved"
+    with find_snapshot(NATIVE, key) as snapshot:
+        assert snapshot is None
+    assert "cannot be loaded (its state file has 100 bytes" in caplog.text
+    assert not (cache / key).exists()
+
+
+def test_an_entry_saved_for_another_key_or_missing_files_is_not_loaded(cache: Path) -> None:
+    key = snapshot_key(IMAGE_ID, machine(), VERSIONS)
+    save(key)
+    assert entry_problem(cache / key, "0" * 32) == "its manifest is for another machine"
+    (cache / key / "id_ed25519").unlink()
+    assert entry_problem(cache / key, key) == "id_ed25519 missing"
+    assert entry_problem(cache / "nothing", key) == "it is not there"
+
+
+def test_one_run_saves_a_key_and_the_others_boot_without_saving(cache: Path) -> None:
+    key = snapshot_key(IMAGE_ID, machine(), VERSIONS)
+    with new_snapshot(NATIVE, key) as first:
+        assert first is not None
+        with new_snapshot(NATIVE, key) as second:
+            assert second is None
+    # The first never committed: nothing is left of it but the locks.
+    assert sorted(p.name for p in cache.iterdir()) == [f"{key}.save.lock"]
+
+
+@pytest.fixture
+def loading(cache: Path) -> Iterator[str]:
+    """A saved key that another run is loading right now."""
+    key = snapshot_key(IMAGE_ID, machine(), VERSIONS)
+    save(key)
+    holder = os.open(cache / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(holder, fcntl.LOCK_SH)
+    try:
+        yield key
+    finally:
+        os.close(holder)
+
+
+def test_a_state_being_loaded_is_neither_replaced_nor_pruned(cache: Path, loading: str) -> None:
+    with new_snapshot(NATIVE, loading) as new:
+        assert new is None
+    assert prune_snapshots(NATIVE, keep_images=set()) == 0
+    assert entry_problem(cache / loading, loading) is None
+
+
+def test_prune_drops_states_of_gone_images_and_ls_shows_the_rest(cache: Path) -> None:
+    kept = snapshot_key(IMAGE_ID, machine(), VERSIONS)
+    gone = snapshot_key("cd" * 32, machine(), VERSIONS)
+    save(kept)
+    save(gone, image_id="cd" * 32)
+    (cache / f".{gone}.partial-x").mkdir()
+    assert prune_snapshots(NATIVE, keep_images={IMAGE_ID}) == 1
+    [(manifest, disk)] = list_snapshots(NATIVE)
+    assert (manifest.key, manifest.image_id, manifest.memory_mib) == (kept, IMAGE_ID, 2048)
+    assert disk >= 4096
+    assert sorted(p.name for p in cache.iterdir()) == sorted([kept, f"{kept}.save.lock"])

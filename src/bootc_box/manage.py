@@ -39,6 +39,8 @@ def describe(record: VmRecord) -> dict[str, Any]:
         "state": current_state(record).value,
         "image": record.image,
         "image_id": record.image_id,
+        # "cold" (booted) or "restored" (from a saved state: see Warm starts)
+        "start": record.start,
         "ssh": {
             "host": record.ssh_host,
             "port": record.ssh_port,

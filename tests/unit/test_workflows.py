@@ -1,6 +1,7 @@
 """The workflow and the action: what GitHub would run, checked here."""
 
 import re
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -24,3 +25,35 @@ def test_third_party_actions_are_pinned_by_commit() -> None:
     others = [u for u in uses_lines() if not u.startswith("./")]
     assert others
     assert [u for u in others if not pinned.fullmatch(u)] == []
+
+
+def setup_step(tmp_path: Path, **inputs: str) -> "subprocess.CompletedProcess[str]":
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "GITHUB_ACTION_PATH": str(ROOT),
+        "GITHUB_OUTPUT": str(tmp_path / "output"),
+        "RUNNER_TEMP": str(tmp_path),
+        "INPUT_IMAGE": "", "INPUT_MODE": "run", "INPUT_NAME": "vm",
+        "INPUT_BOX_IMAGE": "", "INPUT_CACHE": "true",
+        **inputs,
+    }  # fmt: skip
+    return subprocess.run(
+        ["bash", str(ROOT / "action/setup")], env=env, capture_output=True, text=True, check=False
+    )
+
+
+def test_the_action_refuses_a_mode_it_does_not_have(tmp_path: Path) -> None:
+    result = setup_step(tmp_path, INPUT_MODE="restart", INPUT_IMAGE="img")
+    assert result.returncode == 1
+    assert result.stdout == (
+        "::error title=bootc-box::mode must be run, start or stop, not 'restart'\n"
+    )
+
+
+def test_the_action_needs_an_image_to_boot(tmp_path: Path) -> None:
+    result = setup_step(tmp_path, INPUT_MODE="start")
+    assert result.returncode == 1
+    assert (
+        result.stdout
+        == "::error title=bootc-box::the input 'image' names the bootc image to boot\n"
+    )

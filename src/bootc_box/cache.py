@@ -5,12 +5,15 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 
+from bootc_box.accel import Accel
 from bootc_box.boot_cache import prune_boot_cache
 from bootc_box.environment import Environment
 from bootc_box.images import MOUNT_LABEL, podman, run_locks_dir
 from bootc_box.locks import remove_stale_locks, run_is_live
-from bootc_box.snapshots import Manifest, list_snapshots, prune_snapshots
+from bootc_box.qemu import find_qemu
+from bootc_box.snapshots import Manifest, list_snapshots, program_versions, prune_snapshots
 from bootc_box.table import format_table
+from bootc_box.virtiofsd import find_virtiofsd
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +95,9 @@ def run_cache_prune(env: Environment, all_images: bool) -> int:
     argv = ["image", "prune", "--force", *(["--all"] if all_images else [])]
     removed = podman(*argv).stdout.split()
     keep = {i.image_id for i in list_images()}
-    boot, snapshots = prune_boot_cache(env, keep), prune_snapshots(env, keep)
+    qemu, virtiofsd = find_qemu(), find_virtiofsd()
+    versions = program_versions(qemu, virtiofsd, Accel.TCG) if qemu and virtiofsd else None
+    boot, snapshots = prune_boot_cache(env, keep), prune_snapshots(env, keep, versions)
     log.info(
         "Removed %d stale mounts, %d images, %d boot file entries and %d saved states",
         len(stale), len(removed), boot, snapshots,

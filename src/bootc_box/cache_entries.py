@@ -66,13 +66,18 @@ class Entries:
         for leftover in self.directory.glob(f".{key}.partial-*"):
             shutil.rmtree(leftover, ignore_errors=True)
 
-    def delete(self, key: str, timeout: float | None = None) -> bool:
-        """Delete the entry once no reader holds it; False when readers kept
-        it for `timeout` seconds."""
+    def delete(
+        self, key: str, timeout: float | None = None, only_if: Callable[[], object] = lambda: True
+    ) -> bool:
+        """Delete the entry once no reader holds it, if `only_if` (asked with
+        the lock held: the entry may have been replaced) still says so; False
+        when readers kept it for `timeout` seconds, or it was kept."""
         fd = self.lock(self.use_lock(key), fcntl.LOCK_EX, timeout)
         if fd is None:
             return False
         try:
+            if not only_if():
+                return False
             shutil.rmtree(self.entry(key), ignore_errors=True)
         finally:
             os.close(fd)

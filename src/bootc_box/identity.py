@@ -17,39 +17,45 @@ from bootc_box.ssh import SshTarget, ssh_argv
 # new host keys.
 GUEST_SCRIPT = r"""set -eu
 umask 077
-mkdir -p /root/.ssh
-printf '%s\n' "$1" > /root/.ssh/authorized_keys.new
-mv -f /root/.ssh/authorized_keys.new /root/.ssh/authorized_keys
 rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub
 tar -x -C /etc/ssh
-# The sshd listener holds the host keys it started with; SIGHUP starts it
-# again. Wait here until it listens anew (its socket's inode changes): a
-# login from the host to find that out would cost most of a second.
+# The sshd listener holds the host keys it started with. Where sshd listens
+# itself, SIGHUP starts it again: wait here until it listens anew (its
+# socket's inode changes); a login from the host to find that out would cost
+# most of a second under TCG. Where systemd holds port 22 (socket
+# activation), restart the service: connections queue on systemd's socket.
 listener() {
     cat /proc/net/tcp /proc/net/tcp6 2>/dev/null |
     while read -r _ addr _ state _ _ _ _ _ inode _; do
         case "$addr $state" in *:0016\ 0A) echo "$inode"; break ;; esac
     done
 }
+alive() { [ -n "$1" ] && [ "$1" != 0 ] && kill -0 "$1" 2>/dev/null; }
 before=$(listener)
-restarted=
-# sshd's own pid file names the listener; systemctl costs ~0.15 s a call under TCG.
-if [ -s /run/sshd.pid ] && kill -HUP "$(cat /run/sshd.pid)" 2>/dev/null; then
-    restarted=1
+if [ -n "$before" ] && ls -l /proc/1/fd 2>/dev/null | grep -q "socket:\[$before\]"; then
+    systemctl try-restart ssh.service sshd.service 2>/dev/null || true
 else
+    # sshd's own pid file first: systemctl costs ~0.15 s a call under TCG.
+    pid=$(cat /run/sshd.pid 2>/dev/null || true)
     for unit in ssh.service sshd.service; do
-        if systemctl -q is-active "$unit"; then
-            systemctl kill --kill-whom=main --signal=HUP "$unit"
-            restarted=1
-        fi
+        alive "$pid" && break
+        pid=$(systemctl show --property=MainPID --value "$unit" 2>/dev/null || true)
     done
+    if alive "$pid"; then
+        kill -HUP "$pid"
+        tries=0
+        while now=$(listener); [ -z "$now" ] || [ "$now" = "$before" ]; do
+            tries=$((tries + 1))
+            [ "$tries" -lt 200 ] || { echo "sshd did not listen again after SIGHUP" >&2; exit 3; }
+            sleep 0.05
+        done
+    fi
 fi
-tries=0
-while [ -n "$restarted" ] && { now=$(listener); [ -z "$now" ] || [ "$now" = "$before" ]; }; do
-    tries=$((tries + 1))
-    [ "$tries" -lt 200 ] || { echo "sshd did not listen again after its restart" >&2; exit 3; }
-    sleep 0.05
-done
+# The run's key replaces the bootstrap key last: until here, a retry with
+# the bootstrap key can still log in.
+mkdir -p /root/.ssh
+printf '%s\n' "$1" > /root/.ssh/authorized_keys.new
+mv -f /root/.ssh/authorized_keys.new /root/.ssh/authorized_keys
 # The guest's clock stood still while its state lay on disk; its RTC did not.
 date -u -s "@$(cat /sys/class/rtc/rtc0/since_epoch)" >/dev/null
 """

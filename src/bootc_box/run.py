@@ -2,6 +2,7 @@
 or keep it up (in the foreground, or detached under a supervisor)."""
 
 import dataclasses
+import itertools
 import logging
 import socket
 import subprocess
@@ -17,7 +18,7 @@ from bootc_box.accel import Accel, AccelChoice, choose_accel
 from bootc_box.binds import Bind, bind_kargs, bind_tag, check_bind_sources
 from bootc_box.boot_cache import cached_boot_files
 from bootc_box.console import start_console_follower
-from bootc_box.credentials import write_credential
+from bootc_box.credentials import write_credential, write_private
 from bootc_box.detach import start_detached
 from bootc_box.environment import Environment, probe_environment
 from bootc_box.errors import BootcBoxError
@@ -256,26 +257,30 @@ def supervise(spec: RunSpec, env: Environment, qemu: str, ref: ImageRef, directo
             binds=tuple(str(b) for b in spec.binds),
         )
         prepared = Prepared(root, boot, qemu, accel, key, credential, boot_lock.close, image_id)
-        warm_key, versions = None, {}
+        warm = None
         if spec.warm and env.cache_kept:
             versions = program_versions(qemu, find_virtiofsd() or Path("virtiofsd"), accel)
-            warm_key = snapshot_key(image_id, vm_spec(spec, prepared, Path("/vm"), 0), versions)
-        restore, cold_attempts = True, 0
-        for attempt in range(1, BOOT_ATTEMPTS + 2):
+            machine = vm_spec(spec, prepared, Path("/vm"), 0)
+            warm = Warm(snapshot_key(image_id, machine, versions), versions)
+        cold_attempts = 0
+        # Ends: a failed restore turns restores off, a failed save turns
+        # warm starts off, and cold boots are tried BOOT_ATTEMPTS times.
+        for attempt in itertools.count(1):
             if attempt > 1:  # the first QEMU let go of the files once it had read them
                 boot = boot_lock.enter_context(cached_boot_files(env, image_id, root, spec.image))
                 prepared = dataclasses.replace(prepared, boot=boot)
             attempt_dir = directory / f"boot-{attempt}"
             attempt_dir.mkdir()
-            with choose_start(env, prepared, warm_key, restore, versions) as start:
+            with choose_start(env, prepared, warm, attempt_dir) as start:
                 try:
                     return boot_and_run(spec, prepared, attempt_dir, vm, start)
                 except RestoreFailed as failed:
                     log.warning("%s; booting cold", failed.message)
-                    assert warm_key is not None
-                    restore = False
+                    assert warm is not None
                     start.loaded()
-                    discard_snapshot(env, warm_key)
+                    discard_snapshot(env, warm.key)
+                    # What this run saved did not work: it saves nothing more.
+                    warm = None if start.save else dataclasses.replace(warm, restore=False)
                 except BootAgain as failed:
                     cold_attempts += 1
                     if cold_attempts == BOOT_ATTEMPTS:
@@ -288,31 +293,50 @@ def bind_tags(binds: tuple[Bind, ...]) -> list[str]:
     return [bind_tag(i) for i in range(len(binds))]
 
 
+@dataclass(frozen=True)
+class Warm:
+    """What a run may do with saved states: the key of its machine, and
+    whether it may still restore (not after a failed restore)."""
+
+    key: str
+    versions: dict[str, str]
+    restore: bool = True
+
+
 @contextmanager
 def choose_start(
-    env: Environment,
-    prepared: Prepared,
-    warm_key: str | None,
-    restore: bool,
-    versions: dict[str, str],
+    env: Environment, prepared: Prepared, warm: Warm | None, workdir: Path
 ) -> Iterator[Start]:
     """A restore when a saved state of this machine is there; else a cold
-    boot that saves one, unless another run is saving it just now."""
-    cold = Start(prepared.credential, prepared.key)
-    if warm_key is None:
-        yield cold
-        return
-    if restore:
-        with ExitStack() as loading:
-            snapshot = loading.enter_context(find_snapshot(env, warm_key))
-            if snapshot:
-                yield Start(snapshot.credential, snapshot.key, snapshot, loading.close)
-                return
-    with new_snapshot(env, warm_key) as new:
-        if new:
-            yield Start(new.credential, new.key, save=new, versions=versions)
-            return
-    yield cold
+    boot that saves one, unless another run is saving it just now. A cache
+    that cannot be used (full, read-only) means a cold boot, never a failure."""
+    with ExitStack() as held:
+        start = None
+        if warm is not None:
+            try:
+                start = warm_start(held, env, warm, workdir)
+            except (OSError, subprocess.CalledProcessError) as e:
+                log.warning("cannot use the saved VM states in the cache (%s); booting cold", e)
+                held.close()
+        yield start or Start(prepared.credential, prepared.key)
+
+
+def warm_start(held: ExitStack, env: Environment, warm: Warm, workdir: Path) -> Start | None:
+    """The start from, or for, a saved state, its locks on `held`. The run
+    logs in with its own copy of the bootstrap key: the entry may be deleted
+    once QEMU has loaded it."""
+    if warm.restore:
+        loading = held.enter_context(ExitStack())
+        snapshot = loading.enter_context(find_snapshot(env, warm.key))
+        if snapshot:
+            key = write_private(workdir / "bootstrap_key", snapshot.key.read_bytes())
+            return Start(snapshot.credential, key, snapshot, loading.close)
+        loading.close()
+    new = held.enter_context(new_snapshot(env, warm.key))
+    if new:
+        key = write_private(workdir / "bootstrap_key", new.key.read_bytes())
+        return Start(new.credential, key, save=new, versions=warm.versions)
+    return None
 
 
 def vm_spec(
@@ -443,15 +467,20 @@ def come_up(
     target = SshTarget("127.0.0.1", running.machine.ssh_port, "root", start.login_key)
     if start.save:
         wait_for_ssh(spec, start, running, lambda: ssh_ready(target))
-        target = save_for_later(spec, prepared, start, running, target)
+        save_for_later(spec, prepared, start, running)
     if start.login_key != prepared.key:
         run_key = public_key(prepared.key)
-        bootstrap = target
         # A restored guest's first login is this one, with no probe before
         # it: each login costs most of a second under TCG.
-        wait_for_ssh(
-            spec, start, running, lambda: give_own_identity(bootstrap, run_key, host_keys())
-        )
+        try:
+            wait_for_ssh(
+                spec, start, running, lambda: give_own_identity(target, run_key, host_keys())
+            )
+        except RestoreFailed:
+            raise
+        except BootcBoxError as e:
+            # Also in the run that saved the state: the state is no good.
+            raise RestoreFailed(e.message) from e
         log.debug("the guest has its own keys and time")
         return dataclasses.replace(target, key=prepared.key)
     wait_for_ssh(spec, start, running, lambda: ssh_ready(target))
@@ -467,17 +496,19 @@ def wait_for_ssh(
     stalls = StallWatch(console_log)
 
     def booted() -> bool:
-        for server in running.servers:
-            server.check_running()
-        if stalls.stalled(time.monotonic()):
-            raise GuestStalled(
-                "the guest's CPUs stalled while booting",
-                "rerun; if it keeps happening, try --cpus 1 or a host with KVM",
-            )
         try:
+            for server in running.servers:
+                server.check_running()
+            if stalls.stalled(time.monotonic()):
+                raise GuestStalled(
+                    "the guest's CPUs stalled while booting",
+                    "rerun; if it keeps happening, try --cpus 1 or a host with KVM",
+                )
             return answered()
         except BootcBoxError as e:
-            raise (RestoreFailed(e.message) if start.restore else e) from e
+            if start.restore and not isinstance(e, RestoreFailed):
+                raise RestoreFailed(e.message) from e  # whatever it was, boot cold
+            raise
 
     def stopped(status: int) -> BootcBoxError:
         message = last_line(running.qemu_log) or last_line(console_log)
@@ -511,23 +542,21 @@ def wait_for_ssh(
     )
 
 
-def save_for_later(
-    spec: RunSpec, prepared: Prepared, start: Start, running: Running, target: SshTarget
-) -> SshTarget:
+def save_for_later(spec: RunSpec, prepared: Prepared, start: Start, running: Running) -> None:
     """Save the freshly booted guest for later runs, before any command of
-    this one touches it; the target to log in with next. A failed save costs
-    the next run its warm start, never this run."""
+    this one touches it. A failed save costs the next run its warm start,
+    never this run."""
     assert start.save is not None
     began = time.monotonic()
     try:
         save_state(running.qmp_socket, running.qemu, start.save.state)
-        entry = start.save.commit(prepared.image_id, spec.image, running.machine, start.versions)
-    except (BootcBoxError, OSError) as e:
+        start.save.commit(prepared.image_id, spec.image, running.machine, start.versions)
+    except (BootcBoxError, OSError, ValueError) as e:
         log.warning("could not save the VM's state for later runs: %s", e)
-        return target
+        start.save.abandon()  # another run may save it
+        return
     took = time.monotonic() - began
     log.info("Saved the VM's state for the next runs of %s in %.0f s", spec.image, took)
-    return dataclasses.replace(target, key=Snapshot(entry).key)
 
 
 def wait_while_served(qemu: "subprocess.Popen[bytes]", servers: tuple[Virtiofsd, ...]) -> int:

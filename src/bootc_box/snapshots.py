@@ -176,7 +176,8 @@ def find_snapshot(env: Environment, key: str) -> Iterator[Snapshot | None]:
         os.close(fd)
     if entries.entry(key).exists():
         log.warning("The saved state %s cannot be loaded (%s); booting cold", key, problem)
-        entries.delete(key, timeout=0)
+        # Unless a run saved it whole meanwhile.
+        entries.delete(key, timeout=0, only_if=lambda: entry_problem(entries.entry(key), key))
     yield None
 
 
@@ -217,6 +218,10 @@ class NewSnapshot:
         self.held.close()  # another run may now save this key again, if it must
         return entry
 
+    def abandon(self) -> None:
+        """Give up: the partial entry goes, and another run may save the key."""
+        self.held.close()
+
 
 @contextmanager
 def new_snapshot(env: Environment, key: str) -> Iterator[NewSnapshot | None]:
@@ -230,8 +235,12 @@ def new_snapshot(env: Environment, key: str) -> Iterator[NewSnapshot | None]:
             return
         held.callback(os.close, fd)
         entries.remove_partial(key)
-        if entries.entry(key).exists() and not entries.delete(key, timeout=0):
-            yield None  # a run is loading the old entry: leave it be
+        entry = entries.entry(key)
+        if entry.exists() and (
+            entry_problem(entry, key) is None  # saved whole meanwhile
+            or not entries.delete(key, timeout=0, only_if=lambda: entry_problem(entry, key))
+        ):
+            yield None  # or a run is loading the old entry: leave it be
             return
         partial = held.enter_context(entries.partial(key))
         yield NewSnapshot(entries, key, partial, held)
@@ -249,15 +258,27 @@ def list_snapshots(env: Environment) -> list[tuple[Manifest, int]]:
     return found
 
 
-def prune_snapshots(env: Environment, keep_images: set[str]) -> int:
-    """Remove the entries of images no longer in any store (and entries that
-    cannot be read), skipping any a run is loading or saving."""
+PROGRAMS = ("qemu", "virtiofsd", "bootc-box")
+
+
+def prune_snapshots(
+    env: Environment, keep_images: set[str], versions: dict[str, str] | None = None
+) -> int:
+    """Remove the entries of images no longer in any store, those saved by
+    other versions of the programs (`versions`: this box's; no run of it
+    could load them), and entries that cannot be read; skipping any a run is
+    loading or saving."""
     entries = snapshot_entries(env)
 
     def doomed(key: str) -> bool:
         try:
-            return Manifest.read(entries.entry(key)).image_id not in keep_images
+            manifest = Manifest.read(entries.entry(key))
         except (OSError, ValueError, KeyError, TypeError):
             return True
+        if manifest.image_id not in keep_images:
+            return True
+        return versions is not None and any(
+            manifest.versions.get(p) != versions.get(p) for p in PROGRAMS
+        )
 
     return entries.prune(doomed)

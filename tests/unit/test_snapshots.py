@@ -30,7 +30,11 @@ from bootc_box.snapshots import (
 
 NATIVE = Environment(in_box=False)
 IMAGE_ID = "ab" * 32
-VERSIONS = {"qemu": "QEMU emulator version 10.0.13", "virtiofsd": "virtiofsd 1.13.2"}
+VERSIONS = {
+    "qemu": "QEMU emulator version 10.0.13",
+    "virtiofsd": "virtiofsd 1.13.2",
+    "bootc-box": "0.1.0",
+}
 
 
 def machine(run: str = "run-1", **changes: Any) -> QemuSpec:
@@ -191,3 +195,11 @@ def test_prune_drops_states_of_gone_images_and_ls_shows_the_rest(cache: Path) ->
     assert (manifest.key, manifest.image_id, manifest.memory_mib) == (kept, IMAGE_ID, 2048)
     assert disk >= 4096
     assert sorted(p.name for p in cache.iterdir()) == sorted([kept, f"{kept}.save.lock"])
+
+
+def test_prune_drops_states_that_other_program_versions_saved(cache: Path) -> None:
+    key = snapshot_key(IMAGE_ID, machine(), VERSIONS)
+    save(key)
+    assert prune_snapshots(NATIVE, {IMAGE_ID}, VERSIONS) == 0
+    assert prune_snapshots(NATIVE, {IMAGE_ID}, {**VERSIONS, "qemu": "QEMU 10.1.0"}) == 1
+    assert list_snapshots(NATIVE) == []

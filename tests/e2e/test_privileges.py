@@ -3,7 +3,6 @@
 
 import json
 import subprocess
-from contextlib import ExitStack
 
 import pytest
 
@@ -17,17 +16,19 @@ NO_VOLUME_WARNING = "/cache is not a volume, so nothing is kept between runs"
     [(True, True), (True, False), (False, False)],
     ids=["privileged-volume", "privileged-no-volume", "default-caps-no-volume"],
 )
-def test_fixture_boots(privileged: bool, with_volume: bool) -> None:
-    with ExitStack() as stack:
-        volume = stack.enter_context(new_cache_volume()).name if with_volume else None
-        result = subprocess.run(
-            box_argv("run", FIXTURE, "--", "cat", "/usr/share/bootc-box-fixture-marker",
-                     volume=volume, privileged=privileged, options=("--rm",)),
-            capture_output=True, text=True, check=False, timeout=BOOT_DEADLINE,
-        )  # fmt: skip
+def test_fixture_boots(privileged: bool, with_volume: bool, request: pytest.FixtureRequest) -> None:
+    """With a volume, the fixture's state saved by a run with default
+    capabilities is restored in a privileged box."""
+    volume = request.getfixturevalue("warm_volume").name if with_volume else None
+    result = subprocess.run(
+        box_argv("run", FIXTURE, "--", "cat", "/usr/share/bootc-box-fixture-marker",
+                 volume=volume, privileged=privileged, options=("--rm",)),
+        capture_output=True, text=True, check=False, timeout=BOOT_DEADLINE,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "bootc-box fixture"
     assert (NO_VOLUME_WARNING in result.stderr) is (volume is None)
+    assert ("(restored)" in result.stderr) is with_volume
 
 
 def doctor(*, volume: str | None, privileged: bool) -> dict[str, dict[str, object]]:

@@ -9,28 +9,27 @@ from tests.e2e.conftest import (
     FIXTURE,
     NO_KERNEL,
     ROOT,
+    CacheVolume,
     host_state,
     new_cache_volume,
     podman,
 )
 
 
-def test_the_example_tests_pass_against_the_fixture() -> None:
+def test_the_example_tests_pass_against_the_fixture(warm_volume: CacheVolume) -> None:
+    """On a cache that holds the fixture's saved VM, as a user's second run."""
     before = host_state()
-    with new_cache_volume() as cache:
-        result = subprocess.run(
-            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v",
-             "--bootc-image", FIXTURE, "--bootc-cache-volume", cache.name,
-             ROOT / "examples/test_bootc_image.py"],
-            capture_output=True, text=True, check=False, timeout=BOOT_DEADLINE, cwd=ROOT,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        assert "3 passed" in result.stdout
-        # The fixture's teardown stopped the box: nothing of it remains.
-        assert (
-            podman("ps", "-a", "--filter", "name=bootc-box-pytest", "--format", "{{.Names}}") == ""
-        )
-        assert cache.nested_containers() == []
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v",
+         "--bootc-image", FIXTURE, "--bootc-cache-volume", warm_volume.name,
+         ROOT / "examples/test_bootc_image.py"],
+        capture_output=True, text=True, check=False, timeout=BOOT_DEADLINE, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "3 passed" in result.stdout
+    # The fixture's teardown stopped the box: nothing of it remains.
+    assert podman("ps", "-a", "--filter", "name=bootc-box-pytest", "--format", "{{.Names}}") == ""
+    assert warm_volume.nested_containers() == []
     after = host_state()
     assert not any("qemu-system" in p for p in after.processes - before.processes)
 

@@ -7,14 +7,13 @@ device plugin's resource. Everything inside the step is real: the box
 boots the fixture and the result is read from the file the step wrote."""
 
 import re
-import secrets
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.e2e.conftest import BOOT_DEADLINE, BOX, FIXTURE, HOST_STORE, podman
+from tests.e2e.conftest import BOOT_DEADLINE, BOX, FIXTURE, HOST_STORE, CacheVolume
 
 ROOT = Path(__file__).resolve().parents[2]
 TASK = ROOT / "deploy/tekton/bootc-box-run.yaml"
@@ -62,18 +61,17 @@ def run_task(
     return result, {p.name: p.read_text() for p in results.iterdir()}
 
 
-def test_the_step_boots_the_image_and_reports_the_commands_status(tmp_path: Path) -> None:
-    volume = f"bootc-box-test-tekton-{secrets.token_hex(4)}"
-    podman("volume", "create", volume)
-    try:
-        result, results = run_task(
-            {"image": FIXTURE, "box-image": BOX, "command": "uname -s; exit 7"},
-            {"cache": volume, "images": HOST_STORE.split(":")[0]},
-            tmp_path,
-        )
-    finally:
-        podman("volume", "rm", "--force", volume)
+def test_the_step_boots_the_image_and_reports_the_commands_status(
+    tmp_path: Path, warm_volume: CacheVolume
+) -> None:
+    """The cache workspace holds the fixture's saved VM: the step restores it."""
+    result, results = run_task(
+        {"image": FIXTURE, "box-image": BOX, "command": "uname -s; exit 7"},
+        {"cache": warm_volume.name, "images": HOST_STORE.split(":")[0]},
+        tmp_path,
+    )
     assert result.returncode == 7, result.stderr
     assert results == {"exit-status": "7"}
     assert result.stdout.strip() == "Linux"
     assert "bootc-box: VM is up after" in result.stderr
+    assert "(restored)" in result.stderr

@@ -3,6 +3,7 @@
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +57,24 @@ def test_doctor_names_the_flag_for_a_missing_volume() -> None:
     checks = doctor(volume=None, privileged=False)
     assert checks["/cache volume"]["ok"] is False
     assert checks["/cache volume"]["fix"] == "add -v bootc-box:/cache"
+
+
+def test_a_box_that_may_not_make_user_namespaces_says_why(tmp_path: Path) -> None:
+    """A seccomp profile that refuses unshare(2), as a strict host's might:
+    the entrypoint fails at once with the reason and the fix (it used to
+    hang in `unshare --map-users`)."""
+    profile = tmp_path / "no-unshare.json"
+    profile.write_text(json.dumps({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["unshare"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
+    }))  # fmt: skip
+    result = subprocess.run(
+        box_argv("run", FIXTURE, "--", "true",
+                 options=("--rm", "--security-opt", f"seccomp={profile}")),
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 125
+    assert result.stderr.splitlines()[-1] == (
+        "bootc-box: error: cannot create a user namespace in this container "
+        "(Operation not permitted); add --privileged"
+    )

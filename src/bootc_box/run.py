@@ -8,9 +8,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from bootc_box.accel import Accel, AccelChoice, choose_accel
 from bootc_box.binds import Bind, bind_kargs, bind_tag, check_bind_sources
 from bootc_box.boot_cache import cached_boot_files
 from bootc_box.console import start_console_follower
-from bootc_box.credentials import write_credential, write_private
+from bootc_box.credentials import write_credential
 from bootc_box.detach import start_detached
 from bootc_box.environment import Environment, probe_environment
 from bootc_box.errors import BootcBoxError
@@ -37,15 +37,7 @@ from bootc_box.qemu import (
     start_qemu,
     wait_for_monitor,
 )
-from bootc_box.snapshots import (
-    NewSnapshot,
-    Snapshot,
-    discard_snapshot,
-    find_snapshot,
-    new_snapshot,
-    program_versions,
-    snapshot_key,
-)
+from bootc_box.snapshots import discard_snapshot, program_versions, snapshot_key
 from bootc_box.ssh import SshTarget, check_private_key, connect, generate_key, public_key, ssh_ready
 from bootc_box.virtiofsd import (
     Virtiofsd,
@@ -54,6 +46,7 @@ from bootc_box.virtiofsd import (
     start_virtiofsd,
 )
 from bootc_box.vms import VmEntry, VmState, check_name, claim_vm_dir, new_name, supervise_vm
+from bootc_box.warm import Start, Warm, choose_start
 
 log = logging.getLogger(__name__)
 
@@ -183,24 +176,6 @@ class Running:
         return self.machine.qmp_socket
 
 
-@dataclass(frozen=True)
-class Start:
-    """How one boot attempt brings its guest up: booted, or loaded from a
-    saved state, and saved once up or not."""
-
-    credential: Path  # what QEMU hands the guest
-    login_key: Path  # what the guest lets in first
-    restore: Snapshot | None = None
-    # Called once QEMU has loaded the state: lets go of its cache entry.
-    loaded: Callable[[], None] = lambda: None
-    save: NewSnapshot | None = None
-    versions: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def kind(self) -> str:
-        return "restored" if self.restore else "cold"
-
-
 def with_absolute_paths(spec: RunSpec, cwd: Path) -> RunSpec:
     """`spec` with every path the user gave made absolute against `cwd`: a
     detached supervisor runs in /, where `--ssh-key ./k` names nothing."""
@@ -271,7 +246,8 @@ def supervise(spec: RunSpec, env: Environment, qemu: str, ref: ImageRef, directo
                 prepared = dataclasses.replace(prepared, boot=boot)
             attempt_dir = directory / f"boot-{attempt}"
             attempt_dir.mkdir()
-            with choose_start(env, prepared, warm, attempt_dir) as start:
+            cold = Start(prepared.credential, prepared.key)
+            with choose_start(env, cold, warm, attempt_dir) as start:
                 try:
                     return boot_and_run(spec, prepared, attempt_dir, vm, start)
                 except RestoreFailed as failed:
@@ -291,52 +267,6 @@ def supervise(spec: RunSpec, env: Environment, qemu: str, ref: ImageRef, directo
 
 def bind_tags(binds: tuple[Bind, ...]) -> list[str]:
     return [bind_tag(i) for i in range(len(binds))]
-
-
-@dataclass(frozen=True)
-class Warm:
-    """What a run may do with saved states: the key of its machine, and
-    whether it may still restore (not after a failed restore)."""
-
-    key: str
-    versions: dict[str, str]
-    restore: bool = True
-
-
-@contextmanager
-def choose_start(
-    env: Environment, prepared: Prepared, warm: Warm | None, workdir: Path
-) -> Iterator[Start]:
-    """A restore when a saved state of this machine is there; else a cold
-    boot that saves one, unless another run is saving it just now. A cache
-    that cannot be used (full, read-only) means a cold boot, never a failure."""
-    with ExitStack() as held:
-        start = None
-        if warm is not None:
-            try:
-                start = warm_start(held, env, warm, workdir)
-            except (OSError, subprocess.CalledProcessError) as e:
-                log.warning("cannot use the saved VM states in the cache (%s); booting cold", e)
-                held.close()
-        yield start or Start(prepared.credential, prepared.key)
-
-
-def warm_start(held: ExitStack, env: Environment, warm: Warm, workdir: Path) -> Start | None:
-    """The start from, or for, a saved state, its locks on `held`. The run
-    logs in with its own copy of the bootstrap key: the entry may be deleted
-    once QEMU has loaded it."""
-    if warm.restore:
-        loading = held.enter_context(ExitStack())
-        snapshot = loading.enter_context(find_snapshot(env, warm.key))
-        if snapshot:
-            key = write_private(workdir / "bootstrap_key", snapshot.key.read_bytes())
-            return Start(snapshot.credential, key, snapshot, loading.close)
-        loading.close()
-    new = held.enter_context(new_snapshot(env, warm.key))
-    if new:
-        key = write_private(workdir / "bootstrap_key", new.key.read_bytes())
-        return Start(new.credential, key, save=new, versions=warm.versions)
-    return None
 
 
 def vm_spec(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bootc_box.ssh import SshTarget, ssh_argv
 from tests.e2e.conftest import (
     BOOT_DEADLINE,
     FIXTURE,
@@ -88,11 +89,9 @@ class Sibling:
     port: int
 
     def ssh(self, command: str, key: Path | None = None) -> "subprocess.CompletedProcess[str]":
+        target = SshTarget("127.0.0.1", self.port, "root", key or self.key)
         return subprocess.run(
-            ["ssh", "-i", str(key or self.key), "-p", str(self.port),
-             "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-             "-o", "LogLevel=ERROR", "root@127.0.0.1", command],
+            ssh_argv(target, ["sh", "-c", command]),
             capture_output=True, text=True, check=False, timeout=60,
         )  # fmt: skip
 

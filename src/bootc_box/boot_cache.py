@@ -60,6 +60,15 @@ def entry_boot_files(entry: Path) -> BootFiles:
     return BootFiles(kver, entry / KERNEL, entry / INITRAMFS)
 
 
+def find_cached_kver(env: Environment, image_id: str) -> str | None:
+    """The kernel version of an image whose boot files are cached, without
+    mounting it; None when they are not (or the entry is damaged)."""
+    entry = boot_entries(env).entry(image_id)
+    if entry_problem(entry) is not None:
+        return None
+    return entry_boot_files(entry).kver
+
+
 def fill_entry(partial: Path, image_id: str, boot: BootFiles) -> None:
     shutil.copyfile(boot.kernel, partial / KERNEL)
     shutil.copyfile(boot.initramfs, partial / INITRAMFS)

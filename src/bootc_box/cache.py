@@ -3,7 +3,7 @@ pruning it."""
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from bootc_box.accel import Accel
 from bootc_box.boot_cache import prune_boot_cache
@@ -24,6 +24,8 @@ class CachedImage:
     image_id: str
     size: int
     store: str  # "cache" (ours) or "host" (the shared read-only store)
+    created: int = 0  # seconds since the epoch
+    labels: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 def list_images() -> list[CachedImage]:
@@ -34,6 +36,8 @@ def list_images() -> list[CachedImage]:
             e["Id"],
             int(e.get("Size", 0)),
             "host" if e.get("ReadOnly") else "cache",
+            int(e.get("Created", 0)),
+            dict(e.get("Labels") or {}),
         )
         for e in entries
     ]
@@ -60,7 +64,7 @@ def run_cache_ls(env: Environment, as_json: bool) -> int:
     images, snapshots = list_images(), list_snapshots(env)
     if as_json:
         listing = {
-            "images": [asdict(i) for i in images],
+            "images": [{k: v for k, v in asdict(i).items() if k != "labels"} for i in images],
             "snapshots": [{**asdict(m), "disk_usage": disk} for m, disk in snapshots],
         }
         print(json.dumps(listing, indent=2))

@@ -7,25 +7,60 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.shell_completion import CompletionItem, get_completion_class
 
 from bootc_box import __version__
 from bootc_box.accel import AccelChoice
 from bootc_box.binds import parse_bind
+from bootc_box.bootable import run_images
 from bootc_box.cache import run_cache_ls, run_cache_prune
 from bootc_box.doctor import run_doctor
 from bootc_box.environment import probe_environment
 from bootc_box.errors import EXIT_TOOL_FAILED
 from bootc_box.images import PullOptions, PullPolicy, run_pull
-from bootc_box.manage import run_inspect, run_list, run_logs, run_rm, run_ssh, run_stop
+from bootc_box.manage import (
+    run_inspect,
+    run_list,
+    run_logs,
+    run_rm,
+    run_ssh,
+    run_ssh_config,
+    run_stop,
+    vm_names,
+)
 from bootc_box.options import bare_to_true, first_operand, wants_debug
 from bootc_box.programs import as_user_error
 from bootc_box.publish import parse_publish
 from bootc_box.qemu import parse_memory
 from bootc_box.run import RunSpec, run_run
 from bootc_box.signals import Terminated, raise_on_sigterm
+from bootc_box.transfer import run_cp
 
 log = logging.getLogger("bootc_box")
 F = TypeVar("F", bound=Callable[..., Any])
+PROG = "bootc-box"
+# What click's shell completion scripts set when they ask for completions.
+COMPLETE_VARIABLE = "_BOOTC_BOX_COMPLETE"
+SHELLS = ("bash", "zsh", "fish")
+
+
+def complete_vm_name(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    try:
+        names = vm_names(probe_environment())
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+    return [CompletionItem(n) for n in names if n.startswith(incomplete)]
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to sys.stderr as it is at each message: a live progress line
+    stands in for it, to keep log lines above itself."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
 
 
 class _Formatter(logging.Formatter):
@@ -39,9 +74,16 @@ class _Formatter(logging.Formatter):
 @click.version_option(__version__, prog_name="bootc-box")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
-    """Boot bootc container images as virtual machines."""
+    """Boot bootc container images as virtual machines.
+
+    \b
+    Examples:
+      bootc-box run quay.io/fedora/fedora-bootc:42 -- systemctl is-system-running
+      bootc-box run -d --name web -p 8080:80 localhost/my-image
+      bootc-box ssh web -- journalctl -b
+    """
     ctx.obj = debug
-    handler = logging.StreamHandler()
+    handler = _StderrHandler()
     handler.setFormatter(_Formatter("%(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.DEBUG if debug else logging.INFO)
@@ -104,7 +146,12 @@ class _PodmanStyle(click.Command):
 def pull(
     *, tls_verify: bool | None, cert_dir: Path | None, authfile: Path | None, image: str
 ) -> None:
-    """Pull IMAGE from a registry into the box's store (the /cache volume)."""
+    """Pull IMAGE from a registry into the box's store (the /cache volume).
+
+    \b
+    Example:
+      bootc-box pull --authfile auth.json registry.example.com/team/os:latest
+    """
     sys.exit(run_pull(image, PullOptions(PullPolicy.ALWAYS, tls_verify, cert_dir, authfile)))
 
 
@@ -194,6 +241,13 @@ def run(
     or pulled from its registry), or oci-archive:PATH, oci:PATH or
     docker-archive:PATH. The exit status is COMMAND's, or 125 when
     bootc-box itself failed.
+
+    \b
+    Examples:
+      bootc-box run localhost/my-image -- uname -r
+      bootc-box run --bind .:/src:ro --karg quiet localhost/my-image -- make -C /src check
+      bootc-box run -d --name web -p 8080:80 localhost/my-image
+      bootc-box run oci-archive:my-image.tar
     """
     if command[:1] == ("--",):
         command = command[1:]
@@ -246,16 +300,26 @@ def name_and_command(args: tuple[str, ...]) -> tuple[str | None, tuple[str, ...]
 @cli.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print the VMs as JSON.")
 def list_command(as_json: bool) -> None:
-    """List the VMs here: running, stopped, failed or dead."""
+    """List the VMs here: running, stopped, failed or dead.
+
+    \b
+    Example:
+      bootc-box list --json | jq -r '.[] | select(.state == "running") | .name'
+    """
     sys.exit(run_list(probe_environment(), as_json))
 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON (for tmt, testinfra).")
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=complete_vm_name)
 def inspect(as_json: bool, name: str | None) -> None:
     """Show how to reach VM NAME (the only VM when no NAME): SSH host, port,
-    user and key, image, state."""
+    user and key, image, state.
+
+    \b
+    Example:
+      bootc-box inspect --json web | jq .ssh.port
+    """
     sys.exit(run_inspect(probe_environment(), name, as_json))
 
 
@@ -267,16 +331,28 @@ def inspect(as_json: bool, name: str | None) -> None:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="[NAME] [-- COMMAND...]")
 def ssh(timeout: int, args: tuple[str, ...]) -> None:
     """Run COMMAND in VM NAME over SSH, or a shell (NAME may be left out when
-    there is one VM). Waits for a booting VM; exits with COMMAND's status."""
+    there is one VM). Waits for a booting VM; exits with COMMAND's status.
+
+    \b
+    Examples:
+      bootc-box ssh web
+      bootc-box ssh web -- systemctl --failed
+      bootc-box ssh -- cat /etc/os-release    (the only VM)
+    """
     name, command = name_and_command(args)
     sys.exit(run_ssh(probe_environment(), name, command, float(timeout)))
 
 
 @cli.command()
 @click.option("--follow", "-f", is_flag=True, help="Keep printing while the VM runs.")
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=complete_vm_name)
 def logs(follow: bool, name: str | None) -> None:
-    """Print VM NAME's boot messages and serial console."""
+    """Print VM NAME's boot messages and serial console.
+
+    \b
+    Example:
+      bootc-box logs -f web
+    """
     sys.exit(run_logs(probe_environment(), name, follow))
 
 
@@ -291,9 +367,14 @@ STOP_TIMEOUT = seconds_option(
 
 @cli.command()
 @STOP_TIMEOUT
-@click.argument("names", nargs=-1)
+@click.argument("names", nargs=-1, shell_complete=complete_vm_name)
 def stop(timeout: int, names: tuple[str, ...]) -> None:
-    """Power VMs off (the only VM when no NAME); their state stays until rm."""
+    """Power VMs off (the only VM when no NAME); their state stays until rm.
+
+    \b
+    Example:
+      bootc-box stop web db
+    """
     sys.exit(run_stop(probe_environment(), names, float(timeout)))
 
 
@@ -301,29 +382,111 @@ def stop(timeout: int, names: tuple[str, ...]) -> None:
 @click.option("--force", "-f", is_flag=True, help="Stop running VMs first.")
 @click.option("--all", "-a", "remove_all", is_flag=True, help="Remove every VM here.")
 @STOP_TIMEOUT
-@click.argument("names", nargs=-1)
+@click.argument("names", nargs=-1, shell_complete=complete_vm_name)
 def rm(force: bool, remove_all: bool, timeout: int, names: tuple[str, ...]) -> None:
-    """Remove stopped, failed or dead VMs and their state (keys, logs)."""
+    """Remove stopped, failed or dead VMs and their state (keys, logs).
+
+    \b
+    Examples:
+      bootc-box rm web
+      bootc-box rm --force --all
+    """
     sys.exit(run_rm(probe_environment(), names, force, remove_all, float(timeout)))
 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 def doctor(as_json: bool) -> None:
-    """Check what this machine or box offers for booting VMs, with fixes."""
+    """Check what this machine or box offers for booting VMs, with fixes.
+
+    \b
+    Example:
+      podman run --rm --device /dev/kvm -v bootc-box:/cache BOX doctor
+    """
     sys.exit(run_doctor(as_json))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the images as JSON.")
+def images(as_json: bool) -> None:
+    """List the images bootc-box can boot (a containers.bootc label, or a
+    kernel in /usr/lib/modules), from the host's shared store and the box's.
+
+    \b
+    Example:
+      bootc-box images --json | jq -r '.[].names[]'
+    """
+    sys.exit(run_images(probe_environment(), as_json))
+
+
+@cli.command()
+@seconds_option("--timeout", default=600, help="Seconds to wait for a booting VM.")
+@click.argument("source", metavar="SRC")
+@click.argument("destination", metavar="DST")
+def cp(timeout: int, source: str, destination: str) -> None:
+    """Copy a file or directory into a VM (DST is NAME:PATH) or out of one
+    (SRC is NAME:PATH), over its SSH login. An existing directory at DST
+    receives SRC under its own name; any other DST is SRC's new name.
+
+    \b
+    Examples:
+      bootc-box cp ./app.conf web:/etc/app/
+      bootc-box cp web:/var/log/journal ./journal
+    """
+    sys.exit(run_cp(probe_environment(), source, destination, float(timeout)))
+
+
+@cli.command("ssh-config")
+@click.argument("name", required=False, shell_complete=complete_vm_name)
+def ssh_config(name: str | None) -> None:
+    """Print an ssh_config stanza for VM NAME (every running VM when no NAME),
+    so that ssh -F, scp, rsync, Ansible and tmt reach it by name.
+
+    \b
+    Examples:
+      bootc-box ssh-config web > vm.conf && ssh -F vm.conf web
+      rsync -e 'ssh -F vm.conf' -a ./src/ web:/srv/src/
+    """
+    sys.exit(run_ssh_config(probe_environment(), name))
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(SHELLS), metavar="SHELL")
+def completion(shell: str) -> None:
+    """Print the shell completion script for SHELL.
+
+    \b
+    Examples:
+      bootc-box completion bash > ~/.local/share/bash-completion/completions/bootc-box
+      bootc-box completion zsh > "${fpath[1]}/_bootc-box"
+      bootc-box completion fish > ~/.config/fish/completions/bootc-box.fish
+    """
+    completer = get_completion_class(shell)
+    assert completer is not None  # click knows each of SHELLS
+    click.echo(completer(cli, {}, PROG, COMPLETE_VARIABLE).source())
 
 
 @cli.group()
 def cache() -> None:
-    """What is kept in /cache between runs (see cache-layout.md)."""
+    """What is kept in /cache between runs (see cache-layout.md).
+
+    \b
+    Examples:
+      bootc-box cache ls
+      bootc-box cache prune --all
+    """
 
 
 @cache.command("ls")
 @click.option("--json", "as_json", is_flag=True, help="Print images and saved states as JSON.")
 def cache_ls(as_json: bool) -> None:
     """List the images in the box's store and the host's shared store, and
-    the saved VM states that warm starts restore."""
+    the saved VM states that warm starts restore.
+
+    \b
+    Example:
+      bootc-box cache ls --json | jq '.snapshots[].image'
+    """
     sys.exit(run_cache_ls(probe_environment(), as_json))
 
 
@@ -331,17 +494,31 @@ def cache_ls(as_json: bool) -> None:
 @click.option("--all", "all_images", is_flag=True, help="Remove every image of ours not in use.")
 def cache_prune(all_images: bool) -> None:
     """Remove what crashed runs left, images nothing uses, and the boot files
-    and saved states of images that are gone."""
+    and saved states of images that are gone.
+
+    \b
+    Example:
+      bootc-box cache prune
+    """
     sys.exit(run_cache_prune(probe_environment(), all_images))
+
+
+def usage_error(e: click.ClickException) -> str:
+    """click's message on one line, with where the command's usage is."""
+    message = e.format_message().replace("\n", " ").rstrip(".")
+    context = getattr(e, "ctx", None)
+    if isinstance(e, click.UsageError) and context is not None:
+        return f"{message}; see {context.command_path} --help"
+    return message
 
 
 def main() -> None:
     raise_on_sigterm()
     debug = wants_debug(sys.argv[1:])
     try:
-        cli.main(standalone_mode=False)
+        cli.main(prog_name=PROG, complete_var=COMPLETE_VARIABLE, standalone_mode=False)
     except click.ClickException as e:
-        e.show()
+        click.echo(f"bootc-box: error: {usage_error(e)}", err=True)
         sys.exit(EXIT_TOOL_FAILED)
     except (KeyboardInterrupt, click.exceptions.Abort):
         # click turns Ctrl-C into Abort; both mean the user stopped us.

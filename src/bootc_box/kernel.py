@@ -37,14 +37,20 @@ def resolve_in_root(root: Path, path: Path) -> Path:
     return current
 
 
-def boot_files(root: Path, image: str) -> BootFiles:
-    """The one kernel in the image, or an error that says what was found."""
+def kernel_versions(root: Path) -> list[str]:
+    """The kernels the image at `root` ships: /usr/lib/modules/<kver>/vmlinuz."""
     modules = root / MODULES_DIR
-    kernels = sorted(
+    return sorted(
         d.name
         for d in (modules.iterdir() if modules.is_dir() else ())
         if resolve_in_root(root, d / "vmlinuz").is_file()
     )
+
+
+def boot_files(root: Path, image: str) -> BootFiles:
+    """The one kernel in the image, or an error that says what was found."""
+    modules = root / MODULES_DIR
+    kernels = kernel_versions(root)
     if not kernels:
         raise BootcBoxError(
             f"{image} has no kernel: found no /{MODULES_DIR}/<kver>/vmlinuz",

@@ -17,7 +17,7 @@ from bootc_box.cache import remove_stale_mounts
 from bootc_box.detach import SUPERVISOR_LOG
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
-from bootc_box.ssh import SshTarget, connect
+from bootc_box.ssh import SshTarget, connect, ssh_config
 from bootc_box.table import format_table
 from bootc_box.vms import (
     VmRecord,
@@ -161,12 +161,41 @@ def find_vm_when_started(
         time.sleep(0.2)
 
 
+def ssh_target(record: VmRecord) -> SshTarget:
+    return SshTarget(record.ssh_host, record.ssh_port, record.ssh_user, Path(record.ssh_key))
+
+
+def reach_vm(env: Environment, name: str | None, timeout: float) -> SshTarget:
+    """How to log in to a VM, once it has started and finished booting."""
+    directory, record = find_vm_when_started(env, name, timeout)
+    return ssh_target(wait_for_running(directory, record, timeout))
+
+
 def run_ssh(env: Environment, name: str | None, command: tuple[str, ...], timeout: float) -> int:
     """SSH into a VM, waiting for it to start and finish booting first."""
-    directory, record = find_vm_when_started(env, name, timeout)
-    record = wait_for_running(directory, record, timeout)
-    target = SshTarget(record.ssh_host, record.ssh_port, record.ssh_user, Path(record.ssh_key))
+    target = reach_vm(env, name, timeout)
     return connect(target, command, tty=not command and sys.stdin.isatty())
+
+
+def run_ssh_config(env: Environment, name: str | None) -> int:
+    """An ssh_config stanza for VM NAME, or for every VM that has an SSH port."""
+    if name is not None:
+        records = [find_vm(env, name)[1]]
+    else:
+        records = [r for r in reap_dead(env) if current_state(r).live]
+    reachable = [r for r in records if r.ssh_port]
+    if name is not None and not reachable:
+        raise BootcBoxError(
+            f"VM {name} has no SSH port yet ({current_state(records[0]).value})",
+            f"wait for it with bootc-box ssh {name} -- true",
+        )
+    print("\n".join(ssh_config(r.name, ssh_target(r)) for r in reachable), end="")
+    return 0
+
+
+def vm_names(env: Environment) -> list[str]:
+    """Every VM's name, for shell completion."""
+    return [r.name for _, r in list_vms(env) if r is not None]
 
 
 def log_files(directory: Path) -> list[Path]:

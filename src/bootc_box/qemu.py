@@ -50,10 +50,15 @@ def parse_memory(text: str) -> int:
     """A memory size in MiB, from `2048`, `512M` or `2G` (as podman's --memory)."""
     match = _MEMORY.fullmatch(text.strip())
     if not match:
-        raise BootcBoxError(f"invalid memory size {text!r}", "write it like 2048, 512M or 4G")
+        raise BootcBoxError(
+            f"invalid --memory {text!r}",
+            "write it like --memory 2048, --memory 512M or --memory 4G",
+        )
     mib = int(match[1]) * (1024 if (match[2] or "").lower() == "g" else 1)
     if mib < 256:
-        raise BootcBoxError(f"memory size {text!r} is too small to boot", "give at least 256M")
+        raise BootcBoxError(
+            f"--memory {text!r} is too small to boot", "give at least --memory 256M"
+        )
     return mib
 
 

@@ -27,6 +27,7 @@ from bootc_box.images import ImageRef, PullOptions, mount_image, parse_image_ref
 from bootc_box.kernel import BootFiles
 from bootc_box.migration import load_state, save_state
 from bootc_box.processes import last_line, wait_until
+from bootc_box.progress import Progress, start_progress
 from bootc_box.publish import Publish
 from bootc_box.qemu import (
     PortInUse,
@@ -217,11 +218,15 @@ def run_run(spec: RunSpec) -> int:
 def supervise(spec: RunSpec, env: Environment, qemu: str, ref: ImageRef, directory: Path) -> int:
     with ExitStack() as stack:
         vm = stack.enter_context(supervise_vm(directory, spec.image, detached=spec.detach))
+        progress = stack.enter_context(start_progress(spec.console or spec.keeps_running))
+        progress.begin("pull")
         image_id = resolve_image(ref, env, spec.pull)
         vm.update(image_id=image_id)
+        progress.begin("mount")
         root = stack.enter_context(mount_image(image_id, env))
         # Held until QEMU has read the kernel and initramfs.
         boot_lock = stack.enter_context(ExitStack())
+        progress.begin("boot files")
         boot = boot_lock.enter_context(cached_boot_files(env, image_id, root, spec.image))
         accel = choose_accel(spec.accel, qemu, boot.kernel, env.kvm_hint)
         key = spec.ssh_key or generate_key(directory)
@@ -249,7 +254,7 @@ def supervise(spec: RunSpec, env: Environment, qemu: str, ref: ImageRef, directo
             cold = Start(prepared.credential, prepared.key)
             with choose_start(env, cold, warm, attempt_dir) as start:
                 try:
-                    return boot_and_run(spec, prepared, attempt_dir, vm, start)
+                    return boot_and_run(spec, prepared, attempt_dir, vm, start, progress=progress)
                 except RestoreFailed as failed:
                     log.warning("%s; booting cold", failed.message)
                     assert warm is not None
@@ -298,7 +303,13 @@ def vm_spec(
 
 
 def boot_and_run(
-    spec: RunSpec, prepared: Prepared, workdir: Path, vm: VmEntry, start: Start
+    spec: RunSpec,
+    prepared: Prepared,
+    workdir: Path,
+    vm: VmEntry,
+    start: Start,
+    *,
+    progress: Progress,
 ) -> int:
     """One boot (or restore): virtiofsd for the root and each bind, QEMU,
     wait for SSH, then the command or shell, or keep the VM up until it is
@@ -321,7 +332,7 @@ def boot_and_run(
             log.info(
                 "Booting %s (kernel %s, %s)", spec.image, prepared.boot.kver, prepared.accel.name
             )
-        started = time.monotonic()
+        progress.begin("restore" if restore else "boot", lambda: last_line(console_log))
         qemu_log = workdir / "qemu.log"
         qemu = stack.enter_context(start_qemu(vm_spec_, qemu_log, prepared.qemu))
         try:
@@ -338,8 +349,8 @@ def boot_and_run(
         if spec.console or spec.keeps_running:
             follower = stack.enter_context(start_console_follower(console_log, sys.stderr.buffer))
         vm.update(state=VmState.BOOTING, ssh_port=vm_spec_.ssh_port, start=start.kind)
-        target = come_up(spec, prepared, start, running, host_keys.result)
-        log.info("VM is up after %.0f s (%s)", time.monotonic() - started, start.kind)
+        target = come_up(spec, prepared, start, running, host_keys.result, progress=progress)
+        log.info("%s", progress.done(start.kind))
         vm.update(state=VmState.RUNNING)
         if not spec.keeps_running:
             if spec.tty and follower:
@@ -380,6 +391,8 @@ def come_up(
     start: Start,
     running: Running,
     host_keys: Callable[[], bytes],
+    *,
+    progress: Progress,
 ) -> SshTarget:
     """From a started QEMU to a guest that lets the run's key in: load the
     saved state, or wait for the boot and save it; then give the guest its
@@ -397,8 +410,10 @@ def come_up(
     target = SshTarget("127.0.0.1", running.machine.ssh_port, "root", start.login_key)
     if start.save:
         wait_for_ssh(spec, start, running, lambda: ssh_ready(target))
+        progress.begin("save")
         save_for_later(spec, prepared, start, running)
     if start.login_key != prepared.key:
+        progress.begin("ssh")
         run_key = public_key(prepared.key)
         # A restored guest's first login is this one, with no probe before
         # it: each login costs most of a second under TCG.

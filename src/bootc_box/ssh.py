@@ -81,6 +81,21 @@ def check_private_key(key: Path) -> Path:
     return key
 
 
+# How bootc-box logs in to a VM, in ssh_config(5) words: on the command
+# line of each login, and in `bootc-box ssh-config` for other tools.
+SSH_OPTIONS = (
+    ("IdentitiesOnly", "yes"),
+    ("BatchMode", "yes"),
+    ("PasswordAuthentication", "no"),
+    ("KbdInteractiveAuthentication", "no"),
+    # Each VM is new, with a new host key, on a loopback port that this
+    # run forwarded to it: there is no earlier key to check against.
+    ("StrictHostKeyChecking", "no"),
+    ("UserKnownHostsFile", "/dev/null"),
+    ("LogLevel", "ERROR"),
+)
+
+
 def ssh_argv(
     target: SshTarget,
     command: Sequence[str] = (),
@@ -88,28 +103,29 @@ def ssh_argv(
     tty: bool = False,
     connect_timeout: int = 5,
 ) -> list[str]:
-    argv = [
-        "ssh",
-        "-i", str(target.key),
-        "-p", str(target.port),
-        "-o", "IdentitiesOnly=yes",
-        "-o", "BatchMode=yes",
-        "-o", "PasswordAuthentication=no",
-        "-o", "KbdInteractiveAuthentication=no",
-        # Each VM is new, with a new host key, on a loopback port that this
-        # run forwarded to it: there is no earlier key to check against.
-        "-o", "StrictHostKeyChecking=no",
-        "-o", "UserKnownHostsFile=/dev/null",
-        "-o", "LogLevel=ERROR",
-        "-o", f"ConnectTimeout={connect_timeout}",
-        "-t" if tty else "-T",
-        f"{target.user}@{target.host}",
-    ]  # fmt: skip
+    argv = ["ssh", "-i", str(target.key), "-p", str(target.port)]
+    for key, value in (*SSH_OPTIONS, ("ConnectTimeout", str(connect_timeout))):
+        argv += ["-o", f"{key}={value}"]
+    argv += ["-t" if tty else "-T", f"{target.user}@{target.host}"]
     if command:
         # ssh hands the remote shell one string: quote so each argument
         # arrives as given, as with `podman exec`.
         argv += ["--", shlex.join(command)]
     return argv
+
+
+def ssh_config(alias: str, target: SshTarget) -> str:
+    """An ssh_config(5) stanza that logs in to `target` as `ssh alias` does
+    for ssh, scp, rsync, Ansible or tmt, with no flags of their own."""
+    lines = [
+        f"Host {alias}",
+        f"    HostName {target.host}",
+        f"    Port {target.port}",
+        f"    User {target.user}",
+        f"    IdentityFile {target.key}",
+        *(f"    {key} {value}" for key, value in SSH_OPTIONS),
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def ssh_ready(target: SshTarget) -> bool:

@@ -43,9 +43,9 @@ def test_run_mode_runs_the_command_folds_the_boot_and_saves_the_cache(
     assert "hello from vm" in run.stdout
     boot = run.stdout.split("::group::Boot localhost/bootc-box-fixture:latest\n", 1)[1]
     assert "::endgroup::" in boot
-    assert "bootc-box: VM is up after" in boot.split("::endgroup::")[0]
+    assert "bootc-box: VM up in" in boot.split("::endgroup::")[0]
     assert "Linux version" in Path(run.outputs["console-log"]).read_text()
-    assert "exit status 0; VM is up after" in run.summary
+    assert "exit status 0; VM up in" in run.summary
     image_id = podman("image", "inspect", "--format", "{{.Id}}", FIXTURE)
     assert run.step_outputs["setup"]["cache-key"].endswith(image_id)
     assert (runner_temp / "bootc-box-cache.tar").stat().st_size > 0
@@ -64,7 +64,7 @@ def test_a_later_job_restores_the_cache_and_a_failing_command_fails_the_step(
     assert run.failed
     assert run.outputs["exit-status"] == "3"
     assert "Restored /cache from the cache" in run.stdout
-    assert "(restored)" in Path(run.outputs["console-log"]).read_text()
+    assert ", restored (" in Path(run.outputs["console-log"]).read_text()
     [error] = [line for line in run.stdout.splitlines() if line.startswith("::error ")]
     assert error.startswith("::error title=bootc-box::the command exited with status 3;")
     assert "%0A" in error  # the console's last lines, as one annotation

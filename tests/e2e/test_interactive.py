@@ -35,7 +35,7 @@ def test_terminal_without_command_gets_a_shell_whose_exit_status_is_returned() -
     with box_on_terminal("run", FIXTURE) as (proc, keyboard):
         # The VM is up once bootc-box says so; then the login shell reads
         # what we type.
-        read_until(keyboard, b"VM is up after", time.monotonic() + BOOT_DEADLINE)
+        read_until(keyboard, b"VM up in", time.monotonic() + BOOT_DEADLINE)
         os.write(keyboard, b"echo answer-$((6*7)); exit 3\r")
         read_until(keyboard, b"answer-42", time.monotonic() + 120)
         assert proc.wait(timeout=120) == 3

@@ -29,7 +29,7 @@ def test_fixture_boots(privileged: bool, with_volume: bool, request: pytest.Fixt
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "bootc-box fixture"
     assert (NO_VOLUME_WARNING in result.stderr) is (volume is None)
-    assert ("(restored)" in result.stderr) is with_volume
+    assert (", restored (" in result.stderr) is with_volume
 
 
 def doctor(*, volume: str | None, privileged: bool) -> dict[str, dict[str, object]]:

@@ -137,7 +137,7 @@ def test_exit_status_of_command_is_returned(boot: Boot) -> None:
 
 def test_boot_progress_is_shown(boot: Boot) -> None:
     assert "bootc-box: Booting localhost/bootc-box-fixture:latest" in boot.stderr
-    assert "bootc-box: VM is up after" in boot.stderr
+    assert "bootc-box: VM up in" in boot.stderr
 
 
 def test_nothing_is_left_on_the_host(boot: Boot) -> None:

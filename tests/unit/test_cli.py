@@ -6,7 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
+
+from bootc_box import __version__
+from bootc_box.cli import cli
 
 
 def bootc_box(*args: str, path: str | None = None) -> "subprocess.CompletedProcess[str]":
@@ -26,7 +30,8 @@ def test_help_lists_every_command_with_its_summary() -> None:
     assert result.returncode == 0
     commands = result.stdout.split("Commands:\n", 1)[1].splitlines()
     assert [line.split()[0] for line in commands] == [
-        "cache", "doctor", "inspect", "list", "logs", "pull", "rm", "run", "ssh", "stop"
+        "cache", "completion", "cp", "doctor", "images", "inspect", "list", "logs", "pull",
+        "rm", "run", "ssh", "ssh-config", "stop",
     ]  # fmt: skip
     assert any(line.split()[1:3] == ["Boot", "IMAGE"] for line in commands)
 
@@ -34,8 +39,11 @@ def test_help_lists_every_command_with_its_summary() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["run", "--memory", "lots", "img"], "invalid memory size 'lots'; write it like"),
-        (["run", "--memory", "16M", "img"], "too small to boot; give at least 256M"),
+        (
+            ["run", "--memory", "lots", "img"],
+            "invalid --memory 'lots'; write it like --memory 2048",
+        ),
+        (["run", "--memory", "16M", "img"], "too small to boot; give at least --memory 256M"),
         (["run", "oci-archive:/nonexistent.tar"], "/nonexistent.tar does not exist"),
         (["run", "--accel", "hvf", "img"], "Invalid value for '--accel'"),
         (["run"], "Missing argument 'IMAGE'"),
@@ -87,3 +95,79 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     assert result.returncode == 125
     assert "Traceback" in result.stderr
     assert result.stderr.endswith("podman is not installed; install the podman package\n")
+
+
+def command_paths() -> list[list[str]]:
+    """Every command and subcommand, as the words that name it."""
+    paths = []
+    for name, command in cli.commands.items():
+        if isinstance(command, click.Group):
+            paths += [[name, sub] for sub in command.commands]
+        else:
+            paths.append([name])
+    return paths
+
+
+@pytest.mark.parametrize("words", command_paths(), ids=" ".join)
+def test_every_help_shows_an_example_that_uses_the_command(words: list[str]) -> None:
+    result = bootc_box(*words, "--help")
+    assert result.returncode == 0, result.stderr
+    examples = result.stdout.split("Example", 1)[1].splitlines()[1:]
+    assert any(f"bootc-box {' '.join(words)}" in line for line in examples) or words == ["doctor"]
+    assert any(" doctor" in line for line in examples) or words != ["doctor"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["run", "--cpus", "0", "img"],
+            "Invalid value for '--cpus': 0 is not in the range x>=1; see bootc-box run --help",
+        ),
+        (
+            ["completion", "tcsh"],
+            "'tcsh' is not one of 'bash', 'zsh', 'fish'; see bootc-box completion --help",
+        ),
+        (["cp", "a"], "Missing argument 'DST'; see bootc-box cp --help"),
+        (["cp", "a", "b"], "one of SRC and DST must be in a VM"),
+        (["nosuch"], "No such command 'nosuch'; see bootc-box --help"),
+    ],
+)
+def test_usage_errors_are_one_line_naming_where_help_is(args: list[str], message: str) -> None:
+    result = bootc_box(*args)
+    assert result.returncode == 125
+    assert result.stderr.startswith("bootc-box: error: ")
+    assert result.stderr.count("\n") == 1
+    assert message in result.stderr
+
+
+def test_version_is_the_package_version() -> None:
+    result = bootc_box("--version")
+    assert result.returncode == 0
+    assert result.stdout == f"bootc-box, version {__version__}\n"
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_scripts_call_back_into_bootc_box(shell: str) -> None:
+    result = bootc_box("completion", shell)
+    assert result.returncode == 0, result.stderr
+    assert "_BOOTC_BOX_COMPLETE" in result.stdout
+    assert f"{shell}_complete" in result.stdout
+
+
+def test_bash_loads_the_completion_and_completes_commands(tmp_path: Path) -> None:
+    """The script as bash sources it, and the answers it then asks for."""
+    script = tmp_path / "bootc-box.bash"
+    script.write_text(bootc_box("completion", "bash").stdout)
+    loaded = subprocess.run(
+        ["bash", "-c", f"source {script}; complete -p bootc-box"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert loaded.returncode == 0, loaded.stderr
+    assert "-F _bootc_box_completion bootc-box" in loaded.stdout
+    env = dict(os.environ, COMP_WORDS="bootc-box ss", COMP_CWORD="1",
+               _BOOTC_BOX_COMPLETE="bash_complete")  # fmt: skip
+    answer = subprocess.run(
+        [sys.executable, "-m", "bootc_box"], env=env, capture_output=True, text=True, check=False
+    )
+    assert answer.stdout.split() == ["plain,ssh", "plain,ssh-config"]

@@ -86,9 +86,9 @@ def test_memory_sizes(text: str, mib: int) -> None:
 
 @pytest.mark.parametrize("text", ["", "lots", "2T", "-1G", "1.5G", "2B"])
 def test_bad_memory_sizes_say_how_to_write_one(text: str) -> None:
-    with pytest.raises(BootcBoxError, match="invalid memory size") as err:
+    with pytest.raises(BootcBoxError, match="invalid --memory") as err:
         parse_memory(text)
-    assert err.value.hint == "write it like 2048, 512M or 4G"
+    assert err.value.hint == "write it like --memory 2048, --memory 512M or --memory 4G"
 
 
 def test_too_little_memory_is_refused() -> None:

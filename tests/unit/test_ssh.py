@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from bootc_box.errors import BootcBoxError
-from bootc_box.ssh import SshTarget, check_private_key, ssh_argv
+from bootc_box.ssh import SshTarget, check_private_key, ssh_argv, ssh_config
 
 TARGET = SshTarget("127.0.0.1", 40022, "root", Path("/run/id_ed25519"))
 
@@ -71,3 +71,21 @@ def test_a_file_that_is_no_key_is_refused(tmp_path: Path) -> None:
     key.chmod(0o600)
     with pytest.raises(BootcBoxError, match="is not a private key ssh can read"):
         check_private_key(key)
+
+
+def test_ssh_config_logs_in_as_bootc_box_does() -> None:
+    target = SshTarget("127.0.0.1", 40022, "root", Path("/run/vms/web/id_ed25519"))
+    stanza = ssh_config("web", target).splitlines()
+    assert stanza[:5] == [
+        "Host web",
+        "    HostName 127.0.0.1",
+        "    Port 40022",
+        "    User root",
+        "    IdentityFile /run/vms/web/id_ed25519",
+    ]
+    options = dict(line.split() for line in stanza[5:])
+    argv = ssh_argv(target)
+    # The same options as bootc-box's own logins, each one.
+    assert {f"{k}={v}" for k, v in options.items()} <= set(argv)
+    assert options["PasswordAuthentication"] == "no"
+    assert options["IdentitiesOnly"] == "yes"

@@ -1,0 +1,155 @@
+"""`bootc-box cp`: files and directories to and from a VM, as tar streams over
+its SSH login (the guest needs only `tar` and `sh`, which bootc images have).
+
+The destination follows podman cp: an existing directory receives SRC under
+its own name; any other path is where SRC lands, renamed. Either way the
+copy is unpacked beside the destination and renamed into place, so a failed
+copy leaves no half of it there."""
+
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+from bootc_box.environment import Environment
+from bootc_box.errors import BootcBoxError
+from bootc_box.manage import reach_vm
+from bootc_box.ssh import SshTarget, ssh_argv
+
+_REMOTE = re.compile(r"(?P<name>[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}):(?P<path>.*)")
+
+# Runs in the guest with the destination and SRC's name as $1 and $2,
+# reading SRC as a tar stream on stdin.
+GUEST_UNPACK = r"""
+set -eu
+dst=${1%/}; name=$2
+if [ -d "$dst" ]; then dst=$dst/$name; fi
+parent=$(dirname -- "$dst")
+[ -d "$parent" ] || { echo "no directory $parent in the VM" >&2; exit 1; }
+tmp=$(mktemp -d "$parent/.bootc-box-cp.XXXXXX")
+trap 'rm -rf -- "$tmp"' EXIT
+tar -C "$tmp" --no-same-owner -xf -
+# Into a directory that is there already, as cp -r does: merged.
+if [ -d "$dst" ] && [ ! -L "$dst" ]; then cp -a -- "$tmp/$name/." "$dst/"
+else mv -f -- "$tmp/$name" "$dst"; fi
+"""
+
+# Runs in the guest with SRC as $1: writes it as a tar stream on stdout.
+GUEST_PACK = r"""
+set -eu
+src=${1%/}
+[ -e "$src" ] || { echo "$src: no such file or directory in the VM" >&2; exit 1; }
+cd -- "$(dirname -- "$src")"
+exec tar -cf - -- "$(basename -- "$src")"
+"""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One side of a copy: a path on this machine (vm None) or in VM `vm`."""
+
+    path: str
+    vm: str | None = None
+
+
+def parse_endpoint(text: str) -> Endpoint:
+    """`NAME:PATH` names a path in a VM; anything else (`./a:b`, `/a:b`) is local."""
+    match = _REMOTE.fullmatch(text)
+    if match and not text.startswith(("/", ".")):
+        if not match["path"]:
+            raise BootcBoxError(f"{text!r} names no path in the VM", f"write {text}/PATH")
+        return Endpoint(match["path"], match["name"])
+    if not text:
+        raise BootcBoxError("an empty path", "name a file or directory")
+    return Endpoint(text)
+
+
+def copy_direction(source: Endpoint, destination: Endpoint) -> str:
+    """'in' (to a VM) or 'out' (from one); exactly one side is a VM's."""
+    if (source.vm is None) == (destination.vm is None):
+        raise BootcBoxError(
+            "one of SRC and DST must be in a VM, the other here",
+            "write bootc-box cp FILE NAME:/PATH or bootc-box cp NAME:/PATH FILE",
+        )
+    return "in" if destination.vm else "out"
+
+
+def tar_info_as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    """Files arrive owned by the guest's root, as podman cp gives a
+    container's files to its root, whoever owns them here."""
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
+
+
+def copy_in(target: SshTarget, source: Path, destination: str) -> None:
+    if not source.exists():
+        raise BootcBoxError(f"{source} does not exist", "check the path")
+    name = source.resolve().name
+    argv = ssh_argv(target, ["sh", "-c", GUEST_UNPACK, "sh", destination, name])
+    with tempfile.TemporaryFile() as errors:
+        guest = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=errors)
+        assert guest.stdin is not None
+        try:
+            with tarfile.open(fileobj=guest.stdin, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                tar.add(source, arcname=name, filter=tar_info_as_root)
+        except BrokenPipeError:
+            pass  # the guest stopped reading; its status and message say why
+        finally:
+            guest.stdin.close()
+        if guest.wait() != 0:
+            raise copy_failed(errors, f"cannot copy {source} to the VM")
+
+
+def copy_out(target: SshTarget, source: str, destination: Path) -> None:
+    into = destination
+    if destination.is_dir():
+        into = destination / PurePosixPath(source.rstrip("/")).name
+    if not into.parent.is_dir():
+        raise BootcBoxError(f"no directory {into.parent}", "create it first")
+    argv = ssh_argv(target, ["sh", "-c", GUEST_PACK, "sh", source])
+    unpacked = Path(tempfile.mkdtemp(prefix=".bootc-box-cp.", dir=into.parent))
+    try:
+        with tempfile.TemporaryFile() as errors:
+            guest = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors)
+            assert guest.stdout is not None
+            try:
+                with tarfile.open(fileobj=guest.stdout, mode="r|") as tar:
+                    # "data": the guest is not trusted to write outside the
+                    # destination, or to make devices and set-id files here.
+                    tar.extractall(unpacked, filter="data")
+            except tarfile.TarError as e:
+                guest.kill()
+                if guest.wait() == 0:
+                    raise BootcBoxError(f"the VM sent a broken archive ({e})") from e
+            finally:
+                guest.stdout.close()
+            if guest.wait() != 0:
+                raise copy_failed(errors, f"cannot copy {source} from the VM")
+        (copied,) = unpacked.iterdir()
+        if into.is_dir() and not into.is_symlink():  # merged, as cp -r does
+            shutil.copytree(copied, into, symlinks=True, dirs_exist_ok=True)
+        else:
+            copied.replace(into)
+    finally:
+        shutil.rmtree(unpacked, ignore_errors=True)
+
+
+def copy_failed(errors: IO[bytes], what: str) -> BootcBoxError:
+    """The guest's last word on stderr (tar's, or the script's)."""
+    errors.seek(0)
+    lines = errors.read().decode(errors="replace").strip().splitlines()
+    return BootcBoxError(f"{what}: {lines[-1] if lines else 'the copy failed'}")
+
+
+def run_cp(env: Environment, source: str, destination: str, timeout: float) -> int:
+    src, dst = parse_endpoint(source), parse_endpoint(destination)
+    if copy_direction(src, dst) == "in":
+        copy_in(reach_vm(env, dst.vm, timeout), Path(src.path), dst.path)
+    else:
+        copy_out(reach_vm(env, src.vm, timeout), src.path, Path(dst.path))
+    return 0

@@ -1,0 +1,94 @@
+import io
+
+import pytest
+
+from bootc_box.progress import Progress, Style, choose_style, printable, summary
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_summary_says_where_the_time_went() -> None:
+    phases = {"pull": 0.2, "mount": 1.4, "boot files": 0.0, "boot": 31.2}
+    assert summary(33.4, phases, "cold") == (
+        "VM up in 33 s, cold (pull 0 s, mount 1 s, boot files 0 s, boot 31 s)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("terminal", "console", "environ", "style"),
+    [
+        (True, False, {"TERM": "xterm-256color"}, Style.LIVE),
+        (False, False, {"TERM": "xterm-256color"}, Style.PLAIN),
+        # The guest's console shares the terminal; a live line would be torn.
+        (True, True, {"TERM": "xterm"}, Style.PLAIN),
+        (True, False, {"TERM": "dumb"}, Style.PLAIN),
+        (True, False, {}, Style.PLAIN),
+        (False, False, {"GITHUB_ACTIONS": "true"}, Style.GITHUB),
+    ],
+)
+def test_style_follows_the_terminal(
+    terminal: bool, console: bool, environ: dict[str, str], style: Style
+) -> None:
+    assert choose_style(terminal, console, environ) is style
+
+
+def test_plain_phases_end_with_a_timestamped_line_each() -> None:
+    clock, err = Clock(), io.StringIO()
+    progress = Progress(Style.PLAIN, err, clock)
+    progress.begin("pull")
+    clock.now += 2.0
+    progress.begin("boot")
+    clock.now += 30.0
+    progress.begin("boot files")  # a second attempt adds to the phases it repeats
+    progress.begin("boot")
+    clock.now += 1.0
+    assert progress.done("cold") == "VM up in 33 s, cold (pull 2 s, boot 31 s, boot files 0 s)"
+    lines = err.getvalue().splitlines()
+    assert [line.split()[2:] for line in lines] == [
+        ["pull", "2.0", "s"], ["boot", "30", "s"], ["boot", "files", "0.0", "s"],
+        ["boot", "1.0", "s"],
+    ]  # fmt: skip
+    assert all(line.startswith("bootc-box: ") and line[13] == ":" for line in lines)
+
+
+def test_github_actions_folds_the_boot_into_a_group() -> None:
+    clock, err = Clock(), io.StringIO()
+    progress = Progress(Style.GITHUB, err, clock)
+    progress.begin("mount")
+    progress.begin("boot")
+    progress.done("cold")
+    lines = err.getvalue().splitlines()
+    assert lines[1] == "::group::bootc-box: boot"
+    assert lines[3] == "::endgroup::"
+    assert len(lines) == 4
+
+
+def test_a_failed_run_closes_the_group_without_a_phase_line() -> None:
+    err = io.StringIO()
+    progress = Progress(Style.GITHUB, err, Clock())
+    progress.begin("boot")
+    progress.abandon()
+    assert err.getvalue().splitlines() == ["::group::bootc-box: boot", "::endgroup::"]
+
+
+def test_live_lines_end_as_plain_lines_with_their_time() -> None:
+    clock, err = Clock(), io.StringIO()
+    progress = Progress(Style.LIVE, err, clock)
+    progress.begin("boot", lambda: "\x1b[0;32m  OK  \x1b[0m] Started sshd")
+    clock.now += 12.3
+    progress.done("cold")
+    assert "bootc-box: boot 12 s\n" in err.getvalue()
+
+
+def test_a_guest_line_cannot_drive_the_terminal() -> None:
+    line = (
+        "\x1b[!p\x1b]104\x07\x1b[?7h\x1b[6n\x1b[32766;32766H"
+        "[\x1b[0;32m  OK  \x1b[0m] Started\t\x07x"
+    )
+    assert printable(line) == "[  OK  ] Startedx"

@@ -13,6 +13,7 @@ from bootc_box.errors import BootcBoxError
 from bootc_box.images import mount_image
 from bootc_box.kernel import kernel_versions
 from bootc_box.table import format_table
+from bootc_box.userns import enter_podman_userns
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ def describe_bootable(b: BootableImage) -> dict[str, object]:
 
 
 def run_images(env: Environment, as_json: bool) -> int:
+    enter_podman_userns(env)  # natively without root, mounts work only there
     images = bootable_images(env)
     if as_json:
         print(json.dumps([describe_bootable(b) for b in images], indent=2))

@@ -5,7 +5,7 @@ import json
 
 from bootc_box.environment import Check, probe_checks, probe_environment
 from bootc_box.table import format_table
-from bootc_box.virtiofsd import find_virtiofsd
+from bootc_box.virtiofsd import find_old_virtiofsd, find_virtiofsd
 
 
 def render_table(checks: list[Check]) -> str:
@@ -22,6 +22,8 @@ def render_json(checks: list[Check]) -> str:
 
 def run_doctor(as_json: bool) -> int:
     """Print the checks; non-zero when something required to boot is missing."""
-    checks = probe_checks(probe_environment(), find_virtiofsd())
+    virtiofsd = find_virtiofsd()
+    old = None if virtiofsd else find_old_virtiofsd()
+    checks = probe_checks(probe_environment(), virtiofsd, old)
     print(render_json(checks) if as_json else render_table(checks))
     return 0 if all(c.ok for c in checks if c.required) else 1

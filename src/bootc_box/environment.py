@@ -20,6 +20,12 @@ CACHE = Path("/cache")
 CACHE_LOST_VARIABLE = "BOOTC_BOX_CACHE_IS_TMPFS"
 FULL_ID_MAP = ("0", "0", "4294967295")
 CAP_SYS_ADMIN = 21
+# Set by rootless podman in the user namespace it makes (podman unshare).
+PODMAN_USERNS_VARIABLE = "_CONTAINERS_USERNS_CONFIGURED"
+# The runtime directory a native command found before it re-ran itself in
+# that namespace, where it is root and podman may have changed
+# XDG_RUNTIME_DIR: both halves must use one directory.
+RUNTIME_DIR_VARIABLE = "BOOTC_BOX_RUNTIME_DIR"
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,8 @@ class Environment:
 
 def runtime_dir(env: Environment) -> Path:
     """Where state that dies with this box (or this boot of the host) lives."""
+    if not env.in_box and os.environ.get(RUNTIME_DIR_VARIABLE):
+        return Path(os.environ[RUNTIME_DIR_VARIABLE])
     if not env.in_box and os.environ.get("XDG_RUNTIME_DIR"):
         return Path(os.environ["XDG_RUNTIME_DIR"]) / "bootc-box"
     if os.geteuid() == 0:
@@ -165,13 +173,15 @@ def _host_images() -> Check:
     )
 
 
-def _tool(name: str, path: str | Path | None, package: str) -> Check:
+def _tool(name: str, path: str | Path | None, package: str, unusable: str = "") -> Check:
     if path is None:
-        return Check(name, False, "not found", f"install the {package} package")
+        return Check(name, False, unusable or "not found", f"install the {package} package")
     return Check(name, True, str(path))
 
 
-def probe_checks(env: Environment, virtiofsd: Path | None) -> list[Check]:
+def probe_checks(
+    env: Environment, virtiofsd: Path | None, old_virtiofsd: Path | None = None
+) -> list[Check]:
     proc = Path("/proc/self")
     checks = [
         _device("kvm", Path("/dev/kvm"), "whether it runs the guest is probed at boot",
@@ -184,8 +194,11 @@ def probe_checks(env: Environment, virtiofsd: Path | None) -> list[Check]:
     ]  # fmt: skip
     if env.in_box:
         checks += [_cache_volume((proc / "mountinfo").read_text()), _host_images()]
+    old = f"only QEMU's old C virtiofsd, at {old_virtiofsd}, which takes other options"
     checks += [
-        _tool(program, virtiofsd if program == "virtiofsd" else shutil.which(program), package)
+        _tool(program, virtiofsd, package, old if old_virtiofsd else "")
+        if program == "virtiofsd"
+        else _tool(program, shutil.which(program), package)
         for program, package in PACKAGES.items()
     ]
     return checks

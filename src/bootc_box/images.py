@@ -130,11 +130,16 @@ def local_image_id(name: str) -> str | None:
     return podman("image", "inspect", "--format", "{{.Id}}", name).stdout.strip()
 
 
+def check_archive(ref: ImageRef, env: Environment) -> None:
+    """An archive or layout named by path must be there (in the box: mounted)."""
+    if ref.transport and not Path(ref.path).exists():
+        raise BootcBoxError(f"{ref.path} does not exist", env.archive_hint(ref.path))
+
+
 def resolve_image(ref: ImageRef, env: Environment, options: PullOptions) -> str:
     """The image's ID in podman's storage, pulled or loaded as the policy says."""
     if ref.transport:
-        if not Path(ref.path).exists():
-            raise BootcBoxError(f"{ref.path} does not exist", env.archive_hint(ref.path))
+        check_archive(ref, env)
         log.info("Loading %s", ref)
         return podman("pull", "--quiet", str(ref)).stdout.strip().splitlines()[-1]
     local = None if options.policy is PullPolicy.ALWAYS else local_image_id(ref.name)

@@ -234,17 +234,33 @@ def stop_vm(directory: Path, record: VmRecord, timeout: float) -> bool:
     try:
         supervisor = psutil.Process(record.supervisor_pid)
         supervisor.send_signal(signal.SIGTERM)
-        supervisor.wait(timeout)
-    except psutil.NoSuchProcess:
-        pass
-    except psutil.TimeoutExpired:
+        if wait_gone(supervisor, timeout):
+            return False
         log.warning(
             "the supervisor of %s did not stop within %.0f s; killing it", record.name, timeout
         )
         supervisor.kill()
-        supervisor.wait(timeout)
-        return True
-    return False
+    except psutil.NoSuchProcess:
+        return False
+    wait_gone(supervisor, timeout)
+    return True
+
+
+def wait_gone(process: psutil.Process, timeout: float) -> bool:
+    """Whether `process` ended within `timeout`. A zombie has ended: a
+    detached supervisor is nobody's child, and where PID 1 never reaps (a
+    container whose PID 1 is `sleep infinity`) it stays a zombie for good,
+    which psutil's wait() would wait out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
 
 
 def run_stop(env: Environment, names: tuple[str, ...], timeout: float) -> int:

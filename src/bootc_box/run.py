@@ -23,7 +23,14 @@ from bootc_box.detach import start_detached
 from bootc_box.environment import Environment, probe_environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.identity import give_own_identity, new_host_keys
-from bootc_box.images import ImageRef, PullOptions, mount_image, parse_image_ref, resolve_image
+from bootc_box.images import (
+    ImageRef,
+    PullOptions,
+    check_archive,
+    mount_image,
+    parse_image_ref,
+    resolve_image,
+)
 from bootc_box.kernel import BootFiles
 from bootc_box.migration import load_state, save_state
 from bootc_box.processes import last_line, wait_until
@@ -40,10 +47,12 @@ from bootc_box.qemu import (
 )
 from bootc_box.snapshots import discard_snapshot, program_versions, snapshot_key
 from bootc_box.ssh import SshTarget, check_private_key, connect, generate_key, public_key, ssh_ready
+from bootc_box.userns import enter_podman_userns
 from bootc_box.virtiofsd import (
     Virtiofsd,
     VirtiofsdSpec,
     find_virtiofsd,
+    require_virtiofsd,
     start_virtiofsd,
 )
 from bootc_box.vms import VmEntry, VmState, check_name, claim_vm_dir, new_name, supervise_vm
@@ -204,11 +213,14 @@ def run_run(spec: RunSpec) -> int:
     VM here, or under a detached supervisor."""
     spec = with_absolute_paths(spec, Path.cwd())
     env = probe_environment()
-    qemu = require_qemu()
     ref = parse_image_ref(spec.image)
+    check_archive(ref, env)
+    qemu = require_qemu()
+    require_virtiofsd()
     check_bind_sources(spec.binds, env)
     if spec.ssh_key:
         check_private_key(spec.ssh_key)
+    enter_podman_userns(env)
     directory = claim_vm_dir(env, check_name(spec.name) if spec.name else new_name())
     if spec.detach:
         return start_detached(directory, lambda: supervise(spec, env, qemu, ref, directory))

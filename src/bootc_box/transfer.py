@@ -86,6 +86,19 @@ def tar_info_as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
+def from_guest(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo | None:
+    """tarfile's "data" filter: the guest is not trusted to write outside the
+    destination, or to make devices or set-id files here. But a symbolic
+    link to an absolute path (/etc/alternatives/...) is kept as the guest
+    has it, as cp -a and podman cp keep it: it is only a name here, never
+    followed while unpacking (a later member under it would leave the
+    destination, which the filter refuses)."""
+    if member.issym():
+        checked = tarfile.data_filter(member.replace(linkname=".", deep=False), destination)
+        return checked.replace(linkname=member.linkname, deep=False) if checked else None
+    return tarfile.data_filter(member, destination)
+
+
 def copy_in(target: SshTarget, source: Path, destination: str) -> None:
     if not source.exists():
         raise BootcBoxError(f"{source} does not exist", "check the path")
@@ -112,6 +125,7 @@ def copy_out(target: SshTarget, source: str, destination: Path) -> None:
     if not into.parent.is_dir():
         raise BootcBoxError(f"no directory {into.parent}", "create it first")
     argv = ssh_argv(target, ["sh", "-c", GUEST_PACK, "sh", source])
+    what = f"cannot copy {source} from the VM"
     unpacked = Path(tempfile.mkdtemp(prefix=".bootc-box-cp.", dir=into.parent))
     try:
         with tempfile.TemporaryFile() as errors:
@@ -119,17 +133,16 @@ def copy_out(target: SshTarget, source: str, destination: Path) -> None:
             assert guest.stdout is not None
             try:
                 with tarfile.open(fileobj=guest.stdout, mode="r|") as tar:
-                    # "data": the guest is not trusted to write outside the
-                    # destination, or to make devices and set-id files here.
-                    tar.extractall(unpacked, filter="data")
+                    tar.extractall(unpacked, filter=from_guest)
             except tarfile.TarError as e:
-                guest.kill()
-                if guest.wait() == 0:
-                    raise BootcBoxError(f"the VM sent a broken archive ({e})") from e
+                guest.stdout.close()  # a guest still writing stops on EPIPE
+                guest.wait()
+                # What the guest said (SRC missing), else what was refused.
+                raise copy_failed(errors, what, default=str(e)) from e
             finally:
                 guest.stdout.close()
             if guest.wait() != 0:
-                raise copy_failed(errors, f"cannot copy {source} from the VM")
+                raise copy_failed(errors, what)
         (copied,) = unpacked.iterdir()
         if into.is_dir() and not into.is_symlink():  # merged, as cp -r does
             shutil.copytree(copied, into, symlinks=True, dirs_exist_ok=True)
@@ -139,11 +152,11 @@ def copy_out(target: SshTarget, source: str, destination: Path) -> None:
         shutil.rmtree(unpacked, ignore_errors=True)
 
 
-def copy_failed(errors: IO[bytes], what: str) -> BootcBoxError:
+def copy_failed(errors: IO[bytes], what: str, default: str = "the copy failed") -> BootcBoxError:
     """The guest's last word on stderr (tar's, or the script's)."""
     errors.seek(0)
     lines = errors.read().decode(errors="replace").strip().splitlines()
-    return BootcBoxError(f"{what}: {lines[-1] if lines else 'the copy failed'}")
+    return BootcBoxError(f"{what}: {lines[-1] if lines else default}")
 
 
 def run_cp(env: Environment, source: str, destination: str, timeout: float) -> int:

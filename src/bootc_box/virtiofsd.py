@@ -2,7 +2,9 @@
 
 import dataclasses
 import enum
+import functools
 import logging
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -45,11 +47,39 @@ class VirtiofsdSpec:
     sandbox: Sandbox = Sandbox.NAMESPACE
 
 
-def find_virtiofsd() -> Path | None:
+def installed_virtiofsds() -> list[Path]:
     on_path = shutil.which("virtiofsd")
-    if on_path:
-        return Path(on_path)
-    return next((c for c in CANDIDATES if c.is_file()), None)
+    return [*([Path(on_path)] if on_path else []), *(c for c in CANDIDATES if c.is_file())]
+
+
+@functools.cache
+def is_rust_virtiofsd(binary: Path) -> bool:
+    """The Rust virtiofsd says `virtiofsd 1.13.2`; QEMU's C one (in
+    /usr/lib/qemu up to QEMU 7.2, Debian 12's) says `virtiofsd version
+    7.2.x` and takes none of the options we pass."""
+    try:
+        result = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, check=False, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return re.match(r"virtiofsd \d", result.stdout) is not None
+
+
+def find_virtiofsd() -> Path | None:
+    return next((p for p in installed_virtiofsds() if is_rust_virtiofsd(p)), None)
+
+
+def require_virtiofsd() -> Path:
+    binary = find_virtiofsd()
+    if binary is None:
+        raise not_installed("virtiofsd")
+    return binary
+
+
+def find_old_virtiofsd() -> Path | None:
+    """QEMU's C virtiofsd, when that is all there is."""
+    return next((p for p in installed_virtiofsds() if not is_rust_virtiofsd(p)), None)
 
 
 def virtiofsd_argv(binary: Path, spec: VirtiofsdSpec) -> list[str]:
@@ -106,9 +136,7 @@ _working_sandbox: list[Sandbox] = []
 def start_virtiofsd(spec: VirtiofsdSpec, log_file: Path) -> Iterator[Virtiofsd]:
     """Run virtiofsd for one guest, in the strongest sandbox that works here,
     until it listens on its vhost-user socket."""
-    binary = find_virtiofsd()
-    if binary is None:
-        raise not_installed("virtiofsd")
+    binary = require_virtiofsd()
     sandboxes = _working_sandbox[-1:] or list(Sandbox)
     for sandbox in sandboxes:
         attempt = dataclasses.replace(spec, sandbox=sandbox)

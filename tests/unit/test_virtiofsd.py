@@ -3,6 +3,8 @@ from pathlib import Path
 import pytest
 
 from bootc_box import virtiofsd
+from bootc_box.environment import Environment, probe_checks
+from bootc_box.errors import BootcBoxError
 from bootc_box.virtiofsd import Sandbox, VirtiofsdSpec, start_virtiofsd, virtiofsd_argv
 
 
@@ -63,3 +65,42 @@ def test_the_strongest_sandbox_that_works_is_used_and_then_kept(
         "namespace", "chroot", "chroot"
     ]  # fmt: skip
     assert server.process.poll() is not None  # stopped with its block
+
+
+NATIVE = Environment(in_box=False)
+
+
+def fake_program(directory: Path, name: str, version_line: str) -> Path:
+    """A stand-in that only answers --version: enough to tell which virtiofsd it is."""
+    path = directory / name
+    path.write_text(f"#!/bin/sh\necho '{version_line}'\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_qemus_old_c_virtiofsd_is_not_taken_for_one_we_can_drive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = fake_program(tmp_path, "virtiofsd", "virtiofsd version 7.2.22 (Debian 1:7.2+dfsg-7)")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(virtiofsd, "CANDIDATES", ())
+    assert virtiofsd.find_virtiofsd() is None
+    assert virtiofsd.find_old_virtiofsd() == old
+    with pytest.raises(BootcBoxError, match="virtiofsd is not installed; install the virtiofsd"):
+        virtiofsd.require_virtiofsd()
+    checks = {c.name: c for c in probe_checks(NATIVE, None, old)}
+    assert not checks["virtiofsd"].ok
+    assert checks["virtiofsd"].detail == (
+        f"only QEMU's old C virtiofsd, at {old}, which takes other options"
+    )
+
+
+def test_the_rust_virtiofsd_is_found_beside_an_old_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_program(tmp_path, "virtiofsd", "virtiofsd version 7.2.22")
+    (tmp_path / "libexec").mkdir()
+    rust = fake_program(tmp_path / "libexec", "virtiofsd", "virtiofsd 1.13.2")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(virtiofsd, "CANDIDATES", (rust,))
+    assert virtiofsd.find_virtiofsd() == rust

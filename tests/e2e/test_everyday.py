@@ -1,0 +1,156 @@
+"""What a person uses every day besides run: images, cp, ssh-config, and
+shell completion from the box image. One long-lived box on the host's
+network holds a detached VM (restored from the session's saved state) whose
+SSH key and work directory are shared with the host at the same path, as
+the GitHub Action does."""
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import BOOT_DEADLINE, BOX, FIXTURE, CacheVolume, box_argv, podman
+
+MARKER = "/usr/share/bootc-box-fixture-marker"
+
+
+@dataclass(frozen=True)
+class Desk:
+    container: str
+    work: Path
+
+    def bootc_box(self, *args: str) -> "subprocess.CompletedProcess[str]":
+        return subprocess.run(
+            ["podman", "exec", self.container, "bootc-box", *args],
+            capture_output=True, text=True, check=False, timeout=BOOT_DEADLINE,
+        )  # fmt: skip
+
+    def ssh(self, *command: str) -> "subprocess.CompletedProcess[str]":
+        return self.bootc_box("ssh", "web", "--", *command)
+
+
+@pytest.fixture(scope="module")
+def desk(warm_volume: CacheVolume, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
+    work = tmp_path_factory.mktemp("desk")
+    key = work / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    name = f"bootc-box-test-desk-{time.monotonic_ns()}"
+    options = ("-d", "--name", name, "--network", "host", "-v", f"{work}:{work}")
+    subprocess.run(box_argv("sleep", "infinity", volume=warm_volume.name, options=options),
+                   check=True, capture_output=True)  # fmt: skip
+    try:
+        desk = Desk(name, work)
+        started = desk.bootc_box("run", "-d", "--name", "web", "--ssh-key", str(key), FIXTURE)
+        assert started.returncode == 0, started.stderr
+        up = desk.ssh("true")
+        assert up.returncode == 0, up.stderr
+        yield desk
+    finally:
+        subprocess.run(["podman", "rm", "--force", "--time", "0", name],
+                       check=False, capture_output=True)  # fmt: skip
+
+
+def test_images_lists_bootable_images_only(desk: Desk) -> None:
+    result = desk.bootc_box("images", "--json")
+    assert result.returncode == 0, result.stderr
+    listed = {name: image for image in json.loads(result.stdout) for name in image["names"]}
+    fixture = listed[FIXTURE]
+    assert fixture["store"] == "host"
+    assert fixture["kernels"] == [kernel_of_fixture(desk)]
+    assert fixture["id"] == podman("image", "inspect", "--format", "{{.Id}}", FIXTURE)
+    # The base image has no kernel, and the box image is no bootc image.
+    assert "localhost/debian:trixie" not in listed
+    assert BOX not in listed
+    table = desk.bootc_box("images")
+    assert table.stdout.splitlines()[0].split()[:5] == [
+        "REPOSITORY",
+        "TAG",
+        "IMAGE",
+        "ID",
+        "KERNEL",
+    ]
+    assert any(line.split()[:2] == ["localhost/bootc-box-fixture", "latest"]
+               for line in table.stdout.splitlines())  # fmt: skip
+    # Looking into images left no mount containers behind.
+    assert desk.bootc_box("cache", "prune").stderr.startswith("bootc-box: Removed 0 stale mounts")
+
+
+def kernel_of_fixture(desk: Desk) -> str:
+    return desk.ssh("uname", "-r").stdout.strip()
+
+
+def test_cp_a_file_and_a_directory_into_the_vm(desk: Desk) -> None:
+    source = desk.work / "in"
+    (source / "sub").mkdir(parents=True)
+    (source / "sub" / "deep.txt").write_text("deep\n")
+    (source / "top.txt").write_text("top\n")
+    single = desk.work / "note.txt"
+    single.write_text("a note\n")
+    assert desk.bootc_box("cp", str(source), "web:/root/").returncode == 0
+    renamed = desk.bootc_box("cp", str(single), "web:/root/renamed.txt")
+    assert renamed.returncode == 0, renamed.stderr
+    seen = desk.ssh("sh", "-c", "cat /root/in/sub/deep.txt /root/in/top.txt /root/renamed.txt; "
+                    "stat -c %U /root/in/top.txt; ls -A /root | grep -c bootc-box-cp")  # fmt: skip
+    assert seen.stdout.splitlines() == ["deep", "top", "a note", "root", "0"], seen.stderr
+
+
+def test_cp_a_file_and_a_directory_out_of_the_vm(desk: Desk) -> None:
+    out = desk.work / "out"
+    out.mkdir()
+    assert desk.bootc_box("cp", f"web:{MARKER}", str(out / "marker")).returncode == 0
+    result = desk.bootc_box("cp", "web:/etc/ssh", str(out))
+    assert result.returncode == 0, result.stderr
+    assert (out / "marker").read_text() == "bootc-box fixture\n"
+    assert (out / "ssh" / "sshd_config").is_file()
+    assert sorted(p.name for p in out.iterdir()) == ["marker", "ssh"]  # nothing half-copied
+
+
+def test_cp_of_what_is_not_there_is_one_line_and_leaves_nothing(desk: Desk) -> None:
+    out = desk.work / "missing"
+    out.mkdir()
+    result = desk.bootc_box("cp", "web:/no/such/file", str(out))
+    assert result.returncode == 125
+    assert result.stderr == (
+        "bootc-box: error: cannot copy /no/such/file from the VM: "
+        "/no/such/file: no such file or directory in the VM\n"
+    )
+    assert list(out.iterdir()) == []
+    result = desk.bootc_box("cp", str(out), "web:/no/such/dir/x")
+    assert result.returncode == 125
+    assert "no directory /no/such/dir in the VM" in result.stderr
+
+
+def test_ssh_config_lets_ssh_and_scp_reach_the_vm_by_name(desk: Desk) -> None:
+    config = desk.work / "ssh_config"
+    printed = desk.bootc_box("ssh-config", "web")
+    assert printed.returncode == 0, printed.stderr
+    assert desk.bootc_box("ssh-config").stdout == printed.stdout  # the only running VM
+    config.write_text(printed.stdout)
+    result = subprocess.run(["ssh", "-F", str(config), "web", "cat", MARKER],
+                            capture_output=True, text=True, check=False, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "bootc-box fixture\n"
+    copied = desk.work / "scp-marker"
+    scp = subprocess.run(["scp", "-F", str(config), f"web:{MARKER}", str(copied)],
+                         capture_output=True, text=True, check=False, timeout=60)  # fmt: skip
+    assert scp.returncode == 0, scp.stderr
+    assert copied.read_text() == "bootc-box fixture\n"
+
+
+def test_the_box_prints_its_version_and_completion_without_privileges(tmp_path: Path) -> None:
+    version = subprocess.run(["podman", "run", "--rm", BOX, "--version"],
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.startswith("bootc-box, version ")
+    script = tmp_path / "bootc-box.bash"
+    with script.open("w") as out:
+        subprocess.run(["podman", "run", "--rm", BOX, "completion", "bash"], stdout=out, check=True)
+    loaded = subprocess.run(["bash", "-c", f"source {script}; complete -p bootc-box"],
+                            capture_output=True, text=True, check=False,
+                            env=dict(os.environ))  # fmt: skip
+    assert loaded.stdout.strip() == "complete -o nosort -F _bootc_box_completion bootc-box"

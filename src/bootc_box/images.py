@@ -5,7 +5,7 @@ import functools
 import logging
 import secrets
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +80,7 @@ class PullOptions:
 def pull_argv(ref: ImageRef, options: PullOptions) -> list[str]:
     """podman pull arguments. Credentials stay in the auth file: only its path
     is on the command line."""
-    argv = ["pull", "--quiet"]
+    argv = ["pull"]
     if options.tls_verify is not None:
         argv.append(f"--tls-verify={str(options.tls_verify).lower()}")
     if options.cert_dir:
@@ -112,12 +112,38 @@ def pull_failure(ref: ImageRef, podman_message: str) -> BootcBoxError:
     return BootcBoxError(f"cannot pull {ref}: {podman_message}")
 
 
-def pull_image(ref: ImageRef, options: PullOptions) -> str:
+# Called with each line podman prints while it pulls (its layer progress).
+OnOutput = Callable[[str], None]
+
+
+def podman_pull(argv: list[str], on_output: OnOutput) -> "subprocess.CompletedProcess[str]":
+    """`podman pull ...`, its progress lines passed on as they come; the
+    image ID is the last line of its stdout."""
+    log.debug("podman %s", " ".join(argv))
+    proc = subprocess.Popen(
+        ["podman", *argv], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        on_output(line.strip())
+    stdout = proc.stdout.read()
+    return subprocess.CompletedProcess(argv, proc.wait(), stdout, "".join(lines))
+
+
+def ignore_output(line: str) -> None:
+    del line
+
+
+def pull_image(ref: ImageRef, options: PullOptions, on_output: OnOutput = ignore_output) -> str:
     for path, flag in ((options.cert_dir, "--cert-dir"), (options.authfile, "--authfile")):
         if path is not None and not path.exists():
             raise BootcBoxError(f"{flag} {path} does not exist", "mount it into the box with -v")
     log.info("Pulling %s", ref)
-    result = podman(*pull_argv(ref, options), check=False)
+    result = podman_pull(pull_argv(ref, options), on_output)
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines()
         raise pull_failure(ref, lines[-1].removeprefix("Error: ") if lines else "no message")
@@ -136,12 +162,18 @@ def check_archive(ref: ImageRef, env: Environment) -> None:
         raise BootcBoxError(f"{ref.path} does not exist", env.archive_hint(ref.path))
 
 
-def resolve_image(ref: ImageRef, env: Environment, options: PullOptions) -> str:
+def resolve_image(
+    ref: ImageRef, env: Environment, options: PullOptions, on_output: OnOutput = ignore_output
+) -> str:
     """The image's ID in podman's storage, pulled or loaded as the policy says."""
     if ref.transport:
         check_archive(ref, env)
         log.info("Loading %s", ref)
-        return podman("pull", "--quiet", str(ref)).stdout.strip().splitlines()[-1]
+        loaded = podman_pull(["pull", str(ref)], on_output)
+        if loaded.returncode != 0:
+            lines = loaded.stderr.strip().splitlines()
+            raise BootcBoxError(f"cannot load {ref}: {lines[-1] if lines else 'no message'}")
+        return loaded.stdout.strip().splitlines()[-1]
     local = None if options.policy is PullPolicy.ALWAYS else local_image_id(ref.name)
     if options.policy is PullPolicy.NEVER and local is None:
         raise BootcBoxError(
@@ -150,7 +182,7 @@ def resolve_image(ref: ImageRef, env: Environment, options: PullOptions) -> str:
     if local is not None and options.policy in (PullPolicy.MISSING, PullPolicy.NEVER):
         return local
     try:
-        return pull_image(ref, options)
+        return pull_image(ref, options, on_output)
     except BootcBoxError as e:
         if options.policy is PullPolicy.NEWER and local is not None:
             log.warning("%s; using the local copy", e.message)

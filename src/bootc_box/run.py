@@ -231,8 +231,9 @@ def supervise(spec: RunSpec, env: Environment, qemu: str, ref: ImageRef, directo
     with ExitStack() as stack:
         vm = stack.enter_context(supervise_vm(directory, spec.image, detached=spec.detach))
         progress = stack.enter_context(start_progress(spec.console or spec.keeps_running))
-        progress.begin("pull")
-        image_id = resolve_image(ref, env, spec.pull)
+        pulled = [""]  # podman's last line: which layer it copies
+        progress.begin("pull", lambda: pulled[-1])
+        image_id = resolve_image(ref, env, spec.pull, pulled.append)
         vm.update(image_id=image_id)
         progress.begin("mount")
         root = stack.enter_context(mount_image(image_id, env))

@@ -6,6 +6,7 @@ the GitHub Action does."""
 
 import json
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,15 +15,46 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import BOOT_DEADLINE, BOX, FIXTURE, CacheVolume, box_argv, podman
+from tests.e2e.conftest import (
+    BOOT_DEADLINE,
+    BOX,
+    FIXTURE,
+    CacheVolume,
+    box_argv,
+    free_port,
+    podman,
+)
 
 MARKER = "/usr/share/bootc-box-fixture-marker"
+# A UDP echo service in the guest (perl is in the fixture; nc and socat are not).
+UDP_ECHO = (
+    "use IO::Socket::INET; my $s = IO::Socket::INET->new(LocalPort => 7777, Proto => 'udp')"
+    ' or die $!; while ($s->recv(my $m, 1024)) { $s->send("echo:$m") }'
+)
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def host_address() -> str:
+    """This machine's address on its network: not loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.1", 9))  # no packet is sent: it only picks a route
+        address: str = s.getsockname()[0]
+    assert not address.startswith("127.")
+    return address
 
 
 @dataclass(frozen=True)
 class Desk:
     container: str
     work: Path
+    udp_port: int  # -p 127.0.0.1:udp_port:7777/udp
+    open_port: int  # -p 0.0.0.0:open_port:22, reachable from other machines
 
     def bootc_box(self, *args: str) -> "subprocess.CompletedProcess[str]":
         return subprocess.run(
@@ -44,8 +76,11 @@ def desk(warm_volume: CacheVolume, tmp_path_factory: pytest.TempPathFactory) -> 
     subprocess.run(box_argv("sleep", "infinity", volume=warm_volume.name, options=options),
                    check=True, capture_output=True)  # fmt: skip
     try:
-        desk = Desk(name, work)
-        started = desk.bootc_box("run", "-d", "--name", "web", "--ssh-key", str(key), FIXTURE)
+        desk = Desk(name, work, free_udp_port(), free_port())
+        started = desk.bootc_box(
+            "run", "-d", "--name", "web", "--ssh-key", str(key),
+            "-p", f"{desk.udp_port}:7777/udp", "-p", f"0.0.0.0:{desk.open_port}:22", FIXTURE,
+        )  # fmt: skip
         assert started.returncode == 0, started.stderr
         up = desk.ssh("true")
         assert up.returncode == 0, up.stderr
@@ -154,3 +189,23 @@ def test_the_box_prints_its_version_and_completion_without_privileges(tmp_path: 
                             capture_output=True, text=True, check=False,
                             env=dict(os.environ))  # fmt: skip
     assert loaded.stdout.strip() == "complete -o nosort -F _bootc_box_completion bootc-box"
+
+
+def test_a_udp_port_is_forwarded(desk: Desk) -> None:
+    server = desk.ssh(
+        "sh", "-c", 'setsid -f perl -e "$1" </dev/null >/dev/null 2>&1', "sh", UDP_ECHO
+    )
+    assert server.returncode == 0, server.stderr
+    listening = desk.ssh("sh", "-c", "until ss -lun | grep -q ':7777 '; do sleep 0.2; done")
+    assert listening.returncode == 0, listening.stderr
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.settimeout(10)
+        client.sendto(b"ping", ("127.0.0.1", desk.udp_port))
+        assert client.recvfrom(1024)[0] == b"echo:ping"
+
+
+def test_a_port_published_on_all_addresses_answers_on_the_network(desk: Desk) -> None:
+    """-p 0.0.0.0:PORT:22 is the explicit opt-in to more than loopback."""
+    with socket.create_connection((host_address(), desk.open_port), timeout=30) as conn:
+        conn.settimeout(30)
+        assert conn.recv(64).startswith(b"SSH-2.0-")

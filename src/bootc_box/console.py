@@ -1,10 +1,78 @@
-"""Showing the guest's serial console, which QEMU writes to a file."""
+"""Showing the guest's serial console, which QEMU writes to a file, and
+keeping that file (and a detached supervisor's log, which copies it) from
+growing without end: they live in /run, which is memory, and a chatty
+guest writes for as long as it runs."""
 
+import contextlib
+import os
+import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+# Each log keeps at most about twice this: the file, and FILE.1 before it.
+LOG_LIMIT_VARIABLE = "BOOTC_BOX_LOG_LIMIT"
+LOG_LIMIT = 8 * 2**20
+
+
+def log_limit() -> int:
+    return int(os.environ.get(LOG_LIMIT_VARIABLE) or LOG_LIMIT)
+
+
+def rotated(path: Path) -> Path:
+    return path.with_name(path.name + ".1")
+
+
+def rotate_if_large(path: Path, limit: int) -> bool:
+    """Once `path` has grown past `limit`, move what it holds to FILE.1 (a
+    new file each time, which is how readers notice) and empty it. Its
+    writers append (O_APPEND), so they go on at the new end, not at their
+    old offset. What is written between the copy and the truncation is
+    lost: a few lines, once per `limit` bytes."""
+    try:
+        if path.stat().st_size <= limit:
+            return False
+    except FileNotFoundError:
+        return False
+    partial = path.with_name(f".{path.name}.1.partial")
+    shutil.copyfile(path, partial)
+    partial.replace(rotated(path))
+    os.truncate(path, 0)
+    return True
+
+
+class LogReader:
+    """Reads what is appended to a log, across rotations: when FILE.1 is a
+    new file, the rest of what this reader had not read is in it, and the
+    log goes on from its start."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.generation = self._generation()
+        self.file = path.open("rb")
+
+    def _generation(self) -> int | None:
+        try:
+            return rotated(self.path).stat().st_ino
+        except FileNotFoundError:
+            return None
+
+    def read(self) -> bytes:
+        generation = self._generation()
+        if generation == self.generation:
+            return self.file.read()
+        self.generation = generation
+        rest = b""
+        with contextlib.suppress(FileNotFoundError), rotated(self.path).open("rb") as old:
+            old.seek(self.file.tell())
+            rest = old.read()
+        self.file.seek(0)
+        return rest + self.file.read()
+
+    def close(self) -> None:
+        self.file.close()
 
 
 class ConsoleFollower:
@@ -19,14 +87,19 @@ class ConsoleFollower:
         self._thread.start()
 
     def _follow(self, console_log: Path, out: BinaryIO) -> None:
-        with console_log.open("rb") as log:
+        log = LogReader(console_log)
+        try:
             while True:
-                chunk = log.read(65536)
+                chunk = log.read()
                 if chunk:
                     out.write(chunk)
                     out.flush()
                 elif self._done.wait(0.2):
+                    out.write(log.read())  # what came after the last read
+                    out.flush()
                     return
+        finally:
+            log.close()
 
     def stop(self) -> None:
         """Copy what is left, then stop; stopping twice is harmless."""

@@ -14,6 +14,7 @@ from typing import Any
 import psutil
 
 from bootc_box.cache import remove_stale_mounts
+from bootc_box.console import LogReader, rotated
 from bootc_box.detach import SUPERVISOR_LOG
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
@@ -200,11 +201,11 @@ def vm_names(env: Environment) -> list[str]:
 
 def log_files(directory: Path) -> list[Path]:
     """A detached VM's supervisor log has its messages and console; a
-    foreground VM's console is in its boot attempts' logs."""
+    foreground VM's console is in its boot attempts' logs. Each after what
+    was rotated out of it, if anything was."""
     supervisor = directory / SUPERVISOR_LOG
-    if supervisor.exists():
-        return [supervisor]
-    return sorted(directory.glob("boot-*/console.log"))
+    logs = [supervisor] if supervisor.exists() else sorted(directory.glob("boot-*/console.log"))
+    return [p for log in logs for p in (rotated(log), log) if p.exists()]
 
 
 def run_logs(env: Environment, name: str | None, follow: bool) -> int:
@@ -215,7 +216,8 @@ def run_logs(env: Environment, name: str | None, follow: bool) -> int:
         out.write(path.read_bytes())
     if not files:
         return 0
-    with files[-1].open("rb") as current:
+    current = LogReader(files[-1])
+    try:
         while True:
             out.write(current.read())
             out.flush()
@@ -223,6 +225,8 @@ def run_logs(env: Environment, name: str | None, follow: bool) -> int:
                 out.write(current.read())
                 return 0
             time.sleep(0.2)
+    finally:
+        current.close()
 
 
 def stop_vm(directory: Path, record: VmRecord, timeout: float) -> bool:

@@ -99,7 +99,10 @@ def qemu_argv(spec: QemuSpec, qemu: str = QEMU) -> list[str]:
             for fwd in (Publish(LOOPBACK, spec.ssh_port, 22), *spec.publish)
         ),
         "-display", "none",
-        "-serial", f"file:{spec.console_log}",
+        # Appended to, so that the log can be emptied under QEMU when it
+        # grows too large (console.rotate_if_large).
+        "-chardev", f"file,id=console,path={spec.console_log},append=on",
+        "-serial", "chardev:console",
         # A guest reboot or poweroff ends the run instead of booting again.
         "-no-reboot",
         # A new generation ID on every start, restores included: the guest

@@ -17,9 +17,9 @@ from pathlib import Path
 from bootc_box.accel import Accel, AccelChoice, choose_accel
 from bootc_box.binds import Bind, bind_kargs, bind_tag, check_bind_sources
 from bootc_box.boot_cache import cached_boot_files
-from bootc_box.console import start_console_follower
+from bootc_box.console import log_limit, rotate_if_large, start_console_follower
 from bootc_box.credentials import write_credential
-from bootc_box.detach import start_detached
+from bootc_box.detach import SUPERVISOR_LOG, start_detached
 from bootc_box.environment import Environment, probe_environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.identity import give_own_identity, new_host_keys
@@ -374,7 +374,7 @@ def boot_and_run(
         # it runs first: QEMU still runs and the console is still followed.
         stack.callback(shut_down, qemu, qmp_socket, spec.stop_timeout)
         log.info("VM %s is running; stop it with bootc-box stop or podman stop", vm.record.name)
-        return wait_while_served(qemu, servers)
+        return wait_while_served(qemu, servers, (console_log, workdir.parent / SUPERVISOR_LOG))
 
 
 def start_file_servers(
@@ -517,14 +517,20 @@ def save_for_later(spec: RunSpec, prepared: Prepared, start: Start, running: Run
     log.info("Saved the VM's state for the next runs of %s in %.0f s", spec.image, took)
 
 
-def wait_while_served(qemu: "subprocess.Popen[bytes]", servers: tuple[Virtiofsd, ...]) -> int:
-    """QEMU's exit status, unless a virtiofsd dies first (then the error)."""
+def wait_while_served(
+    qemu: "subprocess.Popen[bytes]", servers: tuple[Virtiofsd, ...], logs: tuple[Path, ...]
+) -> int:
+    """QEMU's exit status, unless a virtiofsd dies first (then the error);
+    meanwhile the logs the guest's console grows are kept in bounds."""
+    limit = log_limit()
     while True:
         try:
             return qemu.wait(timeout=1.0)
         except subprocess.TimeoutExpired:
             for server in servers:
                 server.check_running()
+            for path in logs:
+                rotate_if_large(path, limit)
 
 
 def shut_down(qemu: "subprocess.Popen[bytes]", qmp_socket: Path, grace: float) -> None:

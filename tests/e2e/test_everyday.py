@@ -26,6 +26,8 @@ from tests.e2e.conftest import (
 )
 
 MARKER = "/usr/share/bootc-box-fixture-marker"
+# Small, so that a test can make the guest write ten times as much.
+LOG_LIMIT = 64 * 1024
 # A UDP echo service in the guest (perl is in the fixture; nc and socat are not).
 UDP_ECHO = (
     "use IO::Socket::INET; my $s = IO::Socket::INET->new(LocalPort => 7777, Proto => 'udp')"
@@ -65,6 +67,13 @@ class Desk:
     def ssh(self, *command: str) -> "subprocess.CompletedProcess[str]":
         return self.bootc_box("ssh", "web", "--", *command)
 
+    def as_root_in_box(self, *argv: str) -> str:
+        return podman("exec", self.container, *argv)
+
+
+def desk_glob(desk: Desk, pattern: str) -> list[str]:
+    return desk.as_root_in_box("sh", "-c", f"ls -d {pattern}").split()
+
 
 @pytest.fixture(scope="module")
 def desk(warm_volume: CacheVolume, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
@@ -72,7 +81,8 @@ def desk(warm_volume: CacheVolume, tmp_path_factory: pytest.TempPathFactory) -> 
     key = work / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     name = f"bootc-box-test-desk-{time.monotonic_ns()}"
-    options = ("-d", "--name", name, "--network", "host", "-v", f"{work}:{work}")
+    options = ("-d", "--name", name, "--network", "host", "-v", f"{work}:{work}",
+               "-e", f"BOOTC_BOX_LOG_LIMIT={LOG_LIMIT}")  # fmt: skip
     subprocess.run(box_argv("sleep", "infinity", volume=warm_volume.name, options=options),
                    check=True, capture_output=True)  # fmt: skip
     try:
@@ -209,3 +219,29 @@ def test_a_port_published_on_all_addresses_answers_on_the_network(desk: Desk) ->
     with socket.create_connection((host_address(), desk.open_port), timeout=30) as conn:
         conn.settimeout(30)
         assert conn.recv(64).startswith(b"SSH-2.0-")
+
+
+def test_a_chatty_guest_cannot_fill_the_boxs_memory_with_its_console(desk: Desk) -> None:
+    """The console log and the supervisor's log (in /run, which is memory)
+    keep about their last LOG_LIMIT bytes each, however much the guest says."""
+    lines = 10 * LOG_LIMIT // 64
+    said = desk.ssh(
+        "sh", "-c", f"seq -f '%062g' {lines} > /dev/ttyS0; echo said-it-all > /dev/ttyS0"
+    )
+    assert said.returncode == 0, said.stderr
+    vm = "/run/bootc-box/vms/web"
+    logs = [f"{vm}/supervisor.log", *desk_glob(desk, f"{vm}/boot-*/console.log")]
+    deadline = time.monotonic() + 120
+    while "said-it-all" not in desk.bootc_box("logs", "web").stdout:
+        assert time.monotonic() < deadline, "the console's last line never reached the logs"
+        time.sleep(0.5)
+    sizes = desk.as_root_in_box("stat", "-c", "%n %s", *logs, *(f"{p}.1" for p in logs))
+    for line in sizes.splitlines():
+        path, size = line.rsplit(" ", 1)
+        assert int(size) < 4 * LOG_LIMIT, f"{path} holds {size} bytes"
+    # What is kept is the end, in order: `logs` reads FILE.1, then FILE.
+    shown = desk.bootc_box("logs", "web").stdout
+    assert f"{lines:062d}" in shown
+    assert (
+        shown.index(f"{lines - 1:062d}") < shown.index(f"{lines:062d}") < shown.index("said-it-all")
+    )

@@ -45,7 +45,7 @@ def test_memory_is_shared_memfd_of_the_same_size() -> None:
 
 def test_virtiofs_root_device_uses_the_socket() -> None:
     argv = qemu_argv(spec(), "qemu")
-    assert option(argv, "-chardev") == ["socket,id=rootfs,path=/run/root.sock"]
+    assert option(argv, "-chardev")[0] == "socket,id=rootfs,path=/run/root.sock"
     assert "tag=rootfs" in option(argv, "-device")[0]
 
 
@@ -107,7 +107,7 @@ def test_published_ports_follow_ssh_on_the_same_nic() -> None:
 
 def test_each_share_gets_its_own_vhost_user_device() -> None:
     argv = qemu_argv(spec(shares=(("bind0", Path("/run/b0.sock")),)), "qemu")
-    assert option(argv, "-chardev") == [
+    assert option(argv, "-chardev")[:2] == [
         "socket,id=rootfs,path=/run/root.sock",
         "socket,id=bind0,path=/run/b0.sock",
     ]
@@ -139,3 +139,9 @@ def test_every_start_gets_a_new_generation_id_and_a_restore_waits_for_its_state(
     assert option(restoring, "-incoming") == ["defer"]
     # Otherwise the same machine: a state only loads into the machine it left.
     assert restoring[: len(booting)] == booting
+
+
+def test_the_console_is_appended_to_so_it_can_be_emptied_under_qemu() -> None:
+    argv = qemu_argv(spec(), "qemu")
+    assert "file,id=console,path=/run/console.log,append=on" in option(argv, "-chardev")
+    assert option(argv, "-serial") == ["chardev:console"]

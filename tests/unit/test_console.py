@@ -1,0 +1,58 @@
+import io
+import os
+from pathlib import Path
+
+from bootc_box.console import LogReader, rotate_if_large, rotated, start_console_follower
+
+
+def test_a_log_past_its_limit_moves_to_dot_1_and_its_writer_goes_on_at_the_start(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "console.log"
+    # As QEMU's append=on chardev and the supervisor's stderr write it.
+    writer = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        os.write(writer, b"a" * 100)
+        assert not rotate_if_large(log, limit=100)
+        os.write(writer, b"b")
+        assert rotate_if_large(log, limit=100)
+        os.write(writer, b"after\n")
+    finally:
+        os.close(writer)
+    assert rotated(log).read_bytes() == b"a" * 100 + b"b"
+    assert log.read_bytes() == b"after\n"  # no hole where the old content was
+    assert not rotate_if_large(tmp_path / "missing.log", limit=1)
+
+
+def test_a_reader_gets_the_rest_of_a_rotated_log_then_the_new_one(tmp_path: Path) -> None:
+    log = tmp_path / "console.log"
+    with log.open("ab") as writer:
+        writer.write(b"old line\n")
+        writer.flush()
+        reader = LogReader(log)
+        try:
+            assert reader.read() == b"old line\n"
+            writer.write(b"unread\n")
+            writer.flush()
+            rotate_if_large(log, limit=1)
+            writer.write(b"a longer line than before\n")
+            writer.flush()
+            assert reader.read() == b"unread\na longer line than before\n"
+            assert reader.read() == b""
+        finally:
+            reader.close()
+
+
+def test_the_follower_copies_across_a_rotation(tmp_path: Path) -> None:
+    log = tmp_path / "console.log"
+    out = io.BytesIO()
+    with start_console_follower(log, out) as follower, log.open("ab") as writer:
+        writer.write(b"first\n")
+        writer.flush()
+        while b"first" not in out.getvalue():
+            os.sched_yield()
+        rotate_if_large(log, limit=1)
+        writer.write(b"second\n")
+        writer.flush()
+        follower.stop()
+    assert out.getvalue() == b"first\nsecond\n"

@@ -51,3 +51,24 @@ def test_podman_stop_powers_off_and_cleans_up(
     assert cache_volume.nested_containers() == []
     assert cache_volume.leftovers() == []
     assert host_state().processes <= before.processes
+
+
+def test_podman_stop_with_its_default_timeout_leaves_nothing(
+    container: str, warm_volume: CacheVolume
+) -> None:
+    """`podman stop` as most people type it: 10 s, then SIGKILL. The guest
+    gets its power button and --stop-timeout (8 s) to shut down, then QEMU
+    is stopped if it has not, and the clean-up fits in what is left."""
+    argv = box_argv("run", FIXTURE, volume=warm_volume.name,
+                    options=("-d", "--name", container))  # fmt: skip
+    subprocess.run(argv, check=True, capture_output=True)
+    wait_for_log(container, "is running; stop it with", time.monotonic() + BOOT_DEADLINE)
+    before = host_state()
+    began = time.monotonic()
+    podman("stop", container)
+    took = time.monotonic() - began
+    status = int(podman("inspect", "--format", "{{.State.ExitCode}}", container))
+    assert status == 143, f"podman had to kill the box after {took:.1f} s (exit {status})"
+    assert warm_volume.nested_containers() == []
+    assert warm_volume.leftovers() == []
+    assert host_state().processes <= before.processes

@@ -31,6 +31,7 @@ from bootc_box.images import (
     parse_image_ref,
     resolve_image,
 )
+from bootc_box.kargs import image_kargs
 from bootc_box.kernel import BootFiles
 from bootc_box.migration import load_state, save_state
 from bootc_box.processes import last_line, wait_until
@@ -169,6 +170,8 @@ class Prepared:
     # Called once QEMU has read the boot files: lets go of their cache entry.
     files_read: Callable[[], None]
     image_id: str = ""
+    # From the image's /usr/lib/bootc/kargs.d, before the user's --karg.
+    image_kargs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -249,7 +252,10 @@ def supervise(spec: RunSpec, env: Environment, qemu: str, ref: ImageRef, directo
             publish=tuple(str(p) for p in spec.publish),
             binds=tuple(str(b) for b in spec.binds),
         )
-        prepared = Prepared(root, boot, qemu, accel, key, credential, boot_lock.close, image_id)
+        prepared = Prepared(
+            root, boot, qemu, accel, key, credential, boot_lock.close, image_id,
+            image_kargs(root, spec.image),
+        )  # fmt: skip
         warm = None
         if spec.warm and env.cache_kept:
             versions = program_versions(qemu, find_virtiofsd() or Path("virtiofsd"), accel)
@@ -303,7 +309,7 @@ def vm_spec(
         cpus=spec.cpus,
         kernel=prepared.boot.kernel,
         initramfs=prepared.boot.initramfs,
-        cmdline=kernel_cmdline((*bind_kargs(spec.binds), *spec.kargs)),
+        cmdline=kernel_cmdline((*bind_kargs(spec.binds), *prepared.image_kargs, *spec.kargs)),
         virtiofs_socket=workdir / "rootfs.sock",
         ssh_port=ssh_port,
         console_log=workdir / "console.log",

@@ -82,7 +82,12 @@ def test_a_detached_vm_from_start_to_removal(lab: Lab) -> None:
         "-c",
         "cat /proc/cmdline; nproc; awk '/^MemTotal/ {print $2}' /proc/meminfo",
     ).stdout.splitlines()
-    assert "bootc_box.test=42" in shape[0].split()
+    cmdline = shape[0].split()
+    assert "bootc_box.test=42" in cmdline
+    # The image's kargs.d applies, before --karg (which can so override it),
+    # and a file for another architecture does not.
+    assert cmdline.index("bootc_box.kargs_d=1") < cmdline.index("bootc_box.test=42")
+    assert "bootc_box.other_arch=1" not in cmdline
     assert shape[1] == "1"
     assert 1_200_000 < int(shape[2]) <= 1536 * 1024  # kB, less what the kernel keeps
 

@@ -84,6 +84,11 @@ def desk(warm_volume: CacheVolume, tmp_path_factory: pytest.TempPathFactory) -> 
         up = desk.ssh("true")
         assert up.returncode == 0, up.stderr
         yield desk
+        # Stopped by its supervisor, which removes its mount container from
+        # the shared volume; killing the box would leave it there.
+        removed = desk.bootc_box("rm", "--force", "web")
+        assert removed.returncode == 0, removed.stderr
+        assert warm_volume.nested_containers() == []
     finally:
         subprocess.run(["podman", "rm", "--force", "--time", "0", name],
                        check=False, capture_output=True)  # fmt: skip

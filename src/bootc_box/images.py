@@ -13,12 +13,14 @@ from pathlib import Path
 from bootc_box.environment import CACHE, Environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.locks import hold_run_lock
+from bootc_box.processes import last_line_of
 
 log = logging.getLogger(__name__)
 
 # Transports whose reference is a path on this machine (containers-transports(5)).
 PATH_TRANSPORTS = ("oci-archive", "oci", "docker-archive")
 MOUNT_LABEL = "io.bootc-box.mount"
+NO_MESSAGE = "no message"
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,7 @@ def podman(*args: str, check: bool = True) -> "subprocess.CompletedProcess[str]"
         ["podman", *args], check=False, capture_output=True, text=True, stdin=subprocess.DEVNULL
     )
     if check and result.returncode != 0:
-        lines = result.stderr.strip().splitlines()
-        raise BootcBoxError(f"podman {args[0]} failed: {lines[-1] if lines else 'no message'}")
+        raise BootcBoxError(f"podman {args[0]} failed: {last_line_of(result.stderr, NO_MESSAGE)}")
     return result
 
 
@@ -145,8 +146,7 @@ def pull_image(ref: ImageRef, options: PullOptions, on_output: OnOutput = ignore
     log.info("Pulling %s", ref)
     result = podman_pull(pull_argv(ref, options), on_output)
     if result.returncode != 0:
-        lines = result.stderr.strip().splitlines()
-        raise pull_failure(ref, lines[-1].removeprefix("Error: ") if lines else "no message")
+        raise pull_failure(ref, last_line_of(result.stderr, NO_MESSAGE).removeprefix("Error: "))
     return result.stdout.strip().splitlines()[-1]
 
 
@@ -171,8 +171,7 @@ def resolve_image(
         log.info("Loading %s", ref)
         loaded = podman_pull(["pull", str(ref)], on_output)
         if loaded.returncode != 0:
-            lines = loaded.stderr.strip().splitlines()
-            raise BootcBoxError(f"cannot load {ref}: {lines[-1] if lines else 'no message'}")
+            raise BootcBoxError(f"cannot load {ref}: {last_line_of(loaded.stderr, NO_MESSAGE)}")
         return loaded.stdout.strip().splitlines()[-1]
     local = None if options.policy is PullPolicy.ALWAYS else local_image_id(ref.name)
     if options.policy is PullPolicy.NEVER and local is None:

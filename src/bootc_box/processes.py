@@ -80,10 +80,15 @@ def wait_until(
         time.sleep(interval)
 
 
+def last_line_of(text: str, default: str = "") -> str:
+    """The last non-empty line of what a program said: the cause, for an error."""
+    lines = text.strip().splitlines()
+    return lines[-1].strip() if lines else default
+
+
 def last_line(path: Path) -> str:
-    """The last non-empty line of a helper's log, to put the cause in an error."""
+    """The last non-empty line of a helper's log."""
     try:
-        lines = path.read_text(errors="replace").strip().splitlines()
+        return last_line_of(path.read_text(errors="replace"))
     except FileNotFoundError:
         return ""
-    return lines[-1].strip() if lines else ""

@@ -131,11 +131,9 @@ class Progress:
             current.live.stop()
         if not completed:
             return
-        if self.style is Style.LIVE:
-            print(f"bootc-box: {current.name} {seconds(took)}", file=self.err, flush=True)
-        else:
-            stamp = datetime.now().strftime("%H:%M:%S")
-            print(f"bootc-box: {stamp} {current.name} {seconds(took)}", file=self.err, flush=True)
+        # A live line was on screen while the phase ran; plain lines say when.
+        stamp = "" if self.style is Style.LIVE else datetime.now().strftime("%H:%M:%S ")
+        print(f"bootc-box: {stamp}{current.name} {seconds(took)}", file=self.err, flush=True)
         if self.style is Style.GITHUB and current.name in FOLDED:
             print("::endgroup::", file=self.err, flush=True)
 

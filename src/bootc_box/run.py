@@ -100,7 +100,7 @@ def free_port() -> int:
         return port
 
 
-def progress(what: str, every: float = 15.0) -> Callable[[float], None]:
+def report_waiting(what: str, every: float = 15.0) -> Callable[[float], None]:
     """A tick callback that says `what` with the elapsed time now and then."""
     next_report = [every]
 
@@ -502,7 +502,7 @@ def wait_for_ssh(
         interval=0.1 if start.restore else 1.0,
         on_exit=stopped,
         on_timeout=timed_out,
-        on_tick=progress("Waiting for the VM to answer SSH"),
+        on_tick=report_waiting("Waiting for the VM to answer SSH"),
     )
 
 

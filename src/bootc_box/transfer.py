@@ -18,9 +18,11 @@ from typing import IO
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.manage import reach_vm
+from bootc_box.processes import last_line_of
 from bootc_box.ssh import SshTarget, ssh_argv
+from bootc_box.vms import VM_NAME
 
-_REMOTE = re.compile(r"(?P<name>[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}):(?P<path>.*)")
+_REMOTE = re.compile(rf"(?P<name>{VM_NAME}):(?P<path>.*)")
 
 # Runs in the guest with the destination and SRC's name as $1 and $2,
 # reading SRC as a tar stream on stdin.
@@ -155,8 +157,7 @@ def copy_out(target: SshTarget, source: str, destination: Path) -> None:
 def copy_failed(errors: IO[bytes], what: str, default: str = "the copy failed") -> BootcBoxError:
     """The guest's last word on stderr (tar's, or the script's)."""
     errors.seek(0)
-    lines = errors.read().decode(errors="replace").strip().splitlines()
-    return BootcBoxError(f"{what}: {lines[-1] if lines else default}")
+    return BootcBoxError(f"{what}: {last_line_of(errors.read().decode(errors='replace'), default)}")
 
 
 def run_cp(env: Environment, source: str, destination: str, timeout: float) -> int:

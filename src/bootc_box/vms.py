@@ -22,7 +22,8 @@ from bootc_box.errors import BootcBoxError
 from bootc_box.signals import Terminated
 
 RECORD = "vm.json"
-_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
+VM_NAME = r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}"
+_NAME = re.compile(VM_NAME)
 
 
 class VmState(enum.Enum):

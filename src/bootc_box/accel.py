@@ -5,12 +5,15 @@ ordinary guest (nested KVM-PVM hosts). So for `auto` the guest's own kernel
 is booted once under KVM with no root file system: a working KVM runs it to
 its "cannot mount root" panic within about a second, and with `panic=-1
 -no-reboot` QEMU then exits 0. A broken one aborts, hangs, or reports an
-internal error, which the probe sees within its deadline.
+internal error, which the probe sees within its deadline. A disk boot has
+no kernel to hand: there the UEFI firmware is started, and it must write to
+the serial console (it clears the screen first thing) within the deadline.
 """
 
 import enum
 import logging
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -49,7 +52,25 @@ class ProbeResult:
     reason: str
 
 
-def kvm_probe_argv(qemu: str, kernel: Path, console: Path) -> list[str]:
+@dataclass(frozen=True)
+class ProbeBoot:
+    """What the probe boots: the guest's kernel, or UEFI firmware (code, a
+    variable store the probe may write)."""
+
+    kernel: Path | None = None
+    firmware: tuple[Path, Path] | None = None
+
+
+def kvm_probe_argv(qemu: str, boot: ProbeBoot, console: Path) -> list[str]:
+    if boot.kernel:
+        guest = ["-kernel", str(boot.kernel), "-append", "console=ttyS0 panic=-1"]
+    else:
+        assert boot.firmware
+        code, variables = boot.firmware
+        guest = [
+            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
+            "-drive", f"if=pflash,format=raw,unit=1,file={variables}",
+        ]  # fmt: skip
     return [
         qemu,
         *Accel.KVM.qemu_args(),
@@ -58,8 +79,7 @@ def kvm_probe_argv(qemu: str, kernel: Path, console: Path) -> list[str]:
         "-display", "none",
         "-no-reboot",
         "-serial", f"file:{console}",
-        "-kernel", str(kernel),
-        "-append", "console=ttyS0 panic=-1",
+        *guest,
     ]  # fmt: skip
 
 
@@ -72,19 +92,30 @@ def kvm_unusable_reason(kvm: Path) -> str | None:
     return None
 
 
-def probe_kvm(qemu: str, kernel: Path, timeout: float = PROBE_TIMEOUT) -> ProbeResult:
+def probe_kvm(qemu: str, boot: ProbeBoot, timeout: float = PROBE_TIMEOUT) -> ProbeResult:
     with tempfile.TemporaryDirectory(prefix="bootc-box-probe-") as tmp:
         console, errors = Path(tmp, "console"), Path(tmp, "stderr")
+        if boot.firmware:
+            variables = Path(tmp, "vars.fd")
+            shutil.copyfile(boot.firmware[1], variables)
+            boot = ProbeBoot(firmware=(boot.firmware[0], variables))
+
+        def firmware_spoke() -> bool:
+            return boot.firmware is not None and console.exists() and console.stat().st_size > 0
+
         with errors.open("wb") as err:
-            proc = spawn(kvm_probe_argv(qemu, kernel, console), stdout=err, stderr=err)
+            proc = spawn(kvm_probe_argv(qemu, boot, console), stdout=err, stderr=err)
         try:
             deadline = time.monotonic() + timeout
             while proc.poll() is None and time.monotonic() < deadline:
-                if b"KVM internal error" in errors.read_bytes():
+                if b"KVM internal error" in errors.read_bytes() or firmware_spoke():
                     break
                 time.sleep(0.1)
+            spoke = firmware_spoke() and proc.poll() is None
         finally:
             stop(proc, timeout=2)
+        if spoke:
+            return ProbeResult(True, "the firmware ran under KVM")
         panicked = console.exists() and b"Kernel panic" in console.read_bytes()
         if proc.returncode == 0 and panicked:
             return ProbeResult(True, "the guest kernel ran under KVM")
@@ -94,14 +125,14 @@ def probe_kvm(qemu: str, kernel: Path, timeout: float = PROBE_TIMEOUT) -> ProbeR
         return ProbeResult(False, f"QEMU under KVM failed: {first_error}")
 
 
-def choose_accel(choice: AccelChoice, qemu: str, kernel: Path, hint_kvm_device: str) -> Accel:
+def choose_accel(choice: AccelChoice, qemu: str, boot: ProbeBoot, hint_kvm_device: str) -> Accel:
     """The accelerator to boot with; warns loudly when `auto` falls back to TCG."""
     if choice is AccelChoice.TCG:
         return Accel.TCG
     reason = kvm_unusable_reason(KVM_DEVICE)
     if reason is None:
         started = time.monotonic()
-        result = probe_kvm(qemu, kernel)
+        result = probe_kvm(qemu, boot)
         log.debug("KVM probe took %.1f s: %s", time.monotonic() - started, result.reason)
         if result.ok:
             return Accel.KVM

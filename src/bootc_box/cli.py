@@ -14,6 +14,7 @@ from bootc_box.accel import AccelChoice
 from bootc_box.binds import parse_bind
 from bootc_box.bootable import run_images
 from bootc_box.cache import run_cache_ls, run_cache_prune
+from bootc_box.disks import FORMATS, parse_size
 from bootc_box.doctor import run_doctor
 from bootc_box.environment import probe_environment
 from bootc_box.errors import EXIT_TOOL_FAILED
@@ -31,9 +32,10 @@ from bootc_box.manage import (
 from bootc_box.options import bare_to_true, first_operand, wants_debug
 from bootc_box.programs import as_user_error
 from bootc_box.publish import parse_publish
-from bootc_box.qemu import parse_memory
+from bootc_box.qemu import Disk, parse_memory
 from bootc_box.run import RunSpec, run_run
 from bootc_box.signals import Terminated, raise_on_sigterm
+from bootc_box.todisk import FILESYSTEMS, ToDiskSpec, run_to_disk
 from bootc_box.transfer import run_cp
 
 log = logging.getLogger("bootc_box")
@@ -155,29 +157,51 @@ def pull(
     sys.exit(run_pull(image, PullOptions(PullPolicy.ALWAYS, tls_verify, cert_dir, authfile)))
 
 
+def machine_options(command: F) -> F:
+    """The options of the VM a command boots (run, and to-disk's installer)."""
+    for option in reversed(
+        [
+            click.option(
+                "--memory", "-m", default="2G", show_default=True, help="Guest memory (4G, 512M)."
+            ),
+            click.option(
+                "--cpus", default=2, show_default=True, type=click.IntRange(1), help="Guest CPUs."
+            ),
+            click.option(
+                "--karg", "kargs", multiple=True, help="Extra kernel argument (repeatable)."
+            ),
+            click.option(
+                "--accel",
+                type=click.Choice([a.value for a in AccelChoice]),
+                default="auto",
+                show_default=True,
+                help="auto: KVM when it can run the guest, else TCG with a warning.",
+            ),
+            click.option(
+                "--console", is_flag=True, help="Show the guest's serial console on stderr."
+            ),
+            seconds_option(
+                "--timeout",
+                default=600,
+                minimum=1,
+                help="Seconds to wait for the guest to answer SSH.",
+            ),
+            click.option(
+                "--pull",
+                "pull_policy",
+                type=click.Choice([p.value for p in PullPolicy]),
+                default="missing",
+                show_default=True,
+                help="When to pull IMAGE from its registry, as podman run --pull.",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
 @cli.command(cls=_PodmanStyle, context_settings={"allow_interspersed_args": False})
-@click.option("--memory", "-m", default="2G", show_default=True, help="Guest memory (4G, 512M).")
-@click.option("--cpus", default=2, show_default=True, type=click.IntRange(1), help="Guest CPUs.")
-@click.option("--karg", "kargs", multiple=True, help="Extra kernel argument (repeatable).")
-@click.option(
-    "--accel",
-    type=click.Choice([a.value for a in AccelChoice]),
-    default="auto",
-    show_default=True,
-    help="auto: KVM when it can run the guest, else TCG with a warning.",
-)
-@click.option("--console", is_flag=True, help="Show the guest's serial console on stderr.")
-@seconds_option(
-    "--timeout", default=600, minimum=1, help="Seconds to wait for the guest to answer SSH."
-)
-@click.option(
-    "--pull",
-    "pull_policy",
-    type=click.Choice([p.value for p in PullPolicy]),
-    default="missing",
-    show_default=True,
-    help="When to pull IMAGE from its registry, as podman run --pull.",
-)
+@machine_options
 @click.option("--detach", "-d", is_flag=True, help="Run the VM in the background; print its name.")
 @click.option("--name", help="Name the VM (default: vm-<random>).")
 @click.option(
@@ -210,11 +234,21 @@ def pull(
     help="auto: restore a saved state of this image and machine (saved by the first run"
     " after it answered SSH); never: always boot.",
 )
+@click.option(
+    "--disk",
+    type=click.Path(path_type=Path),
+    help="Boot this disk image (raw or qcow2, e.g. from to-disk) under UEFI instead of an image.",
+)
+@click.option(
+    "--transient", is_flag=True, help="With --disk: discard the guest's writes to the disk."
+)
 @registry_options
-@click.argument("image")
+@click.argument("image", required=False)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(
     *,
+    disk: Path | None,
+    transient: bool,
     detach: bool,
     name: str | None,
     publish: tuple[str, ...],
@@ -232,14 +266,15 @@ def run(
     tls_verify: bool | None,
     cert_dir: Path | None,
     authfile: Path | None,
-    image: str,
+    image: str | None,
     command: tuple[str, ...],
 ) -> None:
     """Boot IMAGE and run COMMAND in it (or a shell when on a terminal).
 
     IMAGE is an image name (from the host's shared store, the box's store,
     or pulled from its registry), or oci-archive:PATH, oci:PATH or
-    docker-archive:PATH. The exit status is COMMAND's, or 125 when
+    docker-archive:PATH. With --disk FILE, the disk is booted instead and
+    no IMAGE is named. The exit status is COMMAND's, or 125 when
     bootc-box itself failed.
 
     \b
@@ -248,7 +283,15 @@ def run(
       bootc-box run --bind .:/src:ro --karg quiet localhost/my-image -- make -C /src check
       bootc-box run -d --name web -p 8080:80 localhost/my-image
       bootc-box run oci-archive:my-image.tar
+      bootc-box run --disk disk.raw -- cat /etc/os-release
     """
+    if disk:  # no IMAGE: what was taken for it begins the command
+        command = (image, *command) if image else command
+        image = str(disk)
+    elif transient:
+        raise click.UsageError("--transient applies to a disk; add --disk FILE")
+    elif image is None:
+        raise click.UsageError("Missing argument 'IMAGE'.")
     if command[:1] == ("--",):
         command = command[1:]
     if detach and command:
@@ -272,8 +315,87 @@ def run(
         ssh_key=ssh_key,
         stop_timeout=float(stop_timeout),
         warm=warm == "auto",
+        disk=Disk(disk, transient=transient) if disk else None,
     )
     sys.exit(run_run(spec))
+
+
+@cli.command("to-disk", cls=_PodmanStyle)
+@machine_options
+@click.option(
+    "--format",
+    "disk_format",
+    type=click.Choice(FORMATS),
+    default="raw",
+    show_default=True,
+    help="raw (sparse) or qcow2, written directly.",
+)
+@click.option(
+    "--disk-size",
+    metavar="SIZE",
+    help="Size of the disk (20G, 512M) [default: the larger of 2x the image and 10G].",
+)
+@click.option(
+    "--filesystem",
+    type=click.Choice(FILESYSTEMS),
+    default="ext4",
+    show_default=True,
+    help="Root file system, as bootc install's --filesystem.",
+)
+@click.option("--root-size", metavar="SIZE", help="Size of the root partition (default: the rest).")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@registry_options
+@click.argument("image")
+@click.argument("output", type=click.Path(path_type=Path))
+def to_disk(
+    *,
+    disk_format: str,
+    disk_size: str | None,
+    filesystem: str,
+    root_size: str | None,
+    force: bool,
+    memory: str,
+    cpus: int,
+    kargs: tuple[str, ...],
+    accel: str,
+    console: bool,
+    timeout: int,
+    pull_policy: str,
+    tls_verify: bool | None,
+    cert_dir: Path | None,
+    authfile: Path | None,
+    image: str,
+    output: Path,
+) -> None:
+    """Install IMAGE to a bootable disk image OUTPUT with the image's own bootc.
+
+    IMAGE boots as an installer VM with OUTPUT attached as a disk and runs
+    `bootc install to-disk` from itself, as a container. OUTPUT appears
+    whole or not at all. --karg goes to the installed system's boot entry.
+
+    \b
+    Examples:
+      bootc-box to-disk localhost/my-image /out/disk.raw
+      bootc-box to-disk --format qcow2 --disk-size 20G localhost/my-image /out/disk.qcow2
+      bootc-box run --disk /out/disk.raw -- cat /etc/os-release
+    """
+    spec = ToDiskSpec(
+        image=image,
+        output=output,
+        format=disk_format,
+        disk_size=parse_size(disk_size, "--disk-size") if disk_size else None,
+        filesystem=filesystem,
+        root_size=root_size,
+        kargs=kargs,
+        force=force,
+        pull=PullOptions(PullPolicy(pull_policy), tls_verify, cert_dir, authfile),
+        memory_mib=parse_memory(memory),
+        cpus=cpus,
+        accel=AccelChoice(accel),
+        console=console,
+        timeout=float(timeout),
+    )
+    sys.exit(run_to_disk(spec))
 
 
 class _KeepDashDash(click.Command):

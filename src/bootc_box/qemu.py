@@ -1,4 +1,6 @@
-"""QEMU: direct kernel boot of the image's kernel with a virtiofs root."""
+"""QEMU: the one place a VM is assembled. Either a direct kernel boot of an
+image's kernel with the image shared over virtiofs as the root, or a UEFI
+boot of a disk; either with extra disks and shares."""
 
 import logging
 import re
@@ -24,14 +26,35 @@ ROOT_TAG = "rootfs"
 
 
 @dataclass(frozen=True)
+class Disk:
+    """A disk image on virtio-blk; the guest sees /dev/disk/by-id/virtio-SERIAL."""
+
+    path: Path
+    format: str = "raw"
+    serial: str = ""
+    # Writes go to a throwaway overlay (QEMU's snapshot=on), never to the file.
+    transient: bool = False
+
+
+@dataclass(frozen=True)
+class Firmware:
+    """UEFI: the firmware's read-only code and the VM's own variable store."""
+
+    code: Path
+    vars: Path
+
+
+@dataclass(frozen=True)
 class QemuSpec:
     accel: Accel
     memory_mib: int
     cpus: int
-    kernel: Path
-    initramfs: Path
+    # Direct kernel boot, with the image's root on virtiofs; or, with all
+    # three None, a firmware boot from the first disk.
+    kernel: Path | None
+    initramfs: Path | None
     cmdline: str
-    virtiofs_socket: Path
+    virtiofs_socket: Path | None
     ssh_port: int
     console_log: Path
     credential_files: tuple[Path, ...] = ()
@@ -41,6 +64,8 @@ class QemuSpec:
     qmp_socket: Path | None = None
     # Wait for a saved state (migration.load_state) instead of booting.
     incoming: bool = False
+    disks: tuple[Disk, ...] = ()
+    firmware: Firmware | None = None
 
 
 _MEMORY = re.compile(r"(\d+)(?:([mg])(?:i?b)?)?", re.IGNORECASE)
@@ -77,6 +102,12 @@ def kernel_cmdline(kargs: tuple[str, ...] = ()) -> str:
     return " ".join([*base, *kargs])
 
 
+def disk_cmdline(kargs: tuple[str, ...] = ()) -> str:
+    """What a disk boot adds to its boot entry's own options: the serial
+    console, so that `logs` and --console show the boot as for an image."""
+    return " ".join(["console=ttyS0", *kargs])
+
+
 def qemu_argv(spec: QemuSpec, qemu: str = QEMU) -> list[str]:
     memory = f"{spec.memory_mib}M"
     argv = [
@@ -88,10 +119,9 @@ def qemu_argv(spec: QemuSpec, qemu: str = QEMU) -> list[str]:
         # vhost-user devices need guest memory that virtiofsd can map.
         "-object", f"memory-backend-memfd,id=mem,share=on,size={memory}",
         "-numa", "node,memdev=mem",
-        "-kernel", str(spec.kernel),
-        "-initrd", str(spec.initramfs),
-        "-append", spec.cmdline,
-        *_virtiofs_args(((ROOT_TAG, spec.virtiofs_socket), *spec.shares)),
+        *_boot_args(spec),
+        *_virtiofs_args(spec.shares),
+        *_disk_args(spec.disks, bootable=spec.firmware is not None),
         # SSH listens on loopback only: the VM is not for the LAN. Published
         # ports say their address (127.0.0.1 unless the user chose another).
         "-nic", "user,model=virtio-net-pci," + ",".join(
@@ -116,6 +146,54 @@ def qemu_argv(spec: QemuSpec, qemu: str = QEMU) -> list[str]:
     if spec.incoming:
         argv += ["-incoming", "defer"]
     return argv
+
+
+# Read by systemd-boot (>= 256) and appended to its entry's options: how a
+# disk boot gets --karg without touching the disk.
+BOOT_CMDLINE_EXTRA = "io.systemd.boot.kernel-cmdline-extra"
+
+
+def _boot_args(spec: QemuSpec) -> list[str]:
+    if spec.firmware is None:
+        assert spec.kernel, "a direct kernel boot needs a kernel"
+        assert spec.initramfs, "and an initramfs"
+        assert spec.virtiofs_socket, "and a root file system"
+        return [
+            "-kernel", str(spec.kernel),
+            "-initrd", str(spec.initramfs),
+            "-append", spec.cmdline,
+            *_virtiofs_args(((ROOT_TAG, spec.virtiofs_socket),)),
+        ]  # fmt: skip
+    assert spec.kernel is None, "a firmware boot has no kernel of ours"
+    assert spec.disks, "a firmware boot needs a disk"
+    code, variables = option_value(spec.firmware.code), option_value(spec.firmware.vars)
+    args = [
+        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
+        "-drive", f"if=pflash,format=raw,unit=1,file={variables}",
+    ]  # fmt: skip
+    if spec.cmdline:
+        args += ["-smbios", f"type=11,value={option_value(f'{BOOT_CMDLINE_EXTRA}={spec.cmdline}')}"]
+    return args
+
+
+def option_value(value: object) -> str:
+    """`value` inside a QEMU option list, where a comma ends the value unless doubled."""
+    return str(value).replace(",", ",,")
+
+
+def _disk_args(disks: tuple[Disk, ...], *, bootable: bool) -> list[str]:
+    args = []
+    for index, disk in enumerate(disks):
+        drive = f"if=none,id=disk{index},file={option_value(disk.path)},format={disk.format}"
+        # unmap: the guest's discards (fstrim, mkfs) keep a sparse file sparse.
+        drive += ",discard=unmap" + (",snapshot=on" if disk.transient else "")
+        device = f"virtio-blk-pci,drive=disk{index}"
+        if disk.serial:
+            device += f",serial={disk.serial}"
+        if bootable and index == 0:
+            device += ",bootindex=0"
+        args += ["-drive", drive, "-device", device]
+    return args
 
 
 def _virtiofs_args(shares: tuple[tuple[str, Path], ...]) -> list[str]:

@@ -14,14 +14,16 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bootc_box.accel import Accel, AccelChoice, choose_accel
+from bootc_box.accel import Accel, AccelChoice, ProbeBoot, choose_accel
 from bootc_box.binds import Bind, bind_kargs, bind_tag, check_bind_sources
 from bootc_box.boot_cache import cached_boot_files
 from bootc_box.console import log_limit, rotate_if_large, start_console_follower
 from bootc_box.credentials import write_credential
 from bootc_box.detach import SUPERVISOR_LOG, start_detached
+from bootc_box.disks import open_disk
 from bootc_box.environment import Environment, probe_environment
 from bootc_box.errors import BootcBoxError
+from bootc_box.firmware import require_ovmf, vm_firmware
 from bootc_box.identity import give_own_identity, new_host_keys
 from bootc_box.images import (
     ImageRef,
@@ -38,8 +40,11 @@ from bootc_box.processes import last_line, wait_until
 from bootc_box.progress import Progress, start_progress
 from bootc_box.publish import Publish
 from bootc_box.qemu import (
+    Disk,
+    Firmware,
     PortInUse,
     QemuSpec,
+    disk_cmdline,
     kernel_cmdline,
     power_off,
     require_qemu,
@@ -85,6 +90,15 @@ class RunSpec:
     # Restore a saved state of this image and machine when there is one,
     # and save one after a cold boot (--warm=auto); never: always boot.
     warm: bool = True
+    # Boot this disk under UEFI instead of the image (`image` then unused).
+    disk: Disk | None = None
+    # More disks to attach (to-disk's output).
+    disks: tuple[Disk, ...] = ()
+
+    @property
+    def title(self) -> str:
+        """What the run boots, for messages and `list`."""
+        return f"disk {self.disk.path}" if self.disk else self.image
 
     @property
     def keeps_running(self) -> bool:
@@ -161,17 +175,20 @@ class StallWatch:
 class Prepared:
     """What every boot attempt of one run shares."""
 
-    root: Path
-    boot: BootFiles
-    qemu: str
-    accel: Accel
     key: Path
     credential: Path
+    qemu: str
+    accel: Accel
     # Called once QEMU has read the boot files: lets go of their cache entry.
-    files_read: Callable[[], None]
+    files_read: Callable[[], None] = lambda: None
     image_id: str = ""
+    # An image run: the mounted image and its kernel and initramfs.
+    root: Path | None = None
+    boot: BootFiles | None = None
     # From the image's /usr/lib/bootc/kargs.d, before the user's --karg.
     image_kargs: tuple[str, ...] = ()
+    # A disk boot: the UEFI firmware.
+    firmware: Firmware | None = None
 
 
 @dataclass(frozen=True)
@@ -196,13 +213,16 @@ def with_absolute_paths(spec: RunSpec, cwd: Path) -> RunSpec:
     def absolute(path: Path | None) -> Path | None:
         return None if path is None else cwd / path
 
-    ref = parse_image_ref(spec.image)
-    image = spec.image
-    if ref.transport:
+    image, disk = spec.image, spec.disk
+    if disk:
+        disk = dataclasses.replace(disk, path=cwd / disk.path)
+        image = str(disk.path)
+    elif (ref := parse_image_ref(spec.image)).transport:
         image = f"{ref.transport}:{cwd / ref.path}{ref.name[len(ref.path) :]}"
     return dataclasses.replace(
         spec,
         image=image,
+        disk=disk,
         ssh_key=absolute(spec.ssh_key),
         pull=dataclasses.replace(
             spec.pull, cert_dir=absolute(spec.pull.cert_dir), authfile=absolute(spec.pull.authfile)
@@ -216,8 +236,15 @@ def run_run(spec: RunSpec) -> int:
     VM here, or under a detached supervisor."""
     spec = with_absolute_paths(spec, Path.cwd())
     env = probe_environment()
-    ref = parse_image_ref(spec.image)
-    check_archive(ref, env)
+    ref = None
+    if spec.disk:
+        spec = dataclasses.replace(
+            spec, disk=open_disk(spec.disk.path, env, transient=spec.disk.transient)
+        )
+        require_ovmf()
+    else:
+        ref = parse_image_ref(spec.image)
+        check_archive(ref, env)
     qemu = require_qemu()
     require_virtiofsd()
     check_bind_sources(spec.binds, env)
@@ -230,43 +257,40 @@ def run_run(spec: RunSpec) -> int:
     return supervise(spec, env, qemu, ref, directory)
 
 
-def supervise(spec: RunSpec, env: Environment, qemu: str, ref: ImageRef, directory: Path) -> int:
+def supervise(
+    spec: RunSpec, env: Environment, qemu: str, ref: ImageRef | None, directory: Path
+) -> int:
     with ExitStack() as stack:
-        vm = stack.enter_context(supervise_vm(directory, spec.image, detached=spec.detach))
+        vm = stack.enter_context(supervise_vm(directory, spec.title, detached=spec.detach))
         progress = stack.enter_context(start_progress(spec.console or spec.keeps_running))
-        pulled = [""]  # podman's last line: which layer it copies
-        progress.begin("pull", lambda: pulled[-1])
-        image_id = resolve_image(ref, env, spec.pull, pulled.append)
-        vm.update(image_id=image_id)
-        progress.begin("mount")
-        root = stack.enter_context(mount_image(image_id, env))
         # Held until QEMU has read the kernel and initramfs.
         boot_lock = stack.enter_context(ExitStack())
-        progress.begin("boot files")
-        boot = boot_lock.enter_context(cached_boot_files(env, image_id, root, spec.image))
-        accel = choose_accel(spec.accel, qemu, boot.kernel, env.kvm_hint)
-        key = spec.ssh_key or generate_key(directory)
-        credential = write_credential(directory, "ssh.authorized_keys.root", public_key(key))
+        if ref is None:
+            prepared = prepare_disk(spec, env, qemu, directory)
+        else:
+            prepared = prepare_image(
+                spec, env, qemu, ref, vm=vm, progress=progress, stack=stack, boot_lock=boot_lock
+            )
         vm.update(
-            ssh_key=str(key),
+            ssh_key=str(prepared.key),
             publish=tuple(str(p) for p in spec.publish),
             binds=tuple(str(b) for b in spec.binds),
         )
-        prepared = Prepared(
-            root, boot, qemu, accel, key, credential, boot_lock.close, image_id,
-            image_kargs(root, spec.image),
-        )  # fmt: skip
         warm = None
-        if spec.warm and env.cache_kept:
-            versions = program_versions(qemu, find_virtiofsd() or Path("virtiofsd"), accel)
+        # A disk changes under a saved state: disk boots and runs with disks
+        # attached always boot.
+        if spec.warm and env.cache_kept and prepared.boot and not spec.disks:
+            versions = program_versions(qemu, find_virtiofsd() or Path("virtiofsd"), prepared.accel)
             machine = vm_spec(spec, prepared, Path("/vm"), 0)
-            warm = Warm(snapshot_key(image_id, machine, versions), versions)
+            warm = Warm(snapshot_key(prepared.image_id, machine, versions), versions)
         cold_attempts = 0
         # Ends: a failed restore turns restores off, a failed save turns
         # warm starts off, and cold boots are tried BOOT_ATTEMPTS times.
         for attempt in itertools.count(1):
-            if attempt > 1:  # the first QEMU let go of the files once it had read them
-                boot = boot_lock.enter_context(cached_boot_files(env, image_id, root, spec.image))
+            if attempt > 1 and prepared.root:  # the first QEMU let go of the boot files
+                boot = boot_lock.enter_context(
+                    cached_boot_files(env, prepared.image_id, prepared.root, spec.image)
+                )
                 prepared = dataclasses.replace(prepared, boot=boot)
             attempt_dir = directory / f"boot-{attempt}"
             attempt_dir.mkdir()
@@ -289,6 +313,51 @@ def supervise(spec: RunSpec, env: Environment, qemu: str, ref: ImageRef, directo
     raise AssertionError("unreachable")
 
 
+def prepare_image(
+    spec: RunSpec,
+    env: Environment,
+    qemu: str,
+    ref: ImageRef,
+    *,
+    vm: VmEntry,
+    progress: Progress,
+    stack: ExitStack,
+    boot_lock: ExitStack,
+) -> "Prepared":
+    """The image pulled (if need be) and mounted, its boot files found and
+    held (on `boot_lock`), the accelerator chosen, the SSH key made."""
+    pulled = [""]  # podman's last line: which layer it copies
+    progress.begin("pull", lambda: pulled[-1])
+    image_id = resolve_image(ref, env, spec.pull, pulled.append)
+    vm.update(image_id=image_id)
+    progress.begin("mount")
+    root = stack.enter_context(mount_image(image_id, env))
+    progress.begin("boot files")
+    boot = boot_lock.enter_context(cached_boot_files(env, image_id, root, spec.image))
+    accel = choose_accel(spec.accel, qemu, ProbeBoot(kernel=boot.kernel), env.kvm_hint)
+    key, credential = run_key(spec, vm.directory)
+    return Prepared(
+        key, credential, qemu, accel, boot_lock.close, image_id, root, boot,
+        image_kargs(root, spec.image),
+    )  # fmt: skip
+
+
+def prepare_disk(spec: RunSpec, env: Environment, qemu: str, directory: Path) -> "Prepared":
+    """UEFI firmware with the VM's own variable store, the accelerator, the key."""
+    ovmf = require_ovmf()
+    firmware = vm_firmware(ovmf, directory)
+    boot = ProbeBoot(firmware=(ovmf.code, ovmf.vars_template))
+    accel = choose_accel(spec.accel, qemu, boot, env.kvm_hint)
+    key, credential = run_key(spec, directory)
+    return Prepared(key, credential, qemu, accel, firmware=firmware)
+
+
+def run_key(spec: RunSpec, directory: Path) -> tuple[Path, Path]:
+    """The key the run logs in with, and the credential that hands the guest its public half."""
+    key = spec.ssh_key or generate_key(directory)
+    return key, write_credential(directory, "ssh.authorized_keys.root", public_key(key))
+
+
 def bind_tags(binds: tuple[Bind, ...]) -> list[str]:
     return [bind_tag(i) for i in range(len(binds))]
 
@@ -302,15 +371,19 @@ def vm_spec(
     credential: Path | None = None,
     incoming: bool = False,
 ) -> QemuSpec:
-    """The machine of one boot attempt, its sockets and logs in `workdir`."""
+    """The machine of one boot attempt, its sockets and logs in `workdir`:
+    the image's kernel with its root over virtiofs, or the disk under UEFI."""
+    kargs = (*bind_kargs(spec.binds), *prepared.image_kargs, *spec.kargs)
+    boot = prepared.boot
     return QemuSpec(
         accel=prepared.accel,
         memory_mib=spec.memory_mib,
         cpus=spec.cpus,
-        kernel=prepared.boot.kernel,
-        initramfs=prepared.boot.initramfs,
-        cmdline=kernel_cmdline((*bind_kargs(spec.binds), *prepared.image_kargs, *spec.kargs)),
-        virtiofs_socket=workdir / "rootfs.sock",
+        kernel=boot.kernel if boot else None,
+        initramfs=boot.initramfs if boot else None,
+        # A disk's boot loader has its own options; these are added to them.
+        cmdline=kernel_cmdline(kargs) if boot else disk_cmdline(kargs),
+        virtiofs_socket=workdir / "rootfs.sock" if boot else None,
         ssh_port=ssh_port,
         console_log=workdir / "console.log",
         credential_files=(credential or prepared.credential,),
@@ -318,6 +391,8 @@ def vm_spec(
         shares=tuple((tag, workdir / f"{tag}.sock") for tag in bind_tags(spec.binds)),
         qmp_socket=workdir / "qmp.sock",
         incoming=incoming,
+        disks=(*((spec.disk,) if spec.disk else ()), *spec.disks),
+        firmware=prepared.firmware,
     )
 
 
@@ -347,10 +422,12 @@ def boot_and_run(
         host_keys = making.submit(new_host_keys if start.login_key != prepared.key else bytes)
         if restore:
             log.info("Restoring %s from its saved state", spec.image)
-        else:
+        elif prepared.boot:
             log.info(
                 "Booting %s (kernel %s, %s)", spec.image, prepared.boot.kver, prepared.accel.name
             )
+        else:
+            log.info("Booting %s (UEFI, %s)", spec.title, prepared.accel.name)
         progress.begin("restore" if restore else "boot", lambda: last_line(console_log))
         qemu_log = workdir / "qemu.log"
         qemu = stack.enter_context(start_qemu(vm_spec_, qemu_log, prepared.qemu))
@@ -386,12 +463,15 @@ def boot_and_run(
 def start_file_servers(
     stack: ExitStack, spec: RunSpec, prepared: Prepared, machine: QemuSpec, workdir: Path
 ) -> tuple[Virtiofsd, ...]:
-    """virtiofsd for the image's root and for each --bind, until `stack` closes."""
-    root = stack.enter_context(
-        start_virtiofsd(
-            VirtiofsdSpec(prepared.root, machine.virtiofs_socket), workdir / "virtiofsd.log"
-        )
-    )
+    """virtiofsd for the image's root (unless a disk is the root) and for each
+    --bind, until `stack` closes."""
+    root = []
+    if prepared.root and machine.virtiofs_socket:
+        root.append(stack.enter_context(
+            start_virtiofsd(
+                VirtiofsdSpec(prepared.root, machine.virtiofs_socket), workdir / "virtiofsd.log"
+            )
+        ))  # fmt: skip
     binds = [
         stack.enter_context(
             start_virtiofsd(
@@ -401,7 +481,7 @@ def start_file_servers(
         )
         for bind, (tag, socket) in zip(spec.binds, machine.shares, strict=True)
     ]
-    return (root, *binds)
+    return (*root, *binds)
 
 
 def come_up(

@@ -46,9 +46,9 @@ def machine_argv(spec: QemuSpec) -> list[str]:
     saved, and so what a restoring QEMU must give it again."""
     placeholders = dataclasses.replace(
         spec,
-        kernel=Path("kernel"),
-        initramfs=Path("initramfs"),
-        virtiofs_socket=Path("rootfs.sock"),
+        kernel=spec.kernel and Path("kernel"),
+        initramfs=spec.initramfs and Path("initramfs"),
+        virtiofs_socket=spec.virtiofs_socket and Path("rootfs.sock"),
         ssh_port=0,
         console_log=Path("console.log"),
         credential_files=tuple(Path(f"credential-{i}") for i in range(len(spec.credential_files))),

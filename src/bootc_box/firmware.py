@@ -1,0 +1,43 @@
+"""UEFI firmware for disk boots: OVMF from Debian's ovmf package."""
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from bootc_box.errors import BootcBoxError
+from bootc_box.qemu import Firmware
+
+OVMF_DIR = Path("/usr/share/OVMF")
+# Without Secure Boot: a disk bootc-box makes or a user brings boots
+# whatever signatures its boot loader has, as bcvk's and podman-bootc's VMs do.
+OVMF_CODE = "OVMF_CODE_4M.fd"
+OVMF_VARS = "OVMF_VARS_4M.fd"
+
+
+@dataclass(frozen=True)
+class Ovmf:
+    code: Path
+    vars_template: Path
+
+
+def find_ovmf(directory: Path = OVMF_DIR) -> Ovmf | None:
+    ovmf = Ovmf(directory / OVMF_CODE, directory / OVMF_VARS)
+    return ovmf if ovmf.code.is_file() and ovmf.vars_template.is_file() else None
+
+
+def require_ovmf() -> Ovmf:
+    ovmf = find_ovmf()
+    if ovmf is None:
+        raise BootcBoxError(
+            f"no UEFI firmware: {OVMF_DIR / OVMF_CODE} is missing", "install the ovmf package"
+        )
+    return ovmf
+
+
+def vm_firmware(ovmf: Ovmf, directory: Path) -> Firmware:
+    """The firmware for one VM: shared code, and its own copy of the variable
+    store (the firmware writes boot entries there)."""
+    variables = directory / "efivars.fd"
+    shutil.copyfile(ovmf.vars_template, variables)
+    variables.chmod(0o600)
+    return Firmware(ovmf.code, variables)

@@ -1,0 +1,234 @@
+"""`bootc-box to-disk`: install an image to a disk image with the image's own
+bootc, as bootc's install contract wants: the image boots as an ephemeral
+installer VM, the output file is attached to it as a disk, the store that
+holds the image is shared into it, and there the image runs as a privileged
+container doing `bootc install to-disk`."""
+
+import logging
+import os
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from bootc_box.accel import AccelChoice
+from bootc_box.binds import Bind
+from bootc_box.environment import HOST_STORE, Environment, probe_environment
+from bootc_box.errors import BootcBoxError
+from bootc_box.images import (
+    ImageRef,
+    PullOptions,
+    check_archive,
+    mount_image,
+    parse_image_ref,
+    podman,
+    resolve_image,
+)
+from bootc_box.kernel import resolve_in_root
+from bootc_box.processes import last_line_of
+from bootc_box.qemu import Disk, require_qemu
+from bootc_box.run import RunSpec, supervise
+from bootc_box.userns import enter_podman_userns
+from bootc_box.virtiofsd import require_virtiofsd
+from bootc_box.vms import claim_vm_dir, new_name
+
+log = logging.getLogger(__name__)
+
+GiB = 1024**3
+MIN_DISK_SIZE = 10 * GiB
+FILESYSTEMS = ("ext4", "xfs", "btrfs")
+# The guest finds the output disk by this serial: /dev/disk/by-id/virtio-output.
+OUTPUT_SERIAL = "output"
+GUEST_STORES = PurePosixPath("/run/bootc-box/stores")
+
+# Run in the installer VM over SSH: the shared stores become additional
+# image stores of a podman whose own store is in memory, and the image runs
+# as bootc's install docs say, with the guest's /dev and the stores.
+# Arguments: IMAGE, then bootc install to-disk's arguments.
+GUEST_INSTALL = r"""
+set -eu
+image=$1
+shift
+command -v podman >/dev/null || { echo "bootc-box: the image has no podman" >&2; exit 3; }
+base=/run/bootc-box
+stores=""
+for store in "$base"/stores/*; do stores="$stores${stores:+, }\"$store\""; done
+mkdir -p "$base/graph" "$base/runroot"
+cat > "$base/storage.conf" <<CONF
+[storage]
+driver = "overlay"
+graphroot = "$base/graph"
+runroot = "$base/runroot"
+[storage.options]
+additionalimagestores = [$stores]
+CONF
+export CONTAINERS_STORAGE_CONF="$base/storage.conf"
+exec podman run --rm --pull=never --privileged --pid=host --network=none \
+    --security-opt label=type:unconfined_t \
+    -v /dev:/dev -v "$base:$base" -v "$base/storage.conf:/etc/containers/storage.conf:ro" \
+    "$image" bootc install to-disk "$@"
+"""
+
+
+@dataclass(frozen=True)
+class ToDiskSpec:
+    image: str
+    output: Path
+    format: str = "raw"
+    disk_size: int | None = None  # bytes; default: the larger of 2x the image and 10 GiB
+    filesystem: str = "ext4"
+    root_size: str | None = None
+    kargs: tuple[str, ...] = ()
+    force: bool = False
+    pull: PullOptions = field(default_factory=PullOptions)
+    memory_mib: int = 2048
+    cpus: int = 2
+    accel: AccelChoice = AccelChoice.AUTO
+    console: bool = False
+    timeout: float = 600.0
+
+
+def check_output(output: Path, *, force: bool) -> None:
+    """OUTPUT can be written whole: its directory is there and writable,
+    and it is not there (or --force)."""
+    directory = output.parent
+    if not directory.is_dir():
+        raise BootcBoxError(
+            f"cannot write {output}: {directory} is not a directory",
+            "create it, or mount a host directory there (-v DIR:DIR)",
+        )
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise BootcBoxError(
+            f"cannot write {output}: {directory} is not writable", "pick a writable directory"
+        )
+    if output.is_dir():
+        raise BootcBoxError(f"{output} is a directory", "name the disk image file to write")
+    if output.exists() and not force:
+        raise BootcBoxError(f"{output} already exists", "remove it, or pass --force to replace it")
+
+
+def default_disk_size(image_size: int) -> int:
+    return max(2 * image_size, MIN_DISK_SIZE)
+
+
+def image_stores(env: Environment) -> tuple[Path, ...]:
+    """The image stores bootc-box's podman reads: its own, and in the box
+    the host's shared one when it is there."""
+    graph_root = Path(podman("info", "--format", "{{.Store.GraphRoot}}").stdout.strip())
+    stores = [graph_root]
+    if env.in_box and (HOST_STORE / "overlay-images").is_dir():
+        stores.append(HOST_STORE)
+    return tuple(stores)
+
+
+def store_binds(stores: tuple[Path, ...]) -> tuple[Bind, ...]:
+    return tuple(Bind(s, GUEST_STORES / str(i), readonly=True) for i, s in enumerate(stores))
+
+
+def install_argv(spec: ToDiskSpec, source: str) -> tuple[str, ...]:
+    """The command the installer VM runs: GUEST_INSTALL with bootc's arguments."""
+    bootc = [
+        "--generic-image",
+        # The image comes from the shared store; there is no registry to ask.
+        "--skip-fetch-check",
+        "--source-imgref", f"containers-storage:{source}",
+        "--filesystem", spec.filesystem,
+    ]  # fmt: skip
+    if spec.root_size:
+        bootc += ["--root-size", spec.root_size]
+    for karg in spec.kargs:
+        bootc += ["--karg", karg]
+    device = f"/dev/disk/by-id/virtio-{OUTPUT_SERIAL}"
+    return ("sh", "-c", GUEST_INSTALL, "sh", source, *bootc, device)
+
+
+def check_installable(root: Path, image: str) -> None:
+    """bootc installs itself: the image needs its bootc, and podman to run it."""
+    for program in ("usr/bin/bootc", "usr/bin/podman"):
+        if not resolve_in_root(root, root / program).is_file():
+            raise BootcBoxError(
+                f"{image} has no /{program}: to-disk installs an image with its own bootc",
+                "build the image on a bootc base image (one that ships bootc and podman)",
+            )
+
+
+@contextmanager
+def partial_output(output: Path, disk_format: str, size: int) -> Iterator[Path]:
+    """A new empty disk image beside OUTPUT, removed on exit unless the
+    caller renamed it into place."""
+    partial = output.with_name(f".{output.name}.{secrets.token_hex(4)}.partial")
+    try:
+        if disk_format == "qcow2":
+            created = subprocess.run(
+                ["qemu-img", "create", "-q", "-f", "qcow2", str(partial), str(size)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if created.returncode != 0:
+                raise BootcBoxError(f"cannot create {partial}: {last_line_of(created.stderr)}")
+        else:
+            with partial.open("xb") as f:
+                f.truncate(size)  # sparse
+        yield partial
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def image_size(image_id: str) -> int:
+    return int(podman("image", "inspect", "--format", "{{.Size}}", image_id).stdout.strip())
+
+
+def source_name(ref: ImageRef, image_id: str) -> str:
+    """How the installer names the image in the shared store: by name, so
+    that the installed system knows where it came from; an archive's image
+    by its ID."""
+    return image_id if ref.transport else ref.name
+
+
+def run_to_disk(spec: ToDiskSpec) -> int:
+    output = Path.cwd() / spec.output
+    check_output(output, force=spec.force)
+    env = probe_environment()
+    ref = parse_image_ref(spec.image)
+    if ref.transport:
+        ref = ImageRef(str(Path.cwd() / ref.name), ref.transport)
+    check_archive(ref, env)
+    qemu = require_qemu()
+    require_virtiofsd()
+    enter_podman_userns(env)
+    began = time.monotonic()
+    image_id = resolve_image(ref, env, spec.pull)
+    with mount_image(image_id, env) as root:
+        check_installable(root, spec.image)
+    size = spec.disk_size or default_disk_size(image_size(image_id))
+    with partial_output(output, spec.format, size) as partial:
+        installer = RunSpec(
+            image=image_id,
+            command=install_argv(spec, source_name(ref, image_id)),
+            memory_mib=spec.memory_mib,
+            cpus=spec.cpus,
+            accel=spec.accel,
+            console=spec.console,
+            timeout=spec.timeout,
+            binds=store_binds(image_stores(env)),
+            disks=(Disk(partial, spec.format, serial=OUTPUT_SERIAL),),
+            warm=False,
+        )
+        log.info(
+            "Installing %s to %s (%s, %.1f GiB) with its own bootc",
+            spec.image, output, spec.format, size / GiB,
+        )  # fmt: skip
+        directory = claim_vm_dir(env, new_name())
+        status = supervise(installer, env, qemu, parse_image_ref(image_id), directory)
+        if status != 0:
+            raise BootcBoxError(
+                f"bootc install to-disk failed in the installer VM (status {status})",
+                "see its output above",
+            )
+        partial.rename(output)
+    log.info("Wrote %s in %.0f s", output, time.monotonic() - began)
+    return 0

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 from bootc_box.accel import Accel
 from bootc_box.boot_cache import prune_boot_cache
+from bootc_box.disk_cache import DiskManifest, list_disks, manifest_json, prune_disks
 from bootc_box.environment import Environment
 from bootc_box.images import MOUNT_LABEL, podman, run_locks_dir
 from bootc_box.locks import remove_stale_locks, run_is_live
@@ -60,19 +61,34 @@ def render_snapshots(snapshots: list[tuple[Manifest, int]]) -> str:
     return format_table(rows)
 
 
+def render_disks(disks: list[tuple[DiskManifest, int]]) -> str:
+    rows = [("DISK", "IMAGE ID", "FORMAT", "SIZE", "FILESYSTEM", "ROOT", "KARGS", "ON DISK",
+             "CREATED", "IMAGE")]  # fmt: skip
+    rows += [
+        (m.key[:12], m.options.image_id[:12], m.options.format,
+         f"{m.options.size / 2**30:.1f} GiB", m.options.filesystem, m.options.root_size or "-",
+         " ".join(m.options.kargs) or "-", f"{used / 1e6:.0f} MB", m.created, m.options.source)
+        for m, used in disks
+    ]  # fmt: skip
+    return format_table(rows)
+
+
 def run_cache_ls(env: Environment, as_json: bool) -> int:
-    images, snapshots = list_images(), list_snapshots(env)
+    images, snapshots, disks = list_images(), list_snapshots(env), list_disks(env)
     if as_json:
         listing = {
             "images": [{k: v for k, v in asdict(i).items() if k != "labels"} for i in images],
             "snapshots": [{**asdict(m), "disk_usage": disk} for m, disk in snapshots],
+            "disks": [manifest_json(m, used) for m, used in disks],
         }
         print(json.dumps(listing, indent=2))
     else:
         print(render_images(images))
-        if snapshots:
-            print()
-            print(render_snapshots(snapshots))
+        for rendered in (render_snapshots(snapshots) if snapshots else None,
+                         render_disks(disks) if disks else None):  # fmt: skip
+            if rendered:
+                print()
+                print(rendered)
     return 0
 
 
@@ -102,8 +118,10 @@ def run_cache_prune(env: Environment, all_images: bool) -> int:
     qemu, virtiofsd = find_qemu(), find_virtiofsd()
     versions = program_versions(qemu, virtiofsd, Accel.TCG) if qemu and virtiofsd else None
     boot, snapshots = prune_boot_cache(env, keep), prune_snapshots(env, keep, versions)
+    disks = prune_disks(env)
     log.info(
-        "Removed %d stale mounts, %d images, %d boot file entries and %d saved states",
-        len(stale), len(removed), boot, snapshots,
+        "Removed %d stale mounts, %d images, %d boot file entries, %d saved states"
+        " and %d cached disks",
+        len(stale), len(removed), boot, snapshots, disks,
     )  # fmt: skip
     return 0

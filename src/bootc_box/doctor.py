@@ -4,6 +4,7 @@ import dataclasses
 import json
 
 from bootc_box.environment import Check, probe_checks, probe_environment
+from bootc_box.firmware import Ovmf, find_ovmf
 from bootc_box.table import format_table
 from bootc_box.virtiofsd import find_old_virtiofsd, find_virtiofsd
 
@@ -20,10 +21,18 @@ def render_json(checks: list[Check]) -> str:
     return json.dumps([dataclasses.asdict(c) for c in checks], indent=2)
 
 
+def firmware_check(ovmf: Ovmf | None) -> Check:
+    """UEFI firmware is needed for disk boots only (run --disk)."""
+    if ovmf is None:
+        return Check("ovmf", False, "not found (needed by run --disk)", "install the ovmf package",
+                     required=False)  # fmt: skip
+    return Check("ovmf", True, str(ovmf.code), required=False)
+
+
 def run_doctor(as_json: bool) -> int:
     """Print the checks; non-zero when something required to boot is missing."""
     virtiofsd = find_virtiofsd()
     old = None if virtiofsd else find_old_virtiofsd()
-    checks = probe_checks(probe_environment(), virtiofsd, old)
+    checks = [*probe_checks(probe_environment(), virtiofsd, old), firmware_check(find_ovmf())]
     print(render_json(checks) if as_json else render_table(checks))
     return 0 if all(c.ok for c in checks if c.required) else 1

@@ -8,6 +8,7 @@ from bootc_box.errors import BootcBoxError
 PACKAGES = {
     "podman": "podman",
     "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-img": "qemu-utils",
     "virtiofsd": "virtiofsd",
     "ssh": "openssh-client",
     "ssh-keygen": "openssh-client",

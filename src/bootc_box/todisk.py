@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 
 from bootc_box.accel import AccelChoice
 from bootc_box.binds import Bind
+from bootc_box.disk_cache import DiskOptions, commit_disk, copy_disk, find_disk, installing
 from bootc_box.environment import HOST_STORE, Environment, probe_environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.images import (
@@ -156,26 +157,31 @@ def check_installable(root: Path, image: str) -> None:
 
 
 @contextmanager
-def partial_output(output: Path, disk_format: str, size: int) -> Iterator[Path]:
-    """A new empty disk image beside OUTPUT, removed on exit unless the
-    caller renamed it into place."""
+def partial_output(output: Path) -> Iterator[Path]:
+    """A path beside OUTPUT to write the disk to and then rename into place;
+    whatever is there when the block ends (it was not renamed) is removed."""
     partial = output.with_name(f".{output.name}.{secrets.token_hex(4)}.partial")
     try:
-        if disk_format == "qcow2":
-            created = subprocess.run(
-                ["qemu-img", "create", "-q", "-f", "qcow2", str(partial), str(size)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if created.returncode != 0:
-                raise BootcBoxError(f"cannot create {partial}: {last_line_of(created.stderr)}")
-        else:
-            with partial.open("xb") as f:
-                f.truncate(size)  # sparse
         yield partial
     finally:
         partial.unlink(missing_ok=True)
+
+
+def create_disk(path: Path, disk_format: str, size: int) -> None:
+    """A new empty disk image: a sparse raw file, or a qcow2 file (the
+    installer then writes qcow2 directly, with no conversion after)."""
+    if disk_format == "raw":
+        with path.open("xb") as f:
+            f.truncate(size)
+        return
+    created = subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", str(path), str(size)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if created.returncode != 0:
+        raise BootcBoxError(f"cannot create {path}: {last_line_of(created.stderr)}")
 
 
 def image_size(image_id: str) -> int:
@@ -190,6 +196,8 @@ def source_name(ref: ImageRef, image_id: str) -> str:
 
 
 def run_to_disk(spec: ToDiskSpec) -> int:
+    """Check what can be checked before anything is allocated; then copy the
+    cached disk of this image and these options, or install one (caching it)."""
     output = Path.cwd() / spec.output
     check_output(output, force=spec.force)
     env = probe_environment()
@@ -204,31 +212,76 @@ def run_to_disk(spec: ToDiskSpec) -> int:
     image_id = resolve_image(ref, env, spec.pull)
     with mount_image(image_id, env) as root:
         check_installable(root, spec.image)
-    size = spec.disk_size or default_disk_size(image_size(image_id))
-    with partial_output(output, spec.format, size) as partial:
-        installer = RunSpec(
-            image=image_id,
-            command=install_argv(spec, source_name(ref, image_id)),
-            memory_mib=spec.memory_mib,
-            cpus=spec.cpus,
-            accel=spec.accel,
-            console=spec.console,
-            timeout=spec.timeout,
-            binds=store_binds(image_stores(env)),
-            disks=(Disk(partial, spec.format, serial=OUTPUT_SERIAL),),
-            warm=False,
-        )
-        log.info(
-            "Installing %s to %s (%s, %.1f GiB) with its own bootc",
-            spec.image, output, spec.format, size / GiB,
-        )  # fmt: skip
-        directory = claim_vm_dir(env, new_name())
-        status = supervise(installer, env, qemu, parse_image_ref(image_id), directory)
-        if status != 0:
-            raise BootcBoxError(
-                f"bootc install to-disk failed in the installer VM (status {status})",
-                "see its output above",
+    options = DiskOptions(
+        image_id=image_id,
+        source=source_name(ref, image_id),
+        format=spec.format,
+        size=spec.disk_size or default_disk_size(image_size(image_id)),
+        filesystem=spec.filesystem,
+        root_size=spec.root_size,
+        kargs=spec.kargs,
+    )
+    with partial_output(output) as partial:
+        if not env.cache_kept:
+            install(spec, options, partial, env, qemu)
+            copied = False
+        else:
+            copied = copy_cached(env, options, partial) or install_cached(
+                spec, options, partial, env, qemu
             )
         partial.rename(output)
-    log.info("Wrote %s in %.0f s", output, time.monotonic() - began)
+    how = "copied from the cache" if copied else "installed"
+    log.info("Wrote %s (%s) in %.0f s", output, how, time.monotonic() - began)
     return 0
+
+
+def install_cached(
+    spec: ToDiskSpec, options: DiskOptions, target: Path, env: Environment, qemu: str
+) -> bool:
+    """Install into the cache and copy the disk to `target`; True when the
+    run this one waited for had installed it meanwhile, so it was copied."""
+    with installing(env, options) as slot:
+        if copy_cached(env, options, target):
+            return True
+        install(spec, options, slot / options.file_name, env, qemu)
+        copy_disk(commit_disk(env, options, slot), target)
+        return False
+
+
+def copy_cached(env: Environment, options: DiskOptions, target: Path) -> bool:
+    with find_disk(env, options) as cached:
+        if cached is None:
+            return False
+        log.info("Copying the cached disk %s", options.key[:12])
+        copy_disk(cached, target)
+        return True
+
+
+def install(
+    spec: ToDiskSpec, options: DiskOptions, target: Path, env: Environment, qemu: str
+) -> None:
+    """Boot the image as the installer VM with `target` as its output disk."""
+    create_disk(target, options.format, options.size)
+    installer = RunSpec(
+        image=options.image_id,
+        command=install_argv(spec, options.source),
+        memory_mib=spec.memory_mib,
+        cpus=spec.cpus,
+        accel=spec.accel,
+        console=spec.console,
+        timeout=spec.timeout,
+        binds=store_binds(image_stores(env)),
+        disks=(Disk(target, options.format, serial=OUTPUT_SERIAL),),
+        warm=False,
+    )
+    log.info(
+        "Installing %s (%s, %.1f GiB) with its own bootc",
+        spec.image, options.format, options.size / GiB,
+    )  # fmt: skip
+    directory = claim_vm_dir(env, new_name())
+    status = supervise(installer, env, qemu, parse_image_ref(options.image_id), directory)
+    if status != 0:
+        raise BootcBoxError(
+            f"bootc install to-disk failed in the installer VM (status {status})",
+            "see its output above",
+        )

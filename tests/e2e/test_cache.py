@@ -51,9 +51,7 @@ def test_prune_clears_a_killed_run_and_spares_a_live_one(
         capture_output=True, text=True, check=False, timeout=120,
     )  # fmt: skip
     assert prune.returncode == 0, prune.stderr
-    assert (
-        "Removed 1 stale mounts, 0 images, 0 boot file entries and 0 saved states" in prune.stderr
-    )
+    assert "Removed 1 stale mounts, 0 images, 0 boot file entries, 0 saved states" in prune.stderr
     assert len(cache_volume.nested_containers()) == 1
 
     assert podman("wait", live) == "0"

@@ -35,9 +35,7 @@ def test_path_transport_loads_the_saved_image(
         capture_output=True, text=True, check=False, timeout=300,
     )  # fmt: skip
     assert prune.returncode == 0, prune.stderr
-    assert (
-        "Removed 0 stale mounts, 1 images, 0 boot file entries and 0 saved states" in prune.stderr
-    )
+    assert "Removed 0 stale mounts, 1 images, 0 boot file entries, 0 saved states" in prune.stderr
     listing = subprocess.run(
         box_argv("cache", "ls", "--json", volume=cache_volume.name, options=("--rm",)),
         capture_output=True, text=True, check=True, timeout=120,

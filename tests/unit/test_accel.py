@@ -4,17 +4,36 @@ from pathlib import Path
 import pytest
 
 from bootc_box import accel
-from bootc_box.accel import Accel, AccelChoice, choose_accel, kvm_probe_argv, kvm_unusable_reason
+from bootc_box.accel import (
+    Accel,
+    AccelChoice,
+    ProbeBoot,
+    choose_accel,
+    kvm_probe_argv,
+    kvm_unusable_reason,
+)
 from bootc_box.errors import BootcBoxError
 
 
 def test_probe_boots_the_guest_kernel_to_a_panic_that_ends_qemu() -> None:
-    argv = kvm_probe_argv("qemu", Path("/k/vmlinuz"), Path("/t/console"))
+    argv = kvm_probe_argv("qemu", ProbeBoot(kernel=Path("/k/vmlinuz")), Path("/t/console"))
     assert argv[argv.index("-kernel") + 1] == "/k/vmlinuz"
     assert "-initrd" not in argv
     assert "-no-reboot" in argv
     assert "panic=-1" in argv[argv.index("-append") + 1].split()
     assert argv[argv.index("-machine") + 1] == "q35,accel=kvm"
+
+
+def test_a_disk_boot_probes_with_the_firmware_and_its_own_variables() -> None:
+    boot = ProbeBoot(firmware=(Path("/fw/CODE.fd"), Path("/t/vars.fd")))
+    argv = kvm_probe_argv("qemu", boot, Path("/t/console"))
+    assert "-kernel" not in argv
+    drives = [argv[i + 1] for i, a in enumerate(argv) if a == "-drive"]
+    assert drives == [
+        "if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.fd",
+        "if=pflash,format=raw,unit=1,file=/t/vars.fd",
+    ]
+    assert argv[argv.index("-serial") + 1] == "file:/t/console"
 
 
 def test_kvm_device_checks(tmp_path: Path) -> None:
@@ -26,7 +45,7 @@ def test_kvm_device_checks(tmp_path: Path) -> None:
 
 def test_tcg_is_chosen_without_probing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(accel, "probe_kvm", pytest.fail)
-    assert choose_accel(AccelChoice.TCG, "qemu", Path("/k"), "hint") is Accel.TCG
+    assert choose_accel(AccelChoice.TCG, "qemu", ProbeBoot(kernel=Path("/k")), "hint") is Accel.TCG
 
 
 def test_missing_kvm_fails_when_kvm_is_required(
@@ -34,7 +53,7 @@ def test_missing_kvm_fails_when_kvm_is_required(
 ) -> None:
     monkeypatch.setattr(accel, "KVM_DEVICE", tmp_path / "kvm")
     with pytest.raises(BootcBoxError, match="does not exist") as err:
-        choose_accel(AccelChoice.KVM, "qemu", Path("/k"), "add --device /dev/kvm")
+        choose_accel(AccelChoice.KVM, "qemu", ProbeBoot(kernel=Path("/k")), "add --device /dev/kvm")
     assert err.value.hint is not None
     assert err.value.hint.startswith("add --device /dev/kvm")
 
@@ -44,7 +63,9 @@ def test_missing_kvm_falls_back_to_tcg_with_a_warning(
 ) -> None:
     monkeypatch.setattr(accel, "KVM_DEVICE", tmp_path / "kvm")
     with caplog.at_level(logging.WARNING):
-        choice = choose_accel(AccelChoice.AUTO, "qemu", Path("/k"), "add --device /dev/kvm")
+        choice = choose_accel(
+            AccelChoice.AUTO, "qemu", ProbeBoot(kernel=Path("/k")), "add --device /dev/kvm"
+        )
     assert choice is Accel.TCG
     assert "does not exist; falling back to TCG" in caplog.text
     assert "add --device /dev/kvm" in caplog.text

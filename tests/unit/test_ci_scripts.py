@@ -78,4 +78,6 @@ def test_build_images_refuses_an_unknown_image_name() -> None:
         [ROOT / "ci/build-images", "fixtrue"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 2
-    assert "no image called 'fixtrue'; use box, fixture or two-kernels" in result.stderr
+    assert (
+        "no image called 'fixtrue'; use box, fixture, two-kernels or installable" in result.stderr
+    )

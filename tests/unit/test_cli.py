@@ -31,7 +31,7 @@ def test_help_lists_every_command_with_its_summary() -> None:
     commands = result.stdout.split("Commands:\n", 1)[1].splitlines()
     assert [line.split()[0] for line in commands] == [
         "cache", "completion", "cp", "doctor", "images", "inspect", "list", "logs", "pull",
-        "rm", "run", "ssh", "ssh-config", "stop",
+        "rm", "run", "ssh", "ssh-config", "stop", "to-disk",
     ]  # fmt: skip
     assert any(line.split()[1:3] == ["Boot", "IMAGE"] for line in commands)
 
@@ -131,6 +131,18 @@ def test_every_help_shows_an_example_that_uses_the_command(words: list[str]) -> 
         (["cp", "a"], "Missing argument 'DST'; see bootc-box cp --help"),
         (["cp", "a", "b"], "one of SRC and DST must be in a VM"),
         (["nosuch"], "No such command 'nosuch'; see bootc-box --help"),
+        (["run"], "Missing argument 'IMAGE'; see bootc-box run --help"),
+        (["run", "--transient", "img"], "--transient applies to a disk; add --disk FILE"),
+        (
+            ["to-disk", "--format", "vmdk", "img", "out"],
+            "'vmdk' is not one of 'raw', 'qcow2'; see bootc-box to-disk --help",
+        ),
+        (
+            ["to-disk", "--filesystem", "zfs", "img", "out"],
+            "'zfs' is not one of 'ext4', 'xfs', 'btrfs'; see bootc-box to-disk --help",
+        ),
+        (["to-disk", "img"], "Missing argument 'OUTPUT'; see bootc-box to-disk --help"),
+        (["to-disk", "--disk-size", "lots", "img", "out"], "invalid --disk-size 'lots'"),
     ],
 )
 def test_usage_errors_are_one_line_naming_where_help_is(args: list[str], message: str) -> None:

@@ -5,7 +5,17 @@ import pytest
 from bootc_box.accel import Accel
 from bootc_box.errors import BootcBoxError
 from bootc_box.publish import Publish
-from bootc_box.qemu import QemuSpec, forwarding_failure, kernel_cmdline, parse_memory, qemu_argv
+from bootc_box.qemu import (
+    Disk,
+    Firmware,
+    QemuSpec,
+    disk_cmdline,
+    forwarding_failure,
+    kernel_cmdline,
+    option_value,
+    parse_memory,
+    qemu_argv,
+)
 
 
 def spec(**overrides: object) -> QemuSpec:
@@ -145,3 +155,63 @@ def test_the_console_is_appended_to_so_it_can_be_emptied_under_qemu() -> None:
     argv = qemu_argv(spec(), "qemu")
     assert "file,id=console,path=/run/console.log,append=on" in option(argv, "-chardev")
     assert option(argv, "-serial") == ["chardev:console"]
+
+
+def disk_boot(**overrides: object) -> QemuSpec:
+    values: dict[str, object] = {
+        "kernel": None,
+        "initramfs": None,
+        "virtiofs_socket": None,
+        "cmdline": disk_cmdline(("quiet",)),
+        "disks": (Disk(Path("/d/disk.qcow2"), "qcow2", serial="root"),),
+        "firmware": Firmware(Path("/fw/CODE.fd"), Path("/vm/efivars.fd")),
+    }
+    values.update(overrides)
+    return spec(**values)
+
+
+def test_a_disk_boots_under_uefi_with_no_kernel_or_root_share_of_ours() -> None:
+    argv = qemu_argv(disk_boot(), "qemu")
+    assert "-kernel" not in argv
+    assert "-append" not in argv
+    assert not any("vhost-user-fs" in a for a in argv)
+    assert option(argv, "-drive") == [
+        "if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.fd",
+        "if=pflash,format=raw,unit=1,file=/vm/efivars.fd",
+        "if=none,id=disk0,file=/d/disk.qcow2,format=qcow2,discard=unmap",
+    ]
+    assert "virtio-blk-pci,drive=disk0,serial=root,bootindex=0" in option(argv, "-device")
+
+
+def test_a_disk_boot_hands_kargs_to_systemd_boot_over_smbios() -> None:
+    argv = qemu_argv(disk_boot(cmdline=disk_cmdline(("a=1,2", "quiet"))), "qemu")
+    assert (
+        "type=11,value=io.systemd.boot.kernel-cmdline-extra=console=ttyS0 a=1,,2 quiet"
+        in option(argv, "-smbios")
+    )
+
+
+def test_extra_disks_of_a_kernel_boot_have_their_serial_and_no_boot_index() -> None:
+    output = Disk(Path("/out/.d,isk.partial"), "raw", serial="output")
+    argv = qemu_argv(spec(disks=(output,)), "qemu")
+    assert option(argv, "-drive") == [
+        "if=none,id=disk0,file=/out/.d,,isk.partial,format=raw,discard=unmap"
+    ]
+    assert "virtio-blk-pci,drive=disk0,serial=output" in option(argv, "-device")
+    assert option(argv, "-kernel") == ["/k/vmlinuz"]
+
+
+def test_a_transient_disk_keeps_its_file_unchanged() -> None:
+    disk = Disk(Path("/d/disk.raw"), "raw", serial="root", transient=True)
+    argv = qemu_argv(disk_boot(disks=(disk,)), "qemu")
+    assert option(argv, "-drive")[-1].endswith(",snapshot=on")
+
+
+def test_option_values_double_their_commas() -> None:
+    assert option_value(Path("/a,b/c")) == "/a,,b/c"
+    assert option_value("plain") == "plain"
+
+
+def test_a_firmware_boot_without_a_disk_is_a_programming_error() -> None:
+    with pytest.raises(AssertionError, match="needs a disk"):
+        qemu_argv(disk_boot(disks=()), "qemu")

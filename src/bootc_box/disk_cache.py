@@ -1,0 +1,179 @@
+"""Finished disks of to-disk under /cache/disks (see cache-layout.md): a
+second to-disk of the same image and options copies one instead of booting
+an installer."""
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bootc_box.cache_entries import Entries, cache_dir
+from bootc_box.environment import Environment
+from bootc_box.errors import BootcBoxError
+from bootc_box.processes import last_line_of
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class DiskOptions:
+    """Everything that decides a disk's content: the cache key's fields."""
+
+    image_id: str
+    source: str  # the reference the installed system tracks
+    format: str
+    size: int
+    filesystem: str
+    root_size: str | None
+    kargs: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        text = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    @property
+    def file_name(self) -> str:
+        return f"disk.{self.format}"
+
+
+@dataclass(frozen=True)
+class DiskManifest:
+    key: str
+    options: DiskOptions
+    file_size: int
+    created: str
+
+    @classmethod
+    def read(cls, entry: Path) -> "DiskManifest":
+        data = json.loads((entry / MANIFEST).read_text())
+        options = data["options"]
+        options["kargs"] = tuple(options["kargs"])
+        return cls(data["key"], DiskOptions(**options), data["file_size"], data["created"])
+
+
+def disk_entries(env: Environment) -> Entries:
+    return Entries(cache_dir(env, "disks"), creating="install")
+
+
+def entry_problem(entry: Path, key: str) -> str | None:
+    """Why the entry cannot be used, or None when it looks whole."""
+    try:
+        manifest = DiskManifest.read(entry)
+    except FileNotFoundError:
+        return "it has no manifest" if entry.exists() else "it is not there"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its manifest is unreadable"
+    if manifest.key != key:
+        return "its manifest is for other options"
+    disk = entry / manifest.options.file_name
+    if not disk.is_file():
+        return f"{disk.name} is missing"
+    if disk.stat().st_size != manifest.file_size:
+        return f"{disk.name} has {disk.stat().st_size} bytes, not {manifest.file_size}"
+    return None
+
+
+@contextmanager
+def find_disk(env: Environment, options: DiskOptions) -> Iterator[Path | None]:
+    """The cached disk of `options`, held against deletion until the block
+    ends; None when there is none whole (a damaged one is deleted)."""
+    entries, key = disk_entries(env), options.key
+    fd = entries.lock(entries.use_lock(key), fcntl.LOCK_SH)
+    if fd is None:
+        yield None
+        return
+    try:
+        problem = entry_problem(entries.entry(key), key)
+        if problem is None:
+            yield entries.entry(key) / options.file_name
+            return
+    finally:
+        os.close(fd)
+    if entries.entry(key).exists():
+        log.warning("The cached disk %s is damaged (%s); installing again", key, problem)
+        entries.delete(key, timeout=0, only_if=lambda: entry_problem(entries.entry(key), key))
+    yield None
+
+
+@contextmanager
+def installing(env: Environment, options: DiskOptions) -> Iterator[Path]:
+    """The one slot to install `options` into: a partial entry directory.
+    Runs of the same options wait here for the run installing them, then
+    find its disk. The caller writes the disk into the slot and `commit`s."""
+    entries, key = disk_entries(env), options.key
+    fd = entries.lock(entries.create_lock(key), fcntl.LOCK_EX, timeout=0)
+    if fd is None:
+        log.info("Another run is installing this image with these options; waiting for its disk")
+        fd = entries.lock(entries.create_lock(key), fcntl.LOCK_EX)
+        if fd is None:
+            raise BootcBoxError(
+                "gave up waiting for another run's install of this disk",
+                "see whether a stuck bootc-box runs, or run bootc-box cache prune",
+            )
+    try:
+        entries.remove_partial(key)
+        with entries.partial(key) as partial:
+            yield partial
+    finally:
+        os.close(fd)
+
+
+def commit_disk(env: Environment, options: DiskOptions, partial: Path) -> Path:
+    """Put a finished disk in place; returns its file in the entry."""
+    entries, key = disk_entries(env), options.key
+    if entries.entry(key).exists():  # damaged and still read by a run: it goes now
+        entries.delete(key, only_if=lambda: entry_problem(entries.entry(key), key))
+    manifest = DiskManifest(
+        key=key,
+        options=options,
+        file_size=(partial / options.file_name).stat().st_size,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    (partial / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2) + "\n")
+    return entries.commit(partial, key) / options.file_name
+
+
+def copy_disk(source: Path, target: Path) -> None:
+    """A copy that shares blocks where the file system can (reflink), and
+    keeps holes as holes where it cannot."""
+    copied = subprocess.run(
+        ["cp", "--reflink=auto", "--sparse=always", str(source), str(target)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if copied.returncode != 0:
+        raise BootcBoxError(f"cannot copy the cached disk: {last_line_of(copied.stderr)}")
+
+
+def list_disks(env: Environment) -> list[tuple[DiskManifest, int]]:
+    """Every whole entry's manifest and its disk's blocks in use."""
+    entries = disk_entries(env)
+    found = []
+    for key in entries.names():
+        entry = entries.entry(key)
+        if entry_problem(entry, key) is None:
+            used = sum(p.stat().st_blocks * 512 for p in entry.iterdir())
+            found.append((DiskManifest.read(entry), used))
+    return found
+
+
+def prune_disks(env: Environment) -> int:
+    """Remove every disk that no run is copying or installing: each is a
+    to-disk's result that the next to-disk can make again."""
+    return disk_entries(env).prune(lambda key: True)
+
+
+def manifest_json(manifest: DiskManifest, used: int) -> dict[str, object]:
+    return {**dataclasses.asdict(manifest), "disk_usage": used}

@@ -1,0 +1,106 @@
+import dataclasses
+import threading
+from pathlib import Path
+
+import pytest
+
+from bootc_box.disk_cache import (
+    DiskOptions,
+    commit_disk,
+    disk_entries,
+    find_disk,
+    installing,
+    list_disks,
+    prune_disks,
+)
+from bootc_box.environment import Environment
+
+NATIVE = Environment(in_box=False)
+OPTIONS = DiskOptions("sha256id", "localhost/img", "raw", 10 << 30, "ext4", None, ("quiet",))
+
+
+@pytest.fixture(autouse=True)
+def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    return tmp_path / "xdg" / "bootc-box" / "disks"
+
+
+def install_into(slot: Path, content: bytes = b"disk") -> Path:
+    (slot / OPTIONS.file_name).write_bytes(content)
+    return commit_disk(NATIVE, OPTIONS, slot)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"image_id": "other"}, {"source": "quay.io/x/img"}, {"format": "qcow2"}, {"size": 20 << 30},
+     {"filesystem": "xfs"}, {"root_size": "5G"}, {"kargs": ("quiet", "x=1")}, {"kargs": ()}],
+)  # fmt: skip
+def test_every_option_that_changes_the_disk_changes_the_key(change: dict[str, object]) -> None:
+    assert dataclasses.replace(OPTIONS, **change).key != OPTIONS.key  # type: ignore[arg-type]
+    assert dataclasses.replace(OPTIONS).key == OPTIONS.key
+
+
+def test_a_committed_disk_is_found_and_listed(cache_home: Path) -> None:
+    with find_disk(NATIVE, OPTIONS) as found:
+        assert found is None
+    with installing(NATIVE, OPTIONS) as slot:
+        entry_file = install_into(slot)
+    assert entry_file == cache_home / OPTIONS.key / "disk.raw"
+    with find_disk(NATIVE, OPTIONS) as found:
+        assert found == entry_file
+    [(manifest, _used)] = list_disks(NATIVE)
+    assert manifest.options == OPTIONS
+    assert manifest.file_size == 4
+    # No partial directory is left beside the entry.
+    assert sorted(p.name for p in cache_home.iterdir() if p.name.startswith(".")) == []
+
+
+def test_an_interrupted_install_leaves_no_entry(cache_home: Path) -> None:
+    def interrupted() -> None:
+        with installing(NATIVE, OPTIONS) as slot:
+            (slot / OPTIONS.file_name).write_bytes(b"half")
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted()
+    with find_disk(NATIVE, OPTIONS) as found:
+        assert found is None
+    assert not any(p.name.startswith(f".{OPTIONS.key}") for p in cache_home.iterdir())
+
+
+def test_a_damaged_disk_is_deleted_not_used(cache_home: Path) -> None:
+    with installing(NATIVE, OPTIONS) as slot:
+        entry_file = install_into(slot)
+    entry_file.write_bytes(b"truncated-or-grown")
+    with find_disk(NATIVE, OPTIONS) as found:
+        assert found is None
+    assert not (cache_home / OPTIONS.key).exists()
+
+
+def test_a_second_run_of_one_key_waits_for_the_first_and_uses_its_disk() -> None:
+    started, waited = threading.Event(), []
+
+    def second() -> None:
+        started.wait()
+        with installing(NATIVE, OPTIONS), find_disk(NATIVE, OPTIONS) as found:
+            waited.append(found)
+
+    thread = threading.Thread(target=second)
+    with installing(NATIVE, OPTIONS) as slot:
+        thread.start()
+        started.set()
+        thread.join(timeout=0.5)
+        assert thread.is_alive()  # held back while the first installs
+        install_into(slot)
+    thread.join(timeout=10)
+    assert waited == [disk_entries(NATIVE).entry(OPTIONS.key) / "disk.raw"]
+
+
+def test_prune_removes_disks_but_not_one_being_copied(cache_home: Path) -> None:
+    with installing(NATIVE, OPTIONS) as slot:
+        install_into(slot)
+    with find_disk(NATIVE, OPTIONS) as found:
+        assert found is not None
+        assert prune_disks(NATIVE) == 0  # a run copies it
+    assert prune_disks(NATIVE) == 1
+    assert list(cache_home.iterdir()) == []

@@ -30,6 +30,7 @@ from bootc_box.manage import (
     vm_names,
 )
 from bootc_box.options import bare_to_true, first_operand, wants_debug
+from bootc_box.persistent import run_persistent, run_start
 from bootc_box.programs import as_user_error
 from bootc_box.publish import parse_publish
 from bootc_box.qemu import Disk, parse_memory
@@ -242,6 +243,12 @@ def machine_options(command: F) -> F:
 @click.option(
     "--transient", is_flag=True, help="With --disk: discard the guest's writes to the disk."
 )
+@click.option(
+    "--persistent",
+    is_flag=True,
+    help="With --name: a VM that keeps its state on its own disk (installed from IMAGE"
+    " the first time); this line, or bootc-box start NAME, boots it again.",
+)
 @registry_options
 @click.argument("image", required=False)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
@@ -249,6 +256,7 @@ def run(
     *,
     disk: Path | None,
     transient: bool,
+    persistent: bool,
     detach: bool,
     name: str | None,
     publish: tuple[str, ...],
@@ -284,13 +292,16 @@ def run(
       bootc-box run -d --name web -p 8080:80 localhost/my-image
       bootc-box run oci-archive:my-image.tar
       bootc-box run --disk disk.raw -- cat /etc/os-release
+      bootc-box run -d --persistent --name web localhost/my-image
     """
     if disk:  # no IMAGE: what was taken for it begins the command
         command = (image, *command) if image else command
         image = str(disk)
     elif transient:
         raise click.UsageError("--transient applies to a disk; add --disk FILE")
-    elif image is None:
+    if persistent and (disk or not name):
+        raise click.UsageError("--persistent takes an IMAGE and --name NAME, not --disk")
+    if image is None:
         raise click.UsageError("Missing argument 'IMAGE'.")
     if command[:1] == ("--",):
         command = command[1:]
@@ -316,8 +327,30 @@ def run(
         stop_timeout=float(stop_timeout),
         warm=warm == "auto",
         disk=Disk(disk, transient=transient) if disk else None,
+        persistent=persistent,
     )
-    sys.exit(run_run(spec))
+    sys.exit(run_persistent(spec) if persistent else run_run(spec))
+
+
+@cli.command()
+@click.option(
+    "--attach", "-a", is_flag=True, help="Stay in the foreground until the VM stops (one NAME)."
+)
+@click.argument("names", nargs=-1, required=True, shell_complete=complete_vm_name)
+def start(attach: bool, names: tuple[str, ...]) -> None:
+    """Boot again VMs that keep their state (made with run --persistent).
+
+    They run detached, as after run -d; with --attach, in the foreground, as
+    a box's main command (podman run -d BOX start -a NAME).
+
+    \b
+    Examples:
+      bootc-box start web
+      bootc-box stop web && bootc-box start web
+    """
+    if attach and len(names) > 1:
+        raise click.UsageError("--attach takes one NAME")
+    sys.exit(run_start(names, detach=not attach))
 
 
 @cli.command("to-disk", cls=_PodmanStyle)

@@ -169,10 +169,11 @@ def list_disks(env: Environment) -> list[tuple[DiskManifest, int]]:
     return found
 
 
-def prune_disks(env: Environment) -> int:
-    """Remove every disk that no run is copying or installing: each is a
-    to-disk's result that the next to-disk can make again."""
-    return disk_entries(env).prune(lambda key: True)
+def prune_disks(env: Environment, keep: set[str]) -> int:
+    """Remove every disk that no run is copying or installing and no VM's
+    disk is built on (`keep`): each is a to-disk's result that the next
+    to-disk can make again."""
+    return disk_entries(env).prune(lambda key: key not in keep)
 
 
 def manifest_json(manifest: DiskManifest, used: int) -> dict[str, object]:

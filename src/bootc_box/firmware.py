@@ -34,10 +34,14 @@ def require_ovmf() -> Ovmf:
     return ovmf
 
 
-def vm_firmware(ovmf: Ovmf, directory: Path) -> Firmware:
-    """The firmware for one VM: shared code, and its own copy of the variable
-    store (the firmware writes boot entries there)."""
-    variables = directory / "efivars.fd"
-    shutil.copyfile(ovmf.vars_template, variables)
-    variables.chmod(0o600)
+def vm_firmware(ovmf: Ovmf, directory: Path, variables: Path | None = None) -> Firmware:
+    """The firmware for one VM: shared code, and its own variable store (the
+    firmware writes boot entries there): `variables` when the VM keeps its
+    state (made from the template the first time), else a new copy in
+    `directory`."""
+    if variables is None:
+        variables = directory / "efivars.fd"
+    if not variables.exists():
+        shutil.copyfile(ovmf.vars_template, variables)
+        variables.chmod(0o600)
     return Firmware(ovmf.code, variables)

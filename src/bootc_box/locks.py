@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bootc_box.errors import BootcBoxError
+
 
 def flock_within(fd: int, operation: int, timeout: float) -> bool:
     """flock(2) that gives up after `timeout` seconds instead of waiting forever
@@ -76,6 +78,20 @@ def delete_if_unused(path: Path) -> bool:
     try:
         path.unlink()
         return True
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def hold_lock(path: Path, busy: BootcBoxError) -> Iterator[None]:
+    """Hold `path` exclusively for the block, or raise `busy` if another
+    process holds it now."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = lock_file(path, fcntl.LOCK_EX, 0)
+    if fd is None:
+        raise busy
+    try:
+        yield
     finally:
         os.close(fd)
 

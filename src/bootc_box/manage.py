@@ -18,15 +18,18 @@ from bootc_box.console import LogReader, rotated
 from bootc_box.detach import SUPERVISOR_LOG
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
+from bootc_box.persistent import find_persistent, persistent_names, remove_persistent
 from bootc_box.ssh import SshTarget, connect, ssh_config
 from bootc_box.table import format_table
 from bootc_box.vms import (
     VmRecord,
     VmState,
+    check_name,
     current_state,
     find_vm,
     list_vms,
     read_record,
+    vms_dir,
     write_record,
 )
 
@@ -75,8 +78,29 @@ def reap_dead(env: Environment) -> list[VmRecord]:
     return records
 
 
+def kept_records(env: Environment, records: list[VmRecord]) -> list[VmRecord]:
+    """VMs that keep their state and are not running here, as stopped records."""
+    here = {r.name for r in records}
+    kept = (find_persistent(env, n) for n in persistent_names(env) if n not in here)
+    return [
+        VmRecord(
+            name=vm.name,
+            image=vm.image,
+            image_id=vm.image_id,
+            state=VmState.STOPPED,
+            supervisor_pid=0,
+            supervisor_started=0.0,
+            detached=True,
+            created=vm.created,
+        )
+        for vm in kept
+        if vm is not None
+    ]
+
+
 def run_list(env: Environment, as_json: bool) -> int:
     records = reap_dead(env)
+    records += kept_records(env, records)
     if as_json:
         print(json.dumps([describe(r) for r in records], indent=2))
         return 0
@@ -196,7 +220,7 @@ def run_ssh_config(env: Environment, name: str | None) -> int:
 
 def vm_names(env: Environment) -> list[str]:
     """Every VM's name, for shell completion."""
-    return [r.name for _, r in list_vms(env) if r is not None]
+    return sorted({r.name for _, r in list_vms(env) if r is not None} | {*persistent_names(env)})
 
 
 def log_files(directory: Path) -> list[Path]:
@@ -281,10 +305,17 @@ def run_stop(env: Environment, names: tuple[str, ...], timeout: float) -> int:
 def run_rm(
     env: Environment, names: tuple[str, ...], force: bool, remove_all: bool, timeout: float
 ) -> int:
+    kept_only: list[str] = []  # VMs that keep their state, not running here
     if remove_all:
         targets = [(d, r) for d, r in list_vms(env) if r is not None]
+        kept_only = [r.name for r in kept_records(env, [r for _, r in targets])]
     elif names:
-        targets = [find_vm(env, n) for n in names]
+        targets = []
+        for name in names:
+            if (vms_dir(env) / check_name(name)).exists() or not find_persistent(env, name):
+                targets.append(find_vm(env, name))
+            else:
+                kept_only.append(name)
     else:
         raise BootcBoxError("which VMs?", "name the VMs to remove, or pass --all")
     running = [r.name for _, r in targets if current_state(r).live]
@@ -296,7 +327,11 @@ def run_rm(
     for directory, record in targets:
         left_mounts |= stop_vm(directory, record, timeout)
         shutil.rmtree(directory)
+        remove_persistent(env, record.name)
         print(record.name)
+    for name in kept_only:
+        remove_persistent(env, name)
+        print(name)
     if left_mounts:
         remove_stale_mounts(env)  # the mount a killed supervisor could not remove
     return 0

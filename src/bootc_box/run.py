@@ -35,6 +35,7 @@ from bootc_box.images import (
 )
 from bootc_box.kargs import image_kargs
 from bootc_box.kernel import BootFiles
+from bootc_box.locks import hold_lock
 from bootc_box.migration import load_state, save_state
 from bootc_box.processes import last_line, wait_until
 from bootc_box.progress import Progress, start_progress
@@ -94,11 +95,17 @@ class RunSpec:
     disk: Disk | None = None
     # More disks to attach (to-disk's output).
     disks: tuple[Disk, ...] = ()
+    # What the run boots, in messages and `list`, when not IMAGE or the disk.
+    label: str = ""
+    # A VM that keeps its state (persistent.py): boot its disk with its own
+    # UEFI variable store, holding its lock so that it runs once at a time.
+    persistent: bool = False
+    efi_vars: Path | None = None
+    persistent_lock: Path | None = None
 
     @property
     def title(self) -> str:
-        """What the run boots, for messages and `list`."""
-        return f"disk {self.disk.path}" if self.disk else self.image
+        return self.label or (f"disk {self.disk.path}" if self.disk else self.image)
 
     @property
     def keeps_running(self) -> bool:
@@ -189,6 +196,7 @@ class Prepared:
     image_kargs: tuple[str, ...] = ()
     # A disk boot: the UEFI firmware.
     firmware: Firmware | None = None
+    extra_credentials: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -261,6 +269,9 @@ def supervise(
     spec: RunSpec, env: Environment, qemu: str, ref: ImageRef | None, directory: Path
 ) -> int:
     with ExitStack() as stack:
+        if spec.persistent_lock:
+            assert spec.name, "a VM that keeps its state has a name"
+            stack.enter_context(hold_lock(spec.persistent_lock, already_running(spec.name)))
         vm = stack.enter_context(supervise_vm(directory, spec.title, detached=spec.detach))
         progress = stack.enter_context(start_progress(spec.console or spec.keeps_running))
         # Held until QEMU has read the kernel and initramfs.
@@ -345,11 +356,28 @@ def prepare_image(
 def prepare_disk(spec: RunSpec, env: Environment, qemu: str, directory: Path) -> "Prepared":
     """UEFI firmware with the VM's own variable store, the accelerator, the key."""
     ovmf = require_ovmf()
-    firmware = vm_firmware(ovmf, directory)
+    firmware = vm_firmware(ovmf, directory, spec.efi_vars)
     boot = ProbeBoot(firmware=(ovmf.code, ovmf.vars_template))
     accel = choose_accel(spec.accel, qemu, boot, env.kvm_hint)
     key, credential = run_key(spec, directory)
-    return Prepared(key, credential, qemu, accel, firmware=firmware)
+    return Prepared(
+        key, credential, qemu, accel, firmware=firmware,
+        extra_credentials=(write_credential(directory, "tmpfiles.extra", FORGET_OLD_KEYS),),
+    )  # fmt: skip
+
+
+# A disk keeps /root/.ssh/authorized_keys from its first boot, and systemd's
+# provisioning (`f^` in tmpfiles.d/provision.conf) never overwrites it: the
+# next run's key would be refused. systemd-tmpfiles removes before it
+# creates, so this line lets every boot write the file from its own credential.
+FORGET_OLD_KEYS = b"r /root/.ssh/authorized_keys\n"
+
+
+def already_running(name: str) -> BootcBoxError:
+    return BootcBoxError(
+        f"VM {name} is already running (here or in another box)",
+        f"stop it first: bootc-box stop {name}",
+    )
 
 
 def run_key(spec: RunSpec, directory: Path) -> tuple[Path, Path]:
@@ -386,7 +414,7 @@ def vm_spec(
         virtiofs_socket=workdir / "rootfs.sock" if boot else None,
         ssh_port=ssh_port,
         console_log=workdir / "console.log",
-        credential_files=(credential or prepared.credential,),
+        credential_files=(credential or prepared.credential, *prepared.extra_credentials),
         publish=spec.publish,
         shares=tuple((tag, workdir / f"{tag}.sock") for tag in bind_tags(spec.binds)),
         qmp_socket=workdir / "qmp.sock",
@@ -424,7 +452,7 @@ def boot_and_run(
             log.info("Restoring %s from its saved state", spec.image)
         elif prepared.boot:
             log.info(
-                "Booting %s (kernel %s, %s)", spec.image, prepared.boot.kver, prepared.accel.name
+                "Booting %s (kernel %s, %s)", spec.title, prepared.boot.kver, prepared.accel.name
             )
         else:
             log.info("Booting %s (UEFI, %s)", spec.title, prepared.accel.name)
@@ -440,6 +468,12 @@ def boot_and_run(
             # have bound this one in between.
             raise BootAgain(f"another program took port {e.port} before QEMU could") from e
         prepared.files_read()
+        # A disk keeps what the guest writes, so every way out is a clean
+        # power-off, even after a command: stopping QEMU outright would lose
+        # what the guest still holds in its page cache.
+        keeps_writes = prepared.firmware is not None
+        if keeps_writes:
+            stack.callback(shut_down, qemu, qmp_socket, spec.stop_timeout)
         running = Running(qemu, servers, vm_spec_, qemu_log)
         follower = None
         if spec.console or spec.keeps_running:
@@ -455,7 +489,8 @@ def boot_and_run(
         # From here a stop is a power-off: the guest gets its ACPI power
         # button and a few seconds before QEMU is stopped. Registered last,
         # it runs first: QEMU still runs and the console is still followed.
-        stack.callback(shut_down, qemu, qmp_socket, spec.stop_timeout)
+        if not keeps_writes:
+            stack.callback(shut_down, qemu, qmp_socket, spec.stop_timeout)
         log.info("VM %s is running; stop it with bootc-box stop or podman stop", vm.record.name)
         return wait_while_served(qemu, servers, (console_log, workdir.parent / SUPERVISOR_LOG))
 

@@ -9,7 +9,7 @@ import os
 import secrets
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -201,18 +201,37 @@ def run_to_disk(spec: ToDiskSpec) -> int:
     output = Path.cwd() / spec.output
     check_output(output, force=spec.force)
     env = probe_environment()
-    ref = parse_image_ref(spec.image)
-    if ref.transport:
-        ref = ImageRef(str(Path.cwd() / ref.name), ref.transport)
-    check_archive(ref, env)
+    qemu = prepare_host(env, spec)
+    began = time.monotonic()
+    options = disk_options(spec, env)
+    with partial_output(output) as partial:
+        if env.cache_kept:
+            cached = with_cached_disk(spec, options, env, qemu, lambda d: copy_disk(d, partial))
+        else:
+            install(spec, options, partial, env, qemu)
+            cached = False
+        partial.rename(output)
+    how = "copied from the cache" if cached else "installed"
+    log.info("Wrote %s (%s) in %.0f s", output, how, time.monotonic() - began)
+    return 0
+
+
+def prepare_host(env: Environment, spec: ToDiskSpec) -> str:
+    """The checks that need no image, then podman's namespace; QEMU's path."""
+    check_archive(parse_image_ref(spec.image), env)
     qemu = require_qemu()
     require_virtiofsd()
     enter_podman_userns(env)
-    began = time.monotonic()
+    return qemu
+
+
+def disk_options(spec: ToDiskSpec, env: Environment) -> DiskOptions:
+    """The image found (pulled, loaded) and checked, and what its disk is made of."""
+    ref = parse_image_ref(spec.image)
     image_id = resolve_image(ref, env, spec.pull)
     with mount_image(image_id, env) as root:
         check_installable(root, spec.image)
-    options = DiskOptions(
+    return DiskOptions(
         image_id=image_id,
         source=source_name(ref, image_id),
         format=spec.format,
@@ -221,39 +240,37 @@ def run_to_disk(spec: ToDiskSpec) -> int:
         root_size=spec.root_size,
         kargs=spec.kargs,
     )
-    with partial_output(output) as partial:
-        if not env.cache_kept:
-            install(spec, options, partial, env, qemu)
-            copied = False
-        else:
-            copied = copy_cached(env, options, partial) or install_cached(
-                spec, options, partial, env, qemu
-            )
-        partial.rename(output)
-    how = "copied from the cache" if copied else "installed"
-    log.info("Wrote %s (%s) in %.0f s", output, how, time.monotonic() - began)
-    return 0
 
 
-def install_cached(
-    spec: ToDiskSpec, options: DiskOptions, target: Path, env: Environment, qemu: str
+def with_cached_disk(
+    spec: ToDiskSpec,
+    options: DiskOptions,
+    env: Environment,
+    qemu: str,
+    use: Callable[[Path], None],
 ) -> bool:
-    """Install into the cache and copy the disk to `target`; True when the
-    run this one waited for had installed it meanwhile, so it was copied."""
+    """Call `use` with the cached disk of `options`, held against deletion,
+    installing it into the cache first when it is not there; True when it
+    was (also when the run this one waited for installed it)."""
+    if use_cached(env, options, use):
+        return True
     with installing(env, options) as slot:
-        if copy_cached(env, options, target):
+        if use_cached(env, options, use):
             return True
         install(spec, options, slot / options.file_name, env, qemu)
-        copy_disk(commit_disk(env, options, slot), target)
-        return False
+        commit_disk(env, options, slot)
+    if not use_cached(env, options, use):
+        raise BootcBoxError(
+            "the disk just installed was removed from the cache (by cache prune?)", "run again"
+        )
+    return False
 
 
-def copy_cached(env: Environment, options: DiskOptions, target: Path) -> bool:
+def use_cached(env: Environment, options: DiskOptions, use: Callable[[Path], None]) -> bool:
     with find_disk(env, options) as cached:
         if cached is None:
             return False
-        log.info("Copying the cached disk %s", options.key[:12])
-        copy_disk(cached, target)
+        use(cached)
         return True
 
 
@@ -273,6 +290,7 @@ def install(
         binds=store_binds(image_stores(env)),
         disks=(Disk(target, options.format, serial=OUTPUT_SERIAL),),
         warm=False,
+        label=f"the installer of {spec.image}",
     )
     log.info(
         "Installing %s (%s, %.1f GiB) with its own bootc",

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BOX = "localhost/bootc-box:latest"
 FIXTURE = "localhost/bootc-box-fixture:latest"
 TWO_KERNELS = "localhost/bootc-box-two-kernels:latest"
+INSTALLABLE = "localhost/bootc-box-installable:latest"
 NO_KERNEL = "localhost/debian:trixie"
 HOST_STORE = "/var/lib/containers/storage:/var/lib/containers/host-storage:ro"
 BOOT_DEADLINE = 900.0
@@ -73,9 +74,9 @@ class CacheVolume:
         return json.loads(listing.read_text()) if listing.exists() else []
 
     def leftovers(self) -> list[str]:
-        """Anything on the volume but the store, whole boot-file and saved-state
-        entries, and an empty run-lock directory."""
-        entries = ("boot", "snapshots")
+        """Anything on the volume but the store, whole boot-file, saved-state
+        and disk entries, and an empty run-lock directory."""
+        entries = ("boot", "snapshots", "disks")
         found = [p.name for p in self.path.iterdir() if p.name not in ("storage", "runs", *entries)]
         runs = self.path / "runs"
         found += [f"runs/{p.name}" for p in runs.iterdir()] if runs.exists() else []

@@ -31,7 +31,7 @@ def test_help_lists_every_command_with_its_summary() -> None:
     commands = result.stdout.split("Commands:\n", 1)[1].splitlines()
     assert [line.split()[0] for line in commands] == [
         "cache", "completion", "cp", "doctor", "images", "inspect", "list", "logs", "pull",
-        "rm", "run", "ssh", "ssh-config", "stop", "to-disk",
+        "rm", "run", "ssh", "ssh-config", "start", "stop", "to-disk",
     ]  # fmt: skip
     assert any(line.split()[1:3] == ["Boot", "IMAGE"] for line in commands)
 
@@ -133,6 +133,9 @@ def test_every_help_shows_an_example_that_uses_the_command(words: list[str]) -> 
         (["nosuch"], "No such command 'nosuch'; see bootc-box --help"),
         (["run"], "Missing argument 'IMAGE'; see bootc-box run --help"),
         (["run", "--transient", "img"], "--transient applies to a disk; add --disk FILE"),
+        (["run", "--persistent", "img"], "--persistent takes an IMAGE and --name NAME"),
+        (["start"], "Missing argument 'NAMES...'; see bootc-box start --help"),
+        (["start", "-a", "a", "b"], "--attach takes one NAME"),
         (
             ["to-disk", "--format", "vmdk", "img", "out"],
             "'vmdk' is not one of 'raw', 'qcow2'; see bootc-box to-disk --help",

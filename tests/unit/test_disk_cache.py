@@ -101,6 +101,7 @@ def test_prune_removes_disks_but_not_one_being_copied(cache_home: Path) -> None:
         install_into(slot)
     with find_disk(NATIVE, OPTIONS) as found:
         assert found is not None
-        assert prune_disks(NATIVE) == 0  # a run copies it
-    assert prune_disks(NATIVE) == 1
+        assert prune_disks(NATIVE, set()) == 0  # a run copies it
+    assert prune_disks(NATIVE, {OPTIONS.key}) == 0  # a VM's disk is built on it
+    assert prune_disks(NATIVE, set()) == 1
     assert list(cache_home.iterdir()) == []

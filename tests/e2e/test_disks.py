@@ -1,0 +1,216 @@
+"""Disk images: to-disk, booting a disk under UEFI, the disk cache.
+
+Real bootc cannot be installed here (Debian has no package), so the
+installable fixture ships a STAND-IN at /usr/bin/bootc
+(tests/fixtures/installable/bootc-stand-in) that does the part of `bootc
+install to-disk` bootc-box relies on: it checks that the source image
+resolves in the stores bootc-box shared into the installer VM, partitions
+the disk (GPT: ESP + root), installs systemd-boot with a BLS entry and copies
+the image. Everything around it is real: the installer VM, the output disk,
+the store sharing, the cache, the atomic output, the UEFI boot (OVMF)."""
+
+import json
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import (
+    BOOT_DEADLINE,
+    FIXTURE,
+    INSTALLABLE,
+    CacheVolume,
+    box_argv,
+    host_state,
+    new_cache_volume,
+)
+
+MARKER = "bootc-box installable fixture"
+
+
+@dataclass(frozen=True)
+class Installed:
+    disk: Path
+    result: "subprocess.CompletedProcess[str]"
+
+
+def box(
+    volume: CacheVolume, outdir: Path, *args: str, timeout: float = BOOT_DEADLINE
+) -> "subprocess.CompletedProcess[str]":
+    """The box with the output directory mounted at the same path."""
+    return subprocess.run(
+        box_argv(*args, volume=volume.name, options=("--rm", "-v", f"{outdir}:{outdir}")),
+        capture_output=True, text=True, check=False, timeout=timeout,
+    )  # fmt: skip
+
+
+def cached_disks(volume: CacheVolume) -> list[str]:
+    """The whole disk entries on the volume (lock files and partials aside)."""
+    directory = volume.path / "disks"
+    found = directory.iterdir() if directory.exists() else ()
+    return [p.name for p in found if p.is_dir() and not p.name.startswith(".")]
+
+
+@pytest.fixture(scope="module")
+def volume() -> Iterator[CacheVolume]:
+    with new_cache_volume() as created:
+        yield created
+
+
+@pytest.fixture(scope="module")
+def outdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("disks")
+
+
+@pytest.fixture(scope="module")
+def raw(volume: CacheVolume, outdir: Path) -> Installed:
+    disk = outdir / "disk.raw"
+    result = box(volume, outdir, "to-disk", "--karg", "bootc_box.to_disk_karg=1", INSTALLABLE,
+                 str(disk))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return Installed(disk, result)
+
+
+def test_to_disk_installs_with_the_image_bootc_from_the_shared_store(
+    raw: Installed, outdir: Path
+) -> None:
+    out = raw.result.stdout + raw.result.stderr
+    # The stand-in found the image in a store bootc-box shared into the VM.
+    assert f"source containers-storage:{INSTALLABLE} found in /run/bootc-box/stores/" in out
+    assert "installed" in raw.result.stderr.splitlines()[-1]
+    assert raw.disk.stat().st_size == 10 << 30  # the default: 2x the image is less than 10G
+    assert raw.disk.stat().st_blocks * 512 < 2 << 30  # sparse
+    assert raw.disk.read_bytes()[510:512] == b"\x55\xaa"
+    # Nothing beside OUTPUT: the partial file was renamed into place.
+    assert sorted(p.name for p in outdir.iterdir()) == ["disk.raw"]
+
+
+def test_the_disk_boots_under_uefi_and_keeps_what_the_guest_writes(
+    raw: Installed, volume: CacheVolume, outdir: Path
+) -> None:
+    first = box(volume, outdir, "run", "--disk", str(raw.disk), "--karg", "bootc_box.run_karg=1",
+                "--", "sh", "-c", "cat /usr/share/bootc-box-installable-marker; "
+                "cat /proc/cmdline; findmnt -no FSTYPE /; echo kept > /root/kept")  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    marker, cmdline, fstype = first.stdout.splitlines()[:3]
+    assert marker == MARKER
+    args = cmdline.split()
+    # The image's kargs.d and to-disk's --karg are in the boot entry; run's
+    # --karg comes through systemd-boot, after them.
+    assert "bootc_box.kargs_d=1" in args
+    assert "bootc_box.to_disk_karg=1" in args
+    assert "bootc_box.other_arch=1" not in args
+    assert args[-2:] == ["console=ttyS0", "bootc_box.run_karg=1"]
+    assert any(a.startswith("root=UUID=") for a in args)
+    assert fstype == "ext4"
+    assert "(UEFI, TCG)" in first.stderr
+    before = raw.disk.stat()
+    second = box(volume, outdir, "run", "--disk", str(raw.disk), "--transient", "--",
+                 "sh", "-c", "cat /root/kept; echo gone > /root/gone")  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == "kept\n"
+    # --transient: the guest's writes went to a throwaway overlay.
+    after = raw.disk.stat()
+    assert (after.st_mtime_ns, after.st_blocks) == (before.st_mtime_ns, before.st_blocks)
+    assert volume.leftovers() == []
+
+
+def test_a_second_to_disk_of_one_key_copies_the_cached_disk(
+    raw: Installed, volume: CacheVolume, outdir: Path, tmp_path: Path
+) -> None:
+    copy = outdir / "copy.raw"
+    result = box(volume, outdir, "to-disk", "--karg", "bootc_box.to_disk_karg=1", INSTALLABLE,
+                 str(copy), timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Booting" not in result.stderr  # no installer VM
+    assert "(copied from the cache)" in result.stderr
+    listing = json.loads(box(volume, outdir, "cache", "ls", "--json", timeout=120).stdout)
+    [disk] = listing["disks"]
+    assert disk["options"]["kargs"] == ["bootc_box.to_disk_karg=1"]
+    assert (disk["options"]["format"], disk["options"]["filesystem"]) == ("raw", "ext4")
+    assert disk["options"]["source"] == INSTALLABLE
+    table = box(volume, outdir, "cache", "ls", timeout=120).stdout
+    assert "FILESYSTEM" in table
+    assert "bootc_box.to_disk_karg=1" in table
+    # The copy is the installed disk, byte for byte (the first boot above may
+    # have written to disk.raw, so compare with the cache's own file).
+    cached = volume.path / "disks" / disk["key"] / "disk.raw"
+    assert subprocess.run(["cmp", "-s", str(cached), str(copy)], check=False).returncode == 0
+    copy.unlink()
+
+
+def test_qcow2_is_written_directly_and_boots(volume: CacheVolume, outdir: Path) -> None:
+    disk = outdir / "disk.qcow2"
+    made = box(volume, outdir, "to-disk", "--format", "qcow2", "--disk-size", "4G",
+               "--root-size", "2G", INSTALLABLE, str(disk))  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    info_argv = ["qemu-img", "info", "--output=json", str(disk)]
+    info = json.loads(subprocess.run(info_argv, capture_output=True, text=True, check=True).stdout)
+    assert (info["format"], info["virtual-size"]) == ("qcow2", 4 << 30)
+    booted = box(volume, outdir, "run", "--disk", str(disk), "--", "sh", "-c",
+                 "cat /usr/share/bootc-box-installable-marker; "
+                 "lsblk -bno SIZE /dev/disk/by-id/virtio-root-part2")  # fmt: skip
+    assert booted.returncode == 0, booted.stderr
+    assert booted.stdout.splitlines() == [MARKER, str(2 << 30)]
+    disk.unlink()
+    # cache prune removes the disks no run uses.
+    pruned = box(volume, outdir, "cache", "prune", timeout=120)
+    assert pruned.returncode == 0, pruned.stderr
+    assert "and 2 cached disks" in pruned.stderr
+    assert cached_disks(volume) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["to-disk", FIXTURE, "{out}/x.raw"],
+         f"bootc-box: error: {FIXTURE} has no /usr/bin/bootc: to-disk installs an image "
+         "with its own bootc; build the image on a bootc base image"),
+        (["to-disk", INSTALLABLE, "{out}/exists.raw"],
+         "bootc-box: error: {out}/exists.raw already exists; remove it, or pass --force"),
+        (["to-disk", INSTALLABLE, "/nowhere/x.raw"],
+         "bootc-box: error: cannot write /nowhere/x.raw: /nowhere is not a directory; "
+         "create it, or mount a host directory there"),
+        (["run", "--disk", "{out}/exists.raw", "--", "true"],
+         "bootc-box: error: {out}/exists.raw is not a disk image (neither qcow2 nor a "
+         "partitioned raw disk)"),
+        (["run", "--disk", "/nowhere/x.raw", "--", "true"],
+         "bootc-box: error: disk image /nowhere/x.raw does not exist; mount it into the box, "
+         "e.g. -v /nowhere:/nowhere"),
+    ],
+    ids=["no-bootc", "output-exists", "no-directory", "not-a-disk", "missing-disk"],
+)  # fmt: skip
+def test_bad_disk_input_is_refused_cleanly(
+    args: list[str], message: str, cache_volume: CacheVolume, tmp_path: Path
+) -> None:
+    (tmp_path / "exists.raw").write_text("not a disk\n")
+    before = host_state()
+    result = box(cache_volume, tmp_path, *(a.format(out=tmp_path) for a in args), timeout=300)
+    assert result.returncode == 125
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(message.format(out=tmp_path)), result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exists.raw"]
+    assert cache_volume.nested_containers() == []
+    assert cache_volume.leftovers() == []
+    assert host_state().processes <= before.processes
+
+
+def test_a_disk_too_small_fails_with_the_installer_lines_and_leaves_nothing(
+    cache_volume: CacheVolume, tmp_path: Path
+) -> None:
+    before = host_state()
+    output = tmp_path / "small.raw"
+    result = box(cache_volume, tmp_path, "to-disk", "--disk-size", "600M", INSTALLABLE,
+                 str(output))  # fmt: skip
+    assert result.returncode == 125
+    assert "No space left on device" in result.stdout + result.stderr
+    assert result.stderr.splitlines()[-1].startswith(
+        "bootc-box: error: bootc install to-disk failed in the installer VM (status "
+    )
+    assert list(tmp_path.iterdir()) == []
+    assert cache_volume.nested_containers() == []
+    assert cache_volume.leftovers() == []
+    assert cached_disks(cache_volume) == []
+    assert host_state().processes <= before.processes

@@ -1,0 +1,100 @@
+import json
+import subprocess
+from pathlib import Path
+
+import psutil
+import pytest
+
+from bootc_box import persistent
+from bootc_box.environment import Environment
+from bootc_box.errors import BootcBoxError
+from bootc_box.locks import hold_lock
+from bootc_box.persistent import (
+    CONFIG,
+    LOCK,
+    PersistentVm,
+    create_overlay,
+    find_persistent,
+    forget_stopped,
+    persistent_names,
+    remove_persistent,
+    run_persistent,
+    used_disk_keys,
+)
+from bootc_box.run import RunSpec
+from bootc_box.vms import VmRecord, VmState, write_record
+
+NATIVE = Environment(in_box=False)
+VM = PersistentVm("web", "localhost/img", "sha256id", "diskkey", 2048, 2, ("quiet",),
+                  ("127.0.0.1:8080:80",), (), "2026-12-03T00:00:00+00:00")  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("BOOTC_BOX_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.setattr(persistent, "probe_environment", lambda: NATIVE)
+    return tmp_path / "xdg" / "bootc-box" / "vms"
+
+
+def keep(root: Path, vm: PersistentVm = VM) -> Path:
+    directory = root / vm.name
+    directory.mkdir(parents=True)
+    (directory / CONFIG).write_text(json.dumps(vm.__dict__))
+    return directory
+
+
+def test_a_kept_vm_reads_back_and_holds_its_base_disk(dirs: Path) -> None:
+    assert find_persistent(NATIVE, "web") is None
+    keep(dirs)
+    assert find_persistent(NATIVE, "web") == VM
+    assert persistent_names(NATIVE) == ["web"]
+    assert used_disk_keys(NATIVE) == {"diskkey"}
+
+
+def test_the_overlay_is_backed_by_the_cached_disk(tmp_path: Path) -> None:
+    base = tmp_path / "disk.raw"
+    with base.open("wb") as f:
+        f.truncate(1 << 30)
+    overlay = tmp_path / "disk.qcow2"
+    create_overlay(base, overlay)
+    argv = ["qemu-img", "info", "--output=json", str(overlay)]
+    info = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+    assert (info["format"], info["virtual-size"]) == ("qcow2", 1 << 30)
+    assert (info["backing-filename"], info["backing-filename-format"]) == (str(base), "raw")
+
+
+def test_removing_a_kept_vm_deletes_its_disk_unless_it_runs(dirs: Path) -> None:
+    directory = keep(dirs)
+    with (
+        hold_lock(directory / LOCK, BootcBoxError("held")),
+        pytest.raises(BootcBoxError, match="web is already running"),
+    ):
+        remove_persistent(NATIVE, "web")
+    assert remove_persistent(NATIVE, "web")
+    assert not directory.exists()
+    assert not remove_persistent(NATIVE, "web")
+
+
+def test_a_stopped_record_gives_its_name_back_a_live_one_does_not(tmp_path: Path) -> None:
+    directory = tmp_path / "run" / "vms" / "web"
+    directory.mkdir(parents=True)
+    record = VmRecord("web", "img", VmState.STOPPED, 0, 0.0, True, "now")
+    write_record(directory, record)
+    forget_stopped(NATIVE, "web")
+    assert not directory.exists()
+    directory.mkdir()
+    me = psutil.Process()
+    write_record(directory, VmRecord("web", "img", VmState.RUNNING, me.pid, me.create_time(),
+                                     True, "now"))  # fmt: skip
+    with pytest.raises(BootcBoxError, match="web is already running"):
+        forget_stopped(NATIVE, "web")
+
+
+def test_a_vm_is_kept_for_the_image_it_was_made_from(dirs: Path) -> None:
+    keep(dirs)
+    with pytest.raises(BootcBoxError, match="keeps its state from localhost/img, not other") as err:
+        run_persistent(RunSpec(image="other", name="web", persistent=True))
+    assert err.value.hint == "start it with bootc-box start web, or remove it with bootc-box rm web"
+    with pytest.raises(BootcBoxError, match="--persistent needs --name NAME"):
+        run_persistent(RunSpec(image="localhost/img", persistent=True))

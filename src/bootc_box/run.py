@@ -269,10 +269,10 @@ def supervise(
     spec: RunSpec, env: Environment, qemu: str, ref: ImageRef | None, directory: Path
 ) -> int:
     with ExitStack() as stack:
+        vm = stack.enter_context(supervise_vm(directory, spec.title, detached=spec.detach))
         if spec.persistent_lock:
             assert spec.name, "a VM that keeps its state has a name"
             stack.enter_context(hold_lock(spec.persistent_lock, already_running(spec.name)))
-        vm = stack.enter_context(supervise_vm(directory, spec.title, detached=spec.detach))
         progress = stack.enter_context(start_progress(spec.console or spec.keeps_running))
         # Held until QEMU has read the kernel and initramfs.
         boot_lock = stack.enter_context(ExitStack())

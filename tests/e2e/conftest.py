@@ -76,7 +76,7 @@ class CacheVolume:
     def leftovers(self) -> list[str]:
         """Anything on the volume but the store, whole boot-file, saved-state
         and disk entries, and an empty run-lock directory."""
-        entries = ("boot", "snapshots", "disks")
+        entries = ("boot", "snapshots", "disks", "vms")
         found = [p.name for p in self.path.iterdir() if p.name not in ("storage", "runs", *entries)]
         runs = self.path / "runs"
         found += [f"runs/{p.name}" for p in runs.iterdir()] if runs.exists() else []
@@ -143,12 +143,12 @@ def host_state() -> HostState:
     )
 
 
-def read_until(fd: int, marker: bytes, deadline: float) -> bytes:
-    """Read `fd` until `marker` shows, the writer is gone, or time is up."""
+def read_until(fd: int, marker: bytes, deadline: float, times: int = 1) -> bytes:
+    """Read `fd` until `marker` shows (`times` times), the writer is gone, or time is up."""
     seen = b""
     with selectors.DefaultSelector() as sel:
         sel.register(fd, selectors.EVENT_READ)
-        while marker not in seen:
+        while seen.count(marker) < times:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not sel.select(remaining):
                 raise AssertionError(f"no {marker!r} before the deadline; got {seen[-2000:]!r}")
@@ -170,8 +170,9 @@ def container_logs(container: str) -> str:
     ).stdout  # fmt: skip
 
 
-def wait_for_log(container: str, text: str, deadline: float) -> None:
-    """Follow `podman logs` until `text` appears (instead of sleeping)."""
+def wait_for_log(container: str, text: str, deadline: float, times: int = 1) -> None:
+    """Follow `podman logs` until `text` appears, `times` times in all the
+    container's runs (instead of sleeping)."""
     with subprocess.Popen(
         ["podman", "logs", "--follow", container],
         stdout=subprocess.PIPE,
@@ -179,7 +180,7 @@ def wait_for_log(container: str, text: str, deadline: float) -> None:
     ) as logs:
         assert logs.stdout is not None
         try:
-            read_until(logs.stdout.fileno(), text.encode(), deadline)
+            read_until(logs.stdout.fileno(), text.encode(), deadline, times)
         finally:
             logs.kill()
 

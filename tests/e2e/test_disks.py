@@ -11,6 +11,7 @@ the store sharing, the cache, the atomic output, the UEFI boot (OVMF)."""
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,11 @@ from tests.e2e.conftest import (
     INSTALLABLE,
     CacheVolume,
     box_argv,
+    container_logs,
     host_state,
     new_cache_volume,
+    podman,
+    wait_for_log,
 )
 
 MARKER = "bootc-box installable fixture"
@@ -66,9 +70,10 @@ def outdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def raw(volume: CacheVolume, outdir: Path) -> Installed:
+    # The default options: the VM that keeps its state (below) is made from
+    # the same cached disk, with no installer of its own.
     disk = outdir / "disk.raw"
-    result = box(volume, outdir, "to-disk", "--karg", "bootc_box.to_disk_karg=1", INSTALLABLE,
-                 str(disk))  # fmt: skip
+    result = box(volume, outdir, "to-disk", INSTALLABLE, str(disk))
     assert result.returncode == 0, result.stderr
     return Installed(disk, result)
 
@@ -82,7 +87,8 @@ def test_to_disk_installs_with_the_image_bootc_from_the_shared_store(
     assert "installed" in raw.result.stderr.splitlines()[-1]
     assert raw.disk.stat().st_size == 10 << 30  # the default: 2x the image is less than 10G
     assert raw.disk.stat().st_blocks * 512 < 2 << 30  # sparse
-    assert raw.disk.read_bytes()[510:512] == b"\x55\xaa"
+    with raw.disk.open("rb") as disk:
+        assert disk.read(512)[510:] == b"\x55\xaa"  # a partition table
     # Nothing beside OUTPUT: the partial file was renamed into place.
     assert sorted(p.name for p in outdir.iterdir()) == ["disk.raw"]
 
@@ -97,10 +103,9 @@ def test_the_disk_boots_under_uefi_and_keeps_what_the_guest_writes(
     marker, cmdline, fstype = first.stdout.splitlines()[:3]
     assert marker == MARKER
     args = cmdline.split()
-    # The image's kargs.d and to-disk's --karg are in the boot entry; run's
-    # --karg comes through systemd-boot, after them.
+    # The image's kargs.d is in the boot entry; run's --karg comes through
+    # systemd-boot, after it.
     assert "bootc_box.kargs_d=1" in args
-    assert "bootc_box.to_disk_karg=1" in args
     assert "bootc_box.other_arch=1" not in args
     assert args[-2:] == ["console=ttyS0", "bootc_box.run_karg=1"]
     assert any(a.startswith("root=UUID=") for a in args)
@@ -121,19 +126,20 @@ def test_a_second_to_disk_of_one_key_copies_the_cached_disk(
     raw: Installed, volume: CacheVolume, outdir: Path, tmp_path: Path
 ) -> None:
     copy = outdir / "copy.raw"
-    result = box(volume, outdir, "to-disk", "--karg", "bootc_box.to_disk_karg=1", INSTALLABLE,
-                 str(copy), timeout=300)  # fmt: skip
+    result = box(volume, outdir, "to-disk", INSTALLABLE, str(copy), timeout=300)
     assert result.returncode == 0, result.stderr
     assert "Booting" not in result.stderr  # no installer VM
     assert "(copied from the cache)" in result.stderr
     listing = json.loads(box(volume, outdir, "cache", "ls", "--json", timeout=120).stdout)
     [disk] = listing["disks"]
-    assert disk["options"]["kargs"] == ["bootc_box.to_disk_karg=1"]
+    assert disk["options"]["kargs"] == []
     assert (disk["options"]["format"], disk["options"]["filesystem"]) == ("raw", "ext4")
+    assert disk["options"]["size"] == 10 << 30
     assert disk["options"]["source"] == INSTALLABLE
-    table = box(volume, outdir, "cache", "ls", timeout=120).stdout
-    assert "FILESYSTEM" in table
-    assert "bootc_box.to_disk_karg=1" in table
+    table = box(volume, outdir, "cache", "ls", timeout=120).stdout.splitlines()
+    disk_rows = table[table.index(next(t for t in table if t.startswith("DISK"))) :]
+    assert disk_rows[0].split()[:6] == ["DISK", "IMAGE", "ID", "FORMAT", "SIZE", "FILESYSTEM"]
+    assert disk_rows[1].split()[2:6] == ["raw", "10.0", "GiB", "ext4"]
     # The copy is the installed disk, byte for byte (the first boot above may
     # have written to disk.raw, so compare with the cache's own file).
     cached = volume.path / "disks" / disk["key"] / "disk.raw"
@@ -144,22 +150,88 @@ def test_a_second_to_disk_of_one_key_copies_the_cached_disk(
 def test_qcow2_is_written_directly_and_boots(volume: CacheVolume, outdir: Path) -> None:
     disk = outdir / "disk.qcow2"
     made = box(volume, outdir, "to-disk", "--format", "qcow2", "--disk-size", "4G",
-               "--root-size", "2G", INSTALLABLE, str(disk))  # fmt: skip
+               "--root-size", "2G", "--karg", "bootc_box.to_disk_karg=1",
+               INSTALLABLE, str(disk))  # fmt: skip
     assert made.returncode == 0, made.stderr
     info_argv = ["qemu-img", "info", "--output=json", str(disk)]
     info = json.loads(subprocess.run(info_argv, capture_output=True, text=True, check=True).stdout)
     assert (info["format"], info["virtual-size"]) == ("qcow2", 4 << 30)
     booted = box(volume, outdir, "run", "--disk", str(disk), "--", "sh", "-c",
                  "cat /usr/share/bootc-box-installable-marker; "
-                 "lsblk -bno SIZE /dev/disk/by-id/virtio-root-part2")  # fmt: skip
+                 "lsblk -bno SIZE /dev/disk/by-id/virtio-root-part2; "
+                 "cat /proc/cmdline")  # fmt: skip
     assert booted.returncode == 0, booted.stderr
-    assert booted.stdout.splitlines() == [MARKER, str(2 << 30)]
+    marker, root_size, cmdline = booted.stdout.splitlines()
+    assert (marker, root_size) == (MARKER, str(2 << 30))
+    # to-disk's --karg is in the installed boot entry, before the console
+    # bootc-box adds at boot.
+    args = cmdline.split()
+    assert args.index("bootc_box.to_disk_karg=1") < args.index("console=ttyS0")
     disk.unlink()
-    # cache prune removes the disks no run uses.
+    # cache prune removes the disks no run and no VM uses.
     pruned = box(volume, outdir, "cache", "prune", timeout=120)
     assert pruned.returncode == 0, pruned.stderr
     assert "and 2 cached disks" in pruned.stderr
     assert cached_disks(volume) == []
+
+
+def test_a_vm_keeps_its_state_across_podman_stop_start_and_bootc_box_stop_start(
+    raw: Installed, volume: CacheVolume
+) -> None:
+    """`run --persistent` in a `podman run -d` box: podman stop and start of
+    the box power the VM off and boot it again with what it wrote; so do
+    bootc-box stop and start; rm deletes its disk."""
+    name = f"bootc-box-test-keep-{time.monotonic_ns()}"
+    vm_dir = volume.path / "vms" / "keep"
+    subprocess.run(
+        box_argv("run", "--persistent", "--name", "keep", INSTALLABLE, volume=volume.name,
+                 options=("-d", "--name", name)),
+        check=True, capture_output=True,
+    )  # fmt: skip
+    try:
+        wait_for_log(name, "VM up in", time.monotonic() + BOOT_DEADLINE)
+        logs = container_logs(name)
+        assert "Created VM keep, which keeps its state" in logs
+        assert "installer" not in logs  # built on the cached disk of `raw`
+        assert podman("exec", name, "bootc-box", "ssh", "keep", "--", "sh", "-c",
+                      "echo one > /root/persist; echo written") == "written"  # fmt: skip
+        assert subprocess.run(["podman", "stop", name], check=False,
+                              capture_output=True).returncode == 0  # fmt: skip
+        assert "The VM powered off" in container_logs(name)
+        assert (vm_dir / "disk.qcow2").is_file()
+        listed = subprocess.run(
+            box_argv("list", volume=volume.name, options=("--rm",)),
+            capture_output=True, text=True, check=True,
+        ).stdout.splitlines()  # fmt: skip
+        assert [line.split()[:3] for line in listed[1:]] == [["keep", "stopped", INSTALLABLE]]
+        podman("start", name)
+        wait_for_log(name, "VM up in", time.monotonic() + BOOT_DEADLINE, times=2)
+        assert podman("exec", name, "bootc-box", "ssh", "keep", "--", "sh", "-c",
+                      "cat /root/persist; echo two >> /root/persist") == "one"  # fmt: skip
+        # bootc-box stop ends the box's main command: the box exits.
+        podman("exec", name, "bootc-box", "stop", "keep")
+        assert podman("wait", name) == "0"
+    finally:
+        subprocess.run(["podman", "rm", "--force", "--time", "0", name], check=False,
+                       capture_output=True)  # fmt: skip
+    desk = f"{name}-desk"
+    desk_argv = box_argv("sleep", "infinity", volume=volume.name, options=("-d", "--name", desk))
+    subprocess.run(desk_argv, check=True, capture_output=True)
+    try:
+        podman("exec", desk, "bootc-box", "start", "keep")
+        assert podman("exec", desk, "bootc-box", "ssh", "keep", "--", "cat", "/root/persist") == (
+            "one\ntwo"
+        )
+        twice = subprocess.run(["podman", "exec", desk, "bootc-box", "start", "keep"],
+                               capture_output=True, text=True, check=False)  # fmt: skip
+        assert twice.returncode == 125
+        assert "VM keep is already running" in twice.stderr
+        assert podman("exec", desk, "bootc-box", "rm", "--force", "keep") == "keep"
+        assert not vm_dir.exists()
+    finally:
+        subprocess.run(["podman", "rm", "--force", "--time", "0", desk], check=False,
+                       capture_output=True)  # fmt: skip
+    assert volume.nested_containers() == []
 
 
 @pytest.mark.parametrize(

@@ -61,16 +61,25 @@ class ProbeBoot:
     firmware: tuple[Path, Path] | None = None
 
 
+def option_value(value: object) -> str:
+    """`value` inside a QEMU option list, where a comma ends the value unless doubled."""
+    return str(value).replace(",", ",,")
+
+
+def pflash_args(code: Path, variables: Path) -> list[str]:
+    """UEFI firmware: its read-only code, and a variable store it may write."""
+    return [
+        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={option_value(code)}",
+        "-drive", f"if=pflash,format=raw,unit=1,file={option_value(variables)}",
+    ]  # fmt: skip
+
+
 def kvm_probe_argv(qemu: str, boot: ProbeBoot, console: Path) -> list[str]:
     if boot.kernel:
         guest = ["-kernel", str(boot.kernel), "-append", "console=ttyS0 panic=-1"]
     else:
         assert boot.firmware
-        code, variables = boot.firmware
-        guest = [
-            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
-            "-drive", f"if=pflash,format=raw,unit=1,file={variables}",
-        ]  # fmt: skip
+        guest = pflash_args(*boot.firmware)
     return [
         qemu,
         *Accel.KVM.qemu_args(),

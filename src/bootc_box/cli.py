@@ -34,7 +34,7 @@ from bootc_box.persistent import run_persistent, run_start
 from bootc_box.programs import as_user_error
 from bootc_box.publish import parse_publish
 from bootc_box.qemu import Disk, parse_memory
-from bootc_box.run import RunSpec, run_run
+from bootc_box.run import RunSpec, run_run, what_to_boot
 from bootc_box.signals import Terminated, raise_on_sigterm
 from bootc_box.todisk import FILESYSTEMS, ToDiskSpec, run_to_disk
 from bootc_box.transfer import run_cp
@@ -294,17 +294,14 @@ def run(
       bootc-box run --disk disk.raw -- cat /etc/os-release
       bootc-box run -d --persistent --name web localhost/my-image
     """
-    if disk:  # no IMAGE: what was taken for it begins the command
-        command = (image, *command) if image else command
-        image = str(disk)
-    elif transient:
+    if transient and not disk:
         raise click.UsageError("--transient applies to a disk; add --disk FILE")
     if persistent and (disk or not name):
         raise click.UsageError("--persistent takes an IMAGE and --name NAME, not --disk")
-    if image is None:
+    target = what_to_boot(disk, image, command)
+    if target is None:
         raise click.UsageError("Missing argument 'IMAGE'.")
-    if command[:1] == ("--",):
-        command = command[1:]
+    image, command = target
     if detach and command:
         raise click.UsageError("a detached VM runs no command; use bootc-box ssh NAME -- CMD")
     spec = RunSpec(
@@ -327,7 +324,6 @@ def run(
         stop_timeout=float(stop_timeout),
         warm=warm == "auto",
         disk=Disk(disk, transient=transient) if disk else None,
-        persistent=persistent,
     )
     sys.exit(run_persistent(spec) if persistent else run_run(spec))
 
@@ -366,7 +362,7 @@ def start(attach: bool, names: tuple[str, ...]) -> None:
 @click.option(
     "--disk-size",
     metavar="SIZE",
-    help="Size of the disk (20G, 512M) [default: the larger of 2x the image and 10G].",
+    help="Size of the disk (20G, 4096M) [default: the larger of 2x the image and 10G].",
 )
 @click.option(
     "--filesystem",
@@ -455,7 +451,8 @@ def name_and_command(args: tuple[str, ...]) -> tuple[str | None, tuple[str, ...]
 @cli.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print the VMs as JSON.")
 def list_command(as_json: bool) -> None:
-    """List the VMs here: running, stopped, failed or dead.
+    """List the VMs here: running, stopped, failed or dead, and the stopped
+    VMs that keep their state on the cache volume.
 
     \b
     Example:
@@ -539,7 +536,8 @@ def stop(timeout: int, names: tuple[str, ...]) -> None:
 @STOP_TIMEOUT
 @click.argument("names", nargs=-1, shell_complete=complete_vm_name)
 def rm(force: bool, remove_all: bool, timeout: int, names: tuple[str, ...]) -> None:
-    """Remove stopped, failed or dead VMs and their state (keys, logs).
+    """Remove stopped, failed or dead VMs and their state (keys, logs); for
+    a VM that keeps its state, also its disk on the cache volume.
 
     \b
     Examples:
@@ -635,8 +633,8 @@ def cache() -> None:
 @cache.command("ls")
 @click.option("--json", "as_json", is_flag=True, help="Print images and saved states as JSON.")
 def cache_ls(as_json: bool) -> None:
-    """List the images in the box's store and the host's shared store, and
-    the saved VM states that warm starts restore.
+    """List the images in the box's store and the host's shared store, the
+    saved VM states that warm starts restore, and the disks to-disk made.
 
     \b
     Example:
@@ -648,8 +646,9 @@ def cache_ls(as_json: bool) -> None:
 @cache.command("prune")
 @click.option("--all", "all_images", is_flag=True, help="Remove every image of ours not in use.")
 def cache_prune(all_images: bool) -> None:
-    """Remove what crashed runs left, images nothing uses, and the boot files
-    and saved states of images that are gone.
+    """Remove what crashed runs left, images nothing uses, the boot files
+    and saved states of images that are gone, and every cached disk no VM
+    that keeps its state is built on (to-disk installs it again).
 
     \b
     Example:

@@ -132,8 +132,13 @@ def installing(env: Environment, options: DiskOptions) -> Iterator[Path]:
 def commit_disk(env: Environment, options: DiskOptions, partial: Path) -> Path:
     """Put a finished disk in place; returns its file in the entry."""
     entries, key = disk_entries(env), options.key
-    if entries.entry(key).exists():  # damaged and still read by a run: it goes now
-        entries.delete(key, only_if=lambda: entry_problem(entries.entry(key), key))
+    if entries.entry(key).exists() and not entries.delete(
+        key, only_if=lambda: entry_problem(entries.entry(key), key)
+    ):  # damaged, and read by a run for all of LOCK_TIMEOUT
+        raise BootcBoxError(
+            f"cannot replace the damaged cached disk {key}: a run still reads it",
+            "see whether a stuck bootc-box runs, then run again",
+        )
     manifest = DiskManifest(
         key=key,
         options=options,
@@ -169,10 +174,12 @@ def list_disks(env: Environment) -> list[tuple[DiskManifest, int]]:
     return found
 
 
-def prune_disks(env: Environment, keep: set[str]) -> int:
+def prune_disks(env: Environment, keep: set[str] | None) -> int:
     """Remove every disk that no run is copying or installing and no VM's
-    disk is built on (`keep`): each is a to-disk's result that the next
-    to-disk can make again."""
+    disk is built on (`keep`; None: keep all): each is a to-disk's result
+    that the next to-disk can make again."""
+    if keep is None:
+        return 0
     return disk_entries(env).prune(lambda key: key not in keep)
 
 

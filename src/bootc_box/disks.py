@@ -14,7 +14,7 @@ BOOT_SIGNATURE = b"\x55\xaa"
 FORMATS = ("raw", "qcow2")
 
 
-_SIZE = re.compile(r"(\d+)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
+_SIZE = re.compile(r"(\d+)\s*(?:([kmgt])(?:i?b)?)?", re.IGNORECASE)
 
 
 def parse_size(text: str, option: str) -> int:

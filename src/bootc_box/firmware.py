@@ -12,6 +12,8 @@ OVMF_DIR = Path("/usr/share/OVMF")
 # whatever signatures its boot loader has, as bcvk's and podman-bootc's VMs do.
 OVMF_CODE = "OVMF_CODE_4M.fd"
 OVMF_VARS = "OVMF_VARS_4M.fd"
+# A VM's own variable store, in its directory.
+EFI_VARS = "efivars.fd"
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,12 @@ def vm_firmware(ovmf: Ovmf, directory: Path, variables: Path | None = None) -> F
     state (made from the template the first time), else a new copy in
     `directory`."""
     if variables is None:
-        variables = directory / "efivars.fd"
+        variables = directory / EFI_VARS
     if not variables.exists():
-        shutil.copyfile(ovmf.vars_template, variables)
-        variables.chmod(0o600)
+        # Beside it, then renamed: a VM that keeps its state must never be
+        # left with half a store.
+        partial = variables.with_name(f".{variables.name}.partial")
+        shutil.copyfile(ovmf.vars_template, partial)
+        partial.chmod(0o600)
+        partial.rename(variables)
     return Firmware(ovmf.code, variables)

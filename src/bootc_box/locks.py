@@ -84,9 +84,8 @@ def delete_if_unused(path: Path) -> bool:
 
 @contextmanager
 def hold_lock(path: Path, busy: BootcBoxError) -> Iterator[None]:
-    """Hold `path` exclusively for the block, or raise `busy` if another
-    process holds it now."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Hold `path` (in a directory that exists) exclusively for the block,
+    or raise `busy` if another process holds it now."""
     fd = lock_file(path, fcntl.LOCK_EX, 0)
     if fd is None:
         raise busy
@@ -94,6 +93,17 @@ def hold_lock(path: Path, busy: BootcBoxError) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def is_held(path: Path) -> bool:
+    """Whether a process holds `path`'s lock now (False when there is no such file)."""
+    if not path.exists():
+        return False
+    fd = lock_file(path, fcntl.LOCK_EX, 0)
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
 
 
 @contextmanager

@@ -18,7 +18,13 @@ from bootc_box.console import LogReader, rotated
 from bootc_box.detach import SUPERVISOR_LOG
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
-from bootc_box.persistent import find_persistent, persistent_names, remove_persistent
+from bootc_box.persistent import (
+    find_persistent,
+    is_kept,
+    persistent_names,
+    remove_persistent,
+    running_elsewhere,
+)
 from bootc_box.ssh import SshTarget, connect, ssh_config
 from bootc_box.table import format_table
 from bootc_box.vms import (
@@ -81,7 +87,14 @@ def reap_dead(env: Environment) -> list[VmRecord]:
 def kept_records(env: Environment, records: list[VmRecord]) -> list[VmRecord]:
     """VMs that keep their state and are not running here, as stopped records."""
     here = {r.name for r in records}
-    kept = (find_persistent(env, n) for n in persistent_names(env) if n not in here)
+    kept = []
+    for name in persistent_names(env):
+        if name in here or running_elsewhere(env, name):  # listed in the box that runs it
+            continue
+        try:
+            kept.append(find_persistent(env, name))
+        except BootcBoxError as e:
+            log.warning("%s", e.message)
     return [
         VmRecord(
             name=vm.name,
@@ -312,7 +325,7 @@ def run_rm(
     elif names:
         targets = []
         for name in names:
-            if (vms_dir(env) / check_name(name)).exists() or not find_persistent(env, name):
+            if (vms_dir(env) / check_name(name)).exists() or not is_kept(env, name):
                 targets.append(find_vm(env, name))
             else:
                 kept_only.append(name)

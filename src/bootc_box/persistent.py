@@ -8,29 +8,26 @@ import dataclasses
 import json
 import logging
 import shutil
-import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bootc_box.binds import parse_bind
-from bootc_box.cache_entries import cache_dir
 from bootc_box.environment import Environment, probe_environment
 from bootc_box.errors import BootcBoxError
-from bootc_box.locks import hold_lock
-from bootc_box.processes import last_line_of
+from bootc_box.firmware import EFI_VARS
+from bootc_box.locks import hold_lock, is_held
 from bootc_box.publish import parse_publish
-from bootc_box.qemu import Disk
-from bootc_box.run import RunSpec, already_running, run_run
+from bootc_box.qemu import Disk, qemu_img_create, qemu_img_create_argv
+from bootc_box.run import RunSpec, already_running, run_run, with_absolute_paths
 from bootc_box.todisk import ToDiskSpec, disk_options, prepare_host, with_cached_disk
-from bootc_box.vms import check_name, current_state, read_record, vms_dir
+from bootc_box.vms import KEPT_CONFIG, check_name, current_state, kept_vms_dir, read_record, vms_dir
 
 log = logging.getLogger(__name__)
 
-CONFIG = "vm.json"
+CONFIG = KEPT_CONFIG
 OVERLAY = "disk.qcow2"
-EFI_VARS = "efivars.fd"
 LOCK = "lock"
 
 
@@ -50,52 +47,60 @@ class PersistentVm:
     created: str
 
 
-def persistent_root(env: Environment) -> Path:
-    return cache_dir(env, "vms")
+def read_config(directory: Path) -> PersistentVm:
+    """The VM's config; a one-line error when it cannot be read."""
+    try:
+        data = json.loads((directory / CONFIG).read_text())
+        for key in ("kargs", "publish", "binds"):
+            data[key] = tuple(data[key])
+        return PersistentVm(**data)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise BootcBoxError(
+            f"the state of VM {directory.name} is unreadable ({e})",
+            f"remove it with bootc-box rm {directory.name}",
+        ) from e
 
 
 def find_persistent(env: Environment, name: str) -> PersistentVm | None:
-    try:
-        data = json.loads((persistent_root(env) / name / CONFIG).read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        raise BootcBoxError(
-            f"the state of VM {name} is unreadable ({e})", f"remove it with bootc-box rm {name}"
-        ) from e
-    for key in ("kargs", "publish", "binds"):
-        data[key] = tuple(data[key])
-    return PersistentVm(**data)
+    directory = kept_vms_dir(env) / name
+    return read_config(directory) if (directory / CONFIG).exists() else None
 
 
 def persistent_names(env: Environment) -> list[str]:
-    root = persistent_root(env)
-    return sorted(p.name for p in root.iterdir() if (p / CONFIG).exists()) if root.is_dir() else []
+    """The VMs that keep their state (not those being made: dot names)."""
+    root = kept_vms_dir(env)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.name[0] != "." and (p / CONFIG).exists())
 
 
-def used_disk_keys(env: Environment) -> set[str]:
-    """The cached disks that VMs' overlays are built on: never pruned."""
-    return {vm.disk_key for n in persistent_names(env) if (vm := find_persistent(env, n))}
+def running_elsewhere(env: Environment, name: str) -> bool:
+    """Whether a run (in this box or another sharing the volume) holds the VM."""
+    return is_held(kept_vms_dir(env) / name / LOCK)
 
 
-def create_overlay(base: Path, overlay: Path) -> None:
-    made = subprocess.run(
-        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "raw", str(overlay)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if made.returncode != 0:
-        raise BootcBoxError(f"cannot create the VM's disk: {last_line_of(made.stderr)}")
+def used_disk_keys(env: Environment) -> set[str] | None:
+    """The cached disks that VMs' overlays are built on, which must stay;
+    None when a VM's config cannot be read (then every disk must stay)."""
+    root = kept_vms_dir(env)
+    keys = set()
+    for directory in root.iterdir() if root.is_dir() else ():
+        if (directory / CONFIG).exists():  # VMs being made too
+            try:
+                keys.add(read_config(directory).disk_key)
+            except BootcBoxError as e:
+                log.warning("%s; keeping every cached disk", e.message)
+                return None
+    return keys
 
 
 def run_persistent(spec: RunSpec) -> int:
     """Boot the VM NAME from its own disk, made first from IMAGE when it has none."""
     if not spec.name:
-        raise BootcBoxError(
-            "--persistent needs --name NAME", "name the VM to keep, e.g. --name web"
-        )
+        raise BootcBoxError("--persistent needs --name NAME", "name the VM, e.g. --name web")
     name = check_name(spec.name)
+    # Kept as given for `start`, which may run anywhere.
+    spec = with_absolute_paths(spec, Path.cwd())
     env = probe_environment()
     if not env.cache_kept:
         raise BootcBoxError(
@@ -115,7 +120,8 @@ def run_persistent(spec: RunSpec) -> int:
 
 def create_persistent(env: Environment, spec: RunSpec) -> PersistentVm:
     """The VM's overlay on the image's cached base disk (installed first when
-    it is not cached) and its state, put in place whole."""
+    it is not cached) and its config, put in place whole while the base disk
+    is held, so that no prune can take it in between."""
     assert spec.name
     installer = ToDiskSpec(
         image=spec.image, output=Path("-"), pull=spec.pull, memory_mib=spec.memory_mib,
@@ -123,38 +129,41 @@ def create_persistent(env: Environment, spec: RunSpec) -> PersistentVm:
     )  # fmt: skip
     qemu = prepare_host(env, installer)
     options = disk_options(installer, env)
-    root = persistent_root(env)
+    vm = PersistentVm(
+        name=spec.name,
+        image=spec.image,
+        image_id=options.image_id,
+        disk_key=options.key,
+        memory_mib=spec.memory_mib,
+        cpus=spec.cpus,
+        kargs=spec.kargs,
+        publish=tuple(str(p) for p in spec.publish),
+        binds=tuple(str(b) for b in spec.binds),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    root = kept_vms_dir(env)
     root.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{spec.name}.partial-", dir=root))
-    try:
-        with_cached_disk(installer, options, env, qemu,
-                         lambda base: create_overlay(base, partial / OVERLAY))  # fmt: skip
-        vm = PersistentVm(
-            name=spec.name,
-            image=spec.image,
-            image_id=options.image_id,
-            disk_key=options.key,
-            memory_mib=spec.memory_mib,
-            cpus=spec.cpus,
-            kargs=spec.kargs,
-            publish=tuple(str(p) for p in spec.publish),
-            binds=tuple(str(b) for b in spec.binds),
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
-        )
+
+    def make(base: Path) -> None:
+        qemu_img_create(qemu_img_create_argv(partial / OVERLAY, "qcow2", backing=base))
         (partial / CONFIG).write_text(json.dumps(asdict(vm), indent=2) + "\n")
         try:
-            partial.rename(root / spec.name)
-        except OSError as e:  # another run made it meanwhile
-            raise BootcBoxError(f"VM {spec.name} was created by another run meanwhile",
-                                f"start it with bootc-box start {spec.name}") from e  # fmt: skip
+            partial.rename(root / vm.name)
+        except OSError as e:
+            raise BootcBoxError(f"VM {vm.name} was made by another run meanwhile",
+                                f"start it with bootc-box start {vm.name}") from e  # fmt: skip
+
+    try:
+        with_cached_disk(installer, options, env, qemu, make)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-    log.info("Created VM %s, which keeps its state, from %s", spec.name, spec.image)
+    log.info("Made VM %s, which keeps its state, from %s", vm.name, vm.image)
     return vm
 
 
 def boot_persistent(env: Environment, vm: PersistentVm, spec: RunSpec) -> int:
-    directory = persistent_root(env) / vm.name
+    directory = kept_vms_dir(env) / vm.name
     forget_stopped(env, vm.name)
     return run_run(
         dataclasses.replace(
@@ -173,14 +182,15 @@ def forget_stopped(env: Environment, name: str) -> None:
     that the name can be claimed again."""
     directory = vms_dir(env) / name
     record = read_record(directory)
-    if record is not None and not current_state(record).live:
-        shutil.rmtree(directory)
-    elif record is not None:
+    if record is None:
+        return
+    if current_state(record).live:
         raise already_running(name)
+    shutil.rmtree(directory)
 
 
-def run_start(names: tuple[str, ...], detach: bool = True) -> int:
-    """`start NAME...`: boot VMs that keep their state again, detached."""
+def run_start(names: tuple[str, ...], *, detach: bool = True) -> int:
+    """`start NAME...`: boot VMs that keep their state again."""
     env = probe_environment()
     for name in names:
         vm = find_persistent(env, check_name(name))
@@ -192,7 +202,7 @@ def run_start(names: tuple[str, ...], detach: bool = True) -> int:
         spec = RunSpec(
             image=vm.image, name=vm.name, detach=detach, memory_mib=vm.memory_mib, cpus=vm.cpus,
             kargs=vm.kargs, publish=tuple(parse_publish(p) for p in vm.publish),
-            binds=tuple(parse_bind(b) for b in vm.binds), persistent=True,
+            binds=tuple(parse_bind(b) for b in vm.binds),
         )  # fmt: skip
         status = boot_persistent(env, vm, spec)
         if status != 0:
@@ -200,10 +210,14 @@ def run_start(names: tuple[str, ...], detach: bool = True) -> int:
     return 0
 
 
+def is_kept(env: Environment, name: str) -> bool:
+    return (kept_vms_dir(env) / name / CONFIG).exists()
+
+
 def remove_persistent(env: Environment, name: str) -> bool:
     """Delete the VM's disk and state; False when it has none."""
-    directory = persistent_root(env) / name
-    if not (directory / CONFIG).exists():
+    directory = kept_vms_dir(env) / name
+    if not is_kept(env, name):
         return False
     with hold_lock(directory / LOCK, already_running(name)):
         shutil.rmtree(directory)

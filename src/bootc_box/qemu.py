@@ -12,9 +12,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bootc_box.accel import Accel
+from bootc_box.accel import Accel, option_value, pflash_args
 from bootc_box.errors import BootcBoxError
-from bootc_box.processes import last_line, start_process, wait_until
+from bootc_box.processes import last_line, last_line_of, start_process, wait_until
 from bootc_box.programs import not_installed
 from bootc_box.publish import LOOPBACK, Publish
 from bootc_box.qmp import qmp_execute
@@ -166,19 +166,10 @@ def _boot_args(spec: QemuSpec) -> list[str]:
         ]  # fmt: skip
     assert spec.kernel is None, "a firmware boot has no kernel of ours"
     assert spec.disks, "a firmware boot needs a disk"
-    code, variables = option_value(spec.firmware.code), option_value(spec.firmware.vars)
-    args = [
-        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
-        "-drive", f"if=pflash,format=raw,unit=1,file={variables}",
-    ]  # fmt: skip
+    args = pflash_args(spec.firmware.code, spec.firmware.vars)
     if spec.cmdline:
         args += ["-smbios", f"type=11,value={option_value(f'{BOOT_CMDLINE_EXTRA}={spec.cmdline}')}"]
     return args
-
-
-def option_value(value: object) -> str:
-    """`value` inside a QEMU option list, where a comma ends the value unless doubled."""
-    return str(value).replace(",", ",,")
 
 
 def _disk_args(disks: tuple[Disk, ...], *, bootable: bool) -> list[str]:
@@ -204,6 +195,22 @@ def _virtiofs_args(shares: tuple[tuple[str, Path], ...]) -> list[str]:
             "-device", f"vhost-user-fs-pci,queue-size=1024,chardev={tag},tag={tag}",
         ]  # fmt: skip
     return args
+
+
+def qemu_img_create_argv(
+    path: Path, disk_format: str, size: int | None = None, backing: Path | None = None
+) -> list[str]:
+    """A new disk image: `size` bytes, or an overlay on `backing` (a raw disk)."""
+    argv = ["qemu-img", "create", "-q", "-f", disk_format]
+    if backing:
+        argv += ["-b", str(backing), "-F", "raw"]
+    return [*argv, str(path), *([str(size)] if size else [])]
+
+
+def qemu_img_create(argv: list[str]) -> None:
+    made = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if made.returncode != 0:
+        raise BootcBoxError(f"cannot create a disk image: {last_line_of(made.stderr)}")
 
 
 def find_qemu() -> str | None:

@@ -99,7 +99,6 @@ class RunSpec:
     label: str = ""
     # A VM that keeps its state (persistent.py): boot its disk with its own
     # UEFI variable store, holding its lock so that it runs once at a time.
-    persistent: bool = False
     efi_vars: Path | None = None
     persistent_lock: Path | None = None
 
@@ -214,6 +213,18 @@ class Running:
         return self.machine.qmp_socket
 
 
+def what_to_boot(
+    disk: Path | None, image: str | None, args: tuple[str, ...]
+) -> tuple[str, tuple[str, ...]] | None:
+    """`run`'s IMAGE and COMMAND from its operands; with --disk no IMAGE is
+    named, so what was taken for one begins the command. None: no IMAGE."""
+    if disk:
+        image, args = str(disk), (image, *args) if image else args
+    if image is None:
+        return None
+    return image, args[1:] if args[:1] == ("--",) else args
+
+
 def with_absolute_paths(spec: RunSpec, cwd: Path) -> RunSpec:
     """`spec` with every path the user gave made absolute against `cwd`: a
     detached supervisor runs in /, where `--ssh-key ./k` names nothing."""
@@ -259,7 +270,9 @@ def run_run(spec: RunSpec) -> int:
     if spec.ssh_key:
         check_private_key(spec.ssh_key)
     enter_podman_userns(env)
-    directory = claim_vm_dir(env, check_name(spec.name) if spec.name else new_name())
+    directory = claim_vm_dir(
+        env, check_name(spec.name) if spec.name else new_name(), kept=bool(spec.persistent_lock)
+    )
     if spec.detach:
         return start_detached(directory, lambda: supervise(spec, env, qemu, ref, directory))
     return supervise(spec, env, qemu, ref, directory)

@@ -6,8 +6,8 @@ container doing `bootc install to-disk`."""
 
 import logging
 import os
+import re
 import secrets
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,8 +29,7 @@ from bootc_box.images import (
     resolve_image,
 )
 from bootc_box.kernel import resolve_in_root
-from bootc_box.processes import last_line_of
-from bootc_box.qemu import Disk, require_qemu
+from bootc_box.qemu import Disk, qemu_img_create, qemu_img_create_argv, require_qemu
 from bootc_box.run import RunSpec, supervise
 from bootc_box.userns import enter_podman_userns
 from bootc_box.virtiofsd import require_virtiofsd
@@ -44,6 +43,7 @@ FILESYSTEMS = ("ext4", "xfs", "btrfs")
 # The guest finds the output disk by this serial: /dev/disk/by-id/virtio-output.
 OUTPUT_SERIAL = "output"
 GUEST_STORES = PurePosixPath("/run/bootc-box/stores")
+IMAGE_ID = re.compile(r"(sha256:)?[0-9a-f]{64}")
 
 # Run in the installer VM over SSH: the shared stores become additional
 # image stores of a podman whose own store is in memory, and the image runs
@@ -138,6 +138,10 @@ def install_argv(spec: ToDiskSpec, source: str) -> tuple[str, ...]:
         "--source-imgref", f"containers-storage:{source}",
         "--filesystem", spec.filesystem,
     ]  # fmt: skip
+    if not IMAGE_ID.fullmatch(source):
+        # What the installed system updates from (bootc upgrade): the
+        # registry the name points at, not this VM's store.
+        bootc += ["--target-imgref", source]
     if spec.root_size:
         bootc += ["--root-size", spec.root_size]
     for karg in spec.kargs:
@@ -174,14 +178,7 @@ def create_disk(path: Path, disk_format: str, size: int) -> None:
         with path.open("xb") as f:
             f.truncate(size)
         return
-    created = subprocess.run(
-        ["qemu-img", "create", "-q", "-f", "qcow2", str(path), str(size)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if created.returncode != 0:
-        raise BootcBoxError(f"cannot create {path}: {last_line_of(created.stderr)}")
+    qemu_img_create(qemu_img_create_argv(path, "qcow2", size))
 
 
 def image_size(image_id: str) -> int:
@@ -231,11 +228,18 @@ def disk_options(spec: ToDiskSpec, env: Environment) -> DiskOptions:
     image_id = resolve_image(ref, env, spec.pull)
     with mount_image(image_id, env) as root:
         check_installable(root, spec.image)
+    size = image_size(image_id)
+    if spec.disk_size is not None and spec.disk_size < size:
+        raise BootcBoxError(
+            f"--disk-size {spec.disk_size / 2**20:.0f}M is smaller than the image "
+            f"({size / 2**20:.0f}M)",
+            f"give at least twice the image, e.g. --disk-size {default_disk_size(size) >> 30}G",
+        )
     return DiskOptions(
         image_id=image_id,
         source=source_name(ref, image_id),
         format=spec.format,
-        size=spec.disk_size or default_disk_size(image_size(image_id)),
+        size=spec.disk_size or default_disk_size(size),
         filesystem=spec.filesystem,
         root_size=spec.root_size,
         kargs=spec.kargs,

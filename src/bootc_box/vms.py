@@ -17,6 +17,7 @@ from typing import Any
 
 import psutil
 
+from bootc_box.cache_entries import cache_dir
 from bootc_box.environment import Environment, runtime_dir
 from bootc_box.errors import BootcBoxError
 from bootc_box.signals import Terminated
@@ -80,6 +81,16 @@ def vms_dir(env: Environment) -> Path:
     box (its network and PID namespace) that runs it. Natively, the user's
     runtime directory."""
     return runtime_dir(env) / "vms"
+
+
+def kept_vms_dir(env: Environment) -> Path:
+    """Where VMs that keep their state live (persistent.py): on the cache
+    volume, shared by every box that mounts it."""
+    return cache_dir(env, "vms")
+
+
+# What makes a directory there a VM (persistent.CONFIG).
+KEPT_CONFIG = "vm.json"
 
 
 def check_name(name: str) -> str:
@@ -158,10 +169,16 @@ def check_socket_room(directory: Path) -> None:
         )
 
 
-def claim_vm_dir(env: Environment, name: str) -> Path:
-    """A new state directory for VM `name`, or an error if the name is taken."""
+def claim_vm_dir(env: Environment, name: str, *, kept: bool = False) -> Path:
+    """A new state directory for VM `name`, or an error if the name is taken
+    (also by a VM that keeps its state, unless this is that VM's run)."""
     base = vms_dir(env)
     directory = base / check_name(name)
+    if not kept and (kept_vms_dir(env) / name / KEPT_CONFIG).exists():
+        raise BootcBoxError(
+            f"the name {name} is used by a VM that keeps its state",
+            f"pick another --name, or boot that VM with bootc-box start {name}",
+        )
     check_socket_room(directory)
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:

@@ -10,6 +10,7 @@ the image. Everything around it is real: the installer VM, the output disk,
 the store sharing, the cache, the atomic output, the UEFI boot (OVMF)."""
 
 import json
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -38,6 +39,9 @@ MARKER = "bootc-box installable fixture"
 class Installed:
     disk: Path
     result: "subprocess.CompletedProcess[str]"
+    # Made at the same time with the same options: it waited, then copied.
+    twin: Path
+    twin_result: "subprocess.CompletedProcess[str]"
 
 
 def box(
@@ -70,12 +74,26 @@ def outdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def raw(volume: CacheVolume, outdir: Path) -> Installed:
-    # The default options: the VM that keeps its state (below) is made from
-    # the same cached disk, with no installer of its own.
-    disk = outdir / "disk.raw"
-    result = box(volume, outdir, "to-disk", INSTALLABLE, str(disk))
-    assert result.returncode == 0, result.stderr
-    return Installed(disk, result)
+    """Two to-disk runs of one image with the default options, in two boxes
+    at once on one volume: one installs, the other waits for it and copies
+    its disk. (The VM that keeps its state, below, is made from the same
+    cached disk, with no installer of its own.)"""
+    options = ("--rm", "-v", f"{outdir}:{outdir}")
+
+    def start(name: str) -> "subprocess.Popen[str]":
+        argv = box_argv("to-disk", INSTALLABLE, str(outdir / name), volume=volume.name,
+                        options=options)  # fmt: skip
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    runs = {name: start(name) for name in ("a.raw", "b.raw")}
+    results = {}
+    for name, proc in runs.items():
+        stdout, stderr = proc.communicate(timeout=BOOT_DEADLINE)
+        results[name] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+        assert proc.returncode == 0, stderr
+    [(disk, result)] = [(n, r) for n, r in results.items() if "(installed)" in r.stderr]
+    [(twin, twin_result)] = [(n, r) for n, r in results.items() if n != disk]
+    return Installed(outdir / disk, result, outdir / twin, twin_result)
 
 
 def test_to_disk_installs_with_the_image_bootc_from_the_shared_store(
@@ -84,13 +102,14 @@ def test_to_disk_installs_with_the_image_bootc_from_the_shared_store(
     out = raw.result.stdout + raw.result.stderr
     # The stand-in found the image in a store bootc-box shared into the VM.
     assert f"source containers-storage:{INSTALLABLE} found in /run/bootc-box/stores/" in out
-    assert "installed" in raw.result.stderr.splitlines()[-1]
+    assert "Booting the installer of" in raw.result.stderr
+    assert "bootc (stand-in): installed" in out
     assert raw.disk.stat().st_size == 10 << 30  # the default: 2x the image is less than 10G
     assert raw.disk.stat().st_blocks * 512 < 2 << 30  # sparse
     with raw.disk.open("rb") as disk:
         assert disk.read(512)[510:] == b"\x55\xaa"  # a partition table
-    # Nothing beside OUTPUT: the partial file was renamed into place.
-    assert sorted(p.name for p in outdir.iterdir()) == ["disk.raw"]
+    # Nothing beside the outputs: the partial files were renamed into place.
+    assert sorted(p.name for p in outdir.iterdir()) == ["a.raw", "b.raw"]
 
 
 def test_the_disk_boots_under_uefi_and_keeps_what_the_guest_writes(
@@ -110,7 +129,7 @@ def test_the_disk_boots_under_uefi_and_keeps_what_the_guest_writes(
     assert args[-2:] == ["console=ttyS0", "bootc_box.run_karg=1"]
     assert any(a.startswith("root=UUID=") for a in args)
     assert fstype == "ext4"
-    assert "(UEFI, TCG)" in first.stderr
+    assert re.search(r"Booting disk \S+ \(UEFI, (KVM|TCG)\)", first.stderr)
     before = raw.disk.stat()
     second = box(volume, outdir, "run", "--disk", str(raw.disk), "--transient", "--",
                  "sh", "-c", "cat /root/kept; echo gone > /root/gone")  # fmt: skip
@@ -122,14 +141,13 @@ def test_the_disk_boots_under_uefi_and_keeps_what_the_guest_writes(
     assert volume.leftovers() == []
 
 
-def test_a_second_to_disk_of_one_key_copies_the_cached_disk(
-    raw: Installed, volume: CacheVolume, outdir: Path, tmp_path: Path
+def test_runs_of_one_key_share_one_install(
+    raw: Installed, volume: CacheVolume, outdir: Path
 ) -> None:
-    copy = outdir / "copy.raw"
-    result = box(volume, outdir, "to-disk", INSTALLABLE, str(copy), timeout=300)
-    assert result.returncode == 0, result.stderr
+    result = raw.twin_result
+    assert "Another run is installing this image with these options" in result.stderr
     assert "Booting" not in result.stderr  # no installer VM
-    assert "(copied from the cache)" in result.stderr
+    assert "(copied from the cache)" in result.stderr.splitlines()[-1]
     listing = json.loads(box(volume, outdir, "cache", "ls", "--json", timeout=120).stdout)
     [disk] = listing["disks"]
     assert disk["options"]["kargs"] == []
@@ -140,39 +158,11 @@ def test_a_second_to_disk_of_one_key_copies_the_cached_disk(
     disk_rows = table[table.index(next(t for t in table if t.startswith("DISK"))) :]
     assert disk_rows[0].split()[:6] == ["DISK", "IMAGE", "ID", "FORMAT", "SIZE", "FILESYSTEM"]
     assert disk_rows[1].split()[2:6] == ["raw", "10.0", "GiB", "ext4"]
-    # The copy is the installed disk, byte for byte (the first boot above may
-    # have written to disk.raw, so compare with the cache's own file).
+    # The copy is the installed disk, byte for byte (the boots above wrote
+    # to the installer's output, so compare with the cache's own file).
     cached = volume.path / "disks" / disk["key"] / "disk.raw"
-    assert subprocess.run(["cmp", "-s", str(cached), str(copy)], check=False).returncode == 0
-    copy.unlink()
-
-
-def test_qcow2_is_written_directly_and_boots(volume: CacheVolume, outdir: Path) -> None:
-    disk = outdir / "disk.qcow2"
-    made = box(volume, outdir, "to-disk", "--format", "qcow2", "--disk-size", "4G",
-               "--root-size", "2G", "--karg", "bootc_box.to_disk_karg=1",
-               INSTALLABLE, str(disk))  # fmt: skip
-    assert made.returncode == 0, made.stderr
-    info_argv = ["qemu-img", "info", "--output=json", str(disk)]
-    info = json.loads(subprocess.run(info_argv, capture_output=True, text=True, check=True).stdout)
-    assert (info["format"], info["virtual-size"]) == ("qcow2", 4 << 30)
-    booted = box(volume, outdir, "run", "--disk", str(disk), "--", "sh", "-c",
-                 "cat /usr/share/bootc-box-installable-marker; "
-                 "lsblk -bno SIZE /dev/disk/by-id/virtio-root-part2; "
-                 "cat /proc/cmdline")  # fmt: skip
-    assert booted.returncode == 0, booted.stderr
-    marker, root_size, cmdline = booted.stdout.splitlines()
-    assert (marker, root_size) == (MARKER, str(2 << 30))
-    # to-disk's --karg is in the installed boot entry, before the console
-    # bootc-box adds at boot.
-    args = cmdline.split()
-    assert args.index("bootc_box.to_disk_karg=1") < args.index("console=ttyS0")
-    disk.unlink()
-    # cache prune removes the disks no run and no VM uses.
-    pruned = box(volume, outdir, "cache", "prune", timeout=120)
-    assert pruned.returncode == 0, pruned.stderr
-    assert "and 2 cached disks" in pruned.stderr
-    assert cached_disks(volume) == []
+    assert subprocess.run(["cmp", "-s", str(cached), str(raw.twin)], check=False).returncode == 0
+    raw.twin.unlink()
 
 
 def test_a_vm_keeps_its_state_across_podman_stop_start_and_bootc_box_stop_start(
@@ -191,7 +181,7 @@ def test_a_vm_keeps_its_state_across_podman_stop_start_and_bootc_box_stop_start(
     try:
         wait_for_log(name, "VM up in", time.monotonic() + BOOT_DEADLINE)
         logs = container_logs(name)
-        assert "Created VM keep, which keeps its state" in logs
+        assert "Made VM keep, which keeps its state" in logs
         assert "installer" not in logs  # built on the cached disk of `raw`
         assert podman("exec", name, "bootc-box", "ssh", "keep", "--", "sh", "-c",
                       "echo one > /root/persist; echo written") == "written"  # fmt: skip
@@ -234,6 +224,34 @@ def test_a_vm_keeps_its_state_across_podman_stop_start_and_bootc_box_stop_start(
     assert volume.nested_containers() == []
 
 
+def test_qcow2_is_written_directly_and_boots(volume: CacheVolume, outdir: Path) -> None:
+    disk = outdir / "disk.qcow2"
+    made = box(volume, outdir, "to-disk", "--format", "qcow2", "--disk-size", "4G",
+               "--root-size", "2G", "--karg", "bootc_box.to_disk_karg=1",
+               INSTALLABLE, str(disk))  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    info_argv = ["qemu-img", "info", "--output=json", str(disk)]
+    info = json.loads(subprocess.run(info_argv, capture_output=True, text=True, check=True).stdout)
+    assert (info["format"], info["virtual-size"]) == ("qcow2", 4 << 30)
+    booted = box(volume, outdir, "run", "--disk", str(disk), "--", "sh", "-c",
+                 "cat /usr/share/bootc-box-installable-marker; "
+                 "lsblk -bno SIZE /dev/disk/by-id/virtio-root-part2; "
+                 "cat /proc/cmdline")  # fmt: skip
+    assert booted.returncode == 0, booted.stderr
+    marker, root_size, cmdline = booted.stdout.splitlines()
+    assert (marker, root_size) == (MARKER, str(2 << 30))
+    # to-disk's --karg is in the installed boot entry, before the console
+    # bootc-box adds at boot.
+    args = cmdline.split()
+    assert args.index("bootc_box.to_disk_karg=1") < args.index("console=ttyS0")
+    disk.unlink()
+    # cache prune removes the disks no run and no VM uses.
+    pruned = box(volume, outdir, "cache", "prune", timeout=120)
+    assert pruned.returncode == 0, pruned.stderr
+    assert "and 2 cached disks" in pruned.stderr
+    assert cached_disks(volume) == []
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -251,8 +269,10 @@ def test_a_vm_keeps_its_state_across_podman_stop_start_and_bootc_box_stop_start(
         (["run", "--disk", "/nowhere/x.raw", "--", "true"],
          "bootc-box: error: disk image /nowhere/x.raw does not exist; mount it into the box, "
          "e.g. -v /nowhere:/nowhere"),
+        (["to-disk", "--disk-size", "100M", INSTALLABLE, "{out}/x.raw"],
+         "bootc-box: error: --disk-size 100M is smaller than the image"),
     ],
-    ids=["no-bootc", "output-exists", "no-directory", "not-a-disk", "missing-disk"],
+    ids=["no-bootc", "output-exists", "no-directory", "not-a-disk", "missing-disk", "tiny-disk"],
 )  # fmt: skip
 def test_bad_disk_input_is_refused_cleanly(
     args: list[str], message: str, cache_volume: CacheVolume, tmp_path: Path
@@ -274,7 +294,7 @@ def test_a_disk_too_small_fails_with_the_installer_lines_and_leaves_nothing(
 ) -> None:
     before = host_state()
     output = tmp_path / "small.raw"
-    result = box(cache_volume, tmp_path, "to-disk", "--disk-size", "600M", INSTALLABLE,
+    result = box(cache_volume, tmp_path, "to-disk", "--disk-size", "700M", INSTALLABLE,
                  str(output))  # fmt: skip
     assert result.returncode == 125
     assert "No space left on device" in result.stdout + result.stderr

@@ -32,7 +32,7 @@ def test_sizes_read_as_qemu_img_reads_them(text: str, size: int) -> None:
     assert parse_size(text, "--disk-size") == size
 
 
-@pytest.mark.parametrize("text", ["", "0", "ten", "1.5G", "-1G", "10X"])
+@pytest.mark.parametrize("text", ["", "0", "ten", "1.5G", "-1G", "10X", "20b", "20ib"])
 def test_bad_sizes_say_how_to_write_one(text: str) -> None:
     with pytest.raises(BootcBoxError, match="invalid --disk-size") as err:
         parse_size(text, "--disk-size")

@@ -13,7 +13,6 @@ from bootc_box.persistent import (
     CONFIG,
     LOCK,
     PersistentVm,
-    create_overlay,
     find_persistent,
     forget_stopped,
     persistent_names,
@@ -21,6 +20,7 @@ from bootc_box.persistent import (
     run_persistent,
     used_disk_keys,
 )
+from bootc_box.qemu import qemu_img_create, qemu_img_create_argv
 from bootc_box.run import RunSpec
 from bootc_box.vms import VmRecord, VmState, write_record
 
@@ -57,7 +57,7 @@ def test_the_overlay_is_backed_by_the_cached_disk(tmp_path: Path) -> None:
     with base.open("wb") as f:
         f.truncate(1 << 30)
     overlay = tmp_path / "disk.qcow2"
-    create_overlay(base, overlay)
+    qemu_img_create(qemu_img_create_argv(overlay, "qcow2", backing=base))
     argv = ["qemu-img", "info", "--output=json", str(overlay)]
     info = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
     assert (info["format"], info["virtual-size"]) == ("qcow2", 1 << 30)
@@ -94,7 +94,7 @@ def test_a_stopped_record_gives_its_name_back_a_live_one_does_not(tmp_path: Path
 def test_a_vm_is_kept_for_the_image_it_was_made_from(dirs: Path) -> None:
     keep(dirs)
     with pytest.raises(BootcBoxError, match="keeps its state from localhost/img, not other") as err:
-        run_persistent(RunSpec(image="other", name="web", persistent=True))
+        run_persistent(RunSpec(image="other", name="web"))
     assert err.value.hint == "start it with bootc-box start web, or remove it with bootc-box rm web"
     with pytest.raises(BootcBoxError, match="--persistent needs --name NAME"):
-        run_persistent(RunSpec(image="localhost/img", persistent=True))
+        run_persistent(RunSpec(image="localhost/img"))

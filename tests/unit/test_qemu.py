@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from bootc_box.accel import Accel
+from bootc_box.accel import Accel, option_value
 from bootc_box.errors import BootcBoxError
 from bootc_box.publish import Publish
 from bootc_box.qemu import (
@@ -12,7 +12,6 @@ from bootc_box.qemu import (
     disk_cmdline,
     forwarding_failure,
     kernel_cmdline,
-    option_value,
     parse_memory,
     qemu_argv,
 )

@@ -50,11 +50,18 @@ def test_the_installer_runs_bootc_from_the_image_against_the_output_disk() -> No
     assert argv[5:] == (
         "--generic-image", "--skip-fetch-check",
         "--source-imgref", "containers-storage:localhost/img",
-        "--filesystem", "xfs", "--root-size", "5G",
+        "--filesystem", "xfs", "--target-imgref", "localhost/img", "--root-size", "5G",
         "--karg", "quiet", "--karg", "a=b c",
         "/dev/disk/by-id/virtio-output",
     )  # fmt: skip
     assert "bootc install to-disk" in GUEST_INSTALL
+
+
+def test_an_image_by_id_has_no_registry_to_update_from() -> None:
+    image_id = "a" * 64
+    argv = install_argv(ToDiskSpec(image_id, Path("out.raw")), image_id)
+    assert "--target-imgref" not in argv
+    assert f"containers-storage:{image_id}" in argv
 
 
 def test_an_archive_is_installed_by_image_id_a_name_by_name() -> None:

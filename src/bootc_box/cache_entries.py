@@ -54,6 +54,16 @@ class Entries:
         names = {p.name.split(".", 1)[0] for p in self.directory.iterdir()}
         return sorted(names - {""})  # partials start with a dot
 
+    def whole(self, problem: Callable[[Path, str], str | None]) -> list[tuple[Path, int]]:
+        """Every entry `problem` finds nothing wrong with, and the blocks its
+        files use (their files may be sparse)."""
+        found = []
+        for key in self.names():
+            entry = self.entry(key)
+            if problem(entry, key) is None:
+                found.append((entry, sum(p.stat().st_blocks * 512 for p in entry.iterdir())))
+        return found
+
     def lock(self, path: Path, operation: int, timeout: float | None = None) -> int | None:
         """The lock's descriptor, or None when it was not had within `timeout`
         seconds (LOCK_TIMEOUT by default: a stuck run must not hang us)."""

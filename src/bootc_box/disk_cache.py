@@ -164,14 +164,7 @@ def copy_disk(source: Path, target: Path) -> None:
 
 def list_disks(env: Environment) -> list[tuple[DiskManifest, int]]:
     """Every whole entry's manifest and its disk's blocks in use."""
-    entries = disk_entries(env)
-    found = []
-    for key in entries.names():
-        entry = entries.entry(key)
-        if entry_problem(entry, key) is None:
-            used = sum(p.stat().st_blocks * 512 for p in entry.iterdir())
-            found.append((DiskManifest.read(entry), used))
-    return found
+    return [(DiskManifest.read(e), used) for e, used in disk_entries(env).whole(entry_problem)]
 
 
 def prune_disks(env: Environment, keep: set[str] | None) -> int:

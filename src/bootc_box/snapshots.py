@@ -248,14 +248,7 @@ def new_snapshot(env: Environment, key: str) -> Iterator[NewSnapshot | None]:
 
 def list_snapshots(env: Environment) -> list[tuple[Manifest, int]]:
     """Every whole entry's manifest and its size on disk (the state file is sparse)."""
-    entries = snapshot_entries(env)
-    found = []
-    for key in entries.names():
-        entry = entries.entry(key)
-        if entry_problem(entry, key) is None:
-            disk = sum(p.stat().st_blocks * 512 for p in entry.iterdir())
-            found.append((Manifest.read(entry), disk))
-    return found
+    return [(Manifest.read(e), used) for e, used in snapshot_entries(env).whole(entry_problem)]
 
 
 PROGRAMS = ("qemu", "virtiofsd", "bootc-box")

@@ -85,41 +85,68 @@ def cached_boot_files(
     env: Environment, image_id: str, root: Path, image: str
 ) -> Iterator[BootFiles]:
     """The image's kernel and initramfs from the cache, extracted from the
-    mounted `root` first when missing or damaged.
+    mounted `root` first when missing or damaged, held until the block ends."""
+    with BootFilesLease(env, image_id, root, image) as lease:
+        yield lease.take()
 
-    Two locks per entry. Runs that boot from it hold `<id>.lock` shared until
-    the block ends (the caller ends it once QEMU has read the files), and
+
+class BootFilesLease:
+    """An image's cached boot files, held from take() until release() or the
+    end of the block: a run holds them until its QEMU has read them, and
+    takes them again for each boot after the first.
+
+    Two locks per entry. Runs that boot from it hold `<id>.lock` shared, and
     whoever deletes the entry holds it exclusively, so nobody deletes it
     under them. Extracting takes `<id>.extract.lock` instead, which nobody
     holds while booting: runs of one image that start together on a cold
     cache wait for one extraction, never for another run's boot."""
-    entries = boot_entries(env)
-    entry = entries.entry(image_id)
-    while True:
-        use = _lock(entries, entries.use_lock(image_id), fcntl.LOCK_SH, image)
-        if entry_problem(entry) is None:
-            break
-        os.close(use)
-        extracting = _lock(entries, entries.create_lock(image_id), fcntl.LOCK_EX, image)
-        try:
-            problem = entry_problem(entry)  # another run may have extracted it meanwhile
-            if problem is not None:
-                entries.remove_partial(image_id)
-                if entry.exists():
-                    log.warning("The cached boot files of %s are damaged (%s); "
-                                "extracting them again", image, problem)  # fmt: skip
-                    if not entries.delete(image_id):
-                        raise _locked(image)
-                log.info("Extracting the boot files of %s", image)
-                with entries.partial(image_id) as partial:
-                    fill_entry(partial, image_id, boot_files(root, image))
-                    entries.commit(partial, image_id)
-        finally:
-            os.close(extracting)
-    try:
-        yield entry_boot_files(entry)
-    finally:
-        os.close(use)
+
+    def __init__(self, env: Environment, image_id: str, root: Path, image: str) -> None:
+        self.entries = boot_entries(env)
+        self.image_id, self.root, self.image = image_id, root, image
+        self._use: int | None = None
+
+    def __enter__(self) -> "BootFilesLease":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def take(self) -> BootFiles:
+        """The boot files, extracted first when missing or damaged; held from now."""
+        entry = self.entries.entry(self.image_id)
+        if self._use is None:
+            self._use = self._hold_whole(entry)
+        return entry_boot_files(entry)
+
+    def release(self) -> None:
+        if self._use is not None:
+            use, self._use = self._use, None
+            os.close(use)
+
+    def _hold_whole(self, entry: Path) -> int:
+        entries, image_id, image = self.entries, self.image_id, self.image
+        while True:
+            use = _lock(entries, entries.use_lock(image_id), fcntl.LOCK_SH, image)
+            if entry_problem(entry) is None:
+                return use
+            os.close(use)
+            extracting = _lock(entries, entries.create_lock(image_id), fcntl.LOCK_EX, image)
+            try:
+                problem = entry_problem(entry)  # another run may have extracted it meanwhile
+                if problem is not None:
+                    entries.remove_partial(image_id)
+                    if entry.exists():
+                        log.warning("The cached boot files of %s are damaged (%s); "
+                                    "extracting them again", image, problem)  # fmt: skip
+                        if not entries.delete(image_id):
+                            raise _locked(image)
+                    log.info("Extracting the boot files of %s", image)
+                    with entries.partial(image_id) as partial:
+                        fill_entry(partial, image_id, boot_files(self.root, image))
+                        entries.commit(partial, image_id)
+            finally:
+                os.close(extracting)
 
 
 def _locked(image: str) -> BootcBoxError:

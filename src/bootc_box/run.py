@@ -5,19 +5,18 @@ import dataclasses
 import itertools
 import logging
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bootc_box.accel import Accel, AccelChoice, ProbeBoot, choose_accel
 from bootc_box.binds import Bind, bind_kargs, bind_tag, check_bind_sources
-from bootc_box.boot_cache import cached_boot_files
-from bootc_box.console import log_limit, rotate_if_large, start_console_follower
+from bootc_box.boot_cache import BootFilesLease
+from bootc_box.console import StallWatch, start_console_follower
 from bootc_box.credentials import write_credential
 from bootc_box.detach import SUPERVISOR_LOG, start_detached
 from bootc_box.disks import open_disk
@@ -36,32 +35,16 @@ from bootc_box.images import (
 from bootc_box.kargs import image_kargs
 from bootc_box.kernel import BootFiles
 from bootc_box.locks import hold_lock
+from bootc_box.machine import BootAgain, FileServer, Machine, start_machine
 from bootc_box.migration import load_state, save_state
 from bootc_box.processes import last_line, wait_until
 from bootc_box.progress import Progress, start_progress
 from bootc_box.publish import Publish
-from bootc_box.qemu import (
-    Disk,
-    Firmware,
-    PortInUse,
-    QemuSpec,
-    disk_cmdline,
-    kernel_cmdline,
-    power_off,
-    require_qemu,
-    start_qemu,
-    wait_for_monitor,
-)
+from bootc_box.qemu import Disk, Firmware, QemuSpec, disk_cmdline, kernel_cmdline, require_qemu
 from bootc_box.snapshots import discard_snapshot, program_versions, snapshot_key
 from bootc_box.ssh import SshTarget, check_private_key, connect, generate_key, public_key, ssh_ready
 from bootc_box.userns import enter_podman_userns
-from bootc_box.virtiofsd import (
-    Virtiofsd,
-    VirtiofsdSpec,
-    find_virtiofsd,
-    require_virtiofsd,
-    start_virtiofsd,
-)
+from bootc_box.virtiofsd import VirtiofsdSpec, find_virtiofsd, require_virtiofsd
 from bootc_box.vms import VmEntry, VmState, check_name, claim_vm_dir, new_name, supervise_vm
 from bootc_box.warm import Start, Warm, choose_start
 
@@ -138,43 +121,12 @@ BOOT_ATTEMPTS = 2
 RESTORE_TIMEOUT = 60.0
 
 
-class BootAgain(BootcBoxError):
-    """A boot failed for a reason that a second boot need not meet."""
-
-
 class RestoreFailed(BootAgain):
     """A saved state did not come up; the run boots cold instead."""
 
 
 class GuestStalled(BootAgain):
     """The guest kernel reported CPUs that stopped running."""
-
-
-STALL_REPORT = b"detected stalls on CPUs"
-
-
-class StallWatch:
-    """Under TCG on a small host, a guest vCPU now and then stops getting timer
-    interrupts for good (seen in about 2 of 100 boots here); the kernel says
-    so within ~21 s, and the boot would otherwise hang until --timeout. A
-    stall can also pass, and the boot go on: only a stall report followed by
-    `quiet` seconds without a new console line, or a second report, counts."""
-
-    def __init__(self, console: Path, quiet: float = 20.0) -> None:
-        self.console = console
-        self.quiet = quiet
-        self.size = -1
-        self.grew_at = 0.0
-
-    def stalled(self, now: float) -> bool:
-        try:
-            text = self.console.read_bytes()
-        except FileNotFoundError:
-            return False
-        if len(text) != self.size:
-            self.size, self.grew_at = len(text), now
-        reports = text.count(STALL_REPORT)
-        return reports >= 2 or (reports == 1 and now - self.grew_at >= self.quiet)
 
 
 @dataclass(frozen=True)
@@ -185,32 +137,17 @@ class Prepared:
     credential: Path
     qemu: str
     accel: Accel
-    # Called once QEMU has read the boot files: lets go of their cache entry.
-    files_read: Callable[[], None] = lambda: None
     image_id: str = ""
-    # An image run: the mounted image and its kernel and initramfs.
+    # An image run: the mounted image, its kernel and initramfs, and their
+    # hold on the cache (taken for each boot until QEMU has read them).
     root: Path | None = None
     boot: BootFiles | None = None
+    boot_lease: BootFilesLease | None = None
     # From the image's /usr/lib/bootc/kargs.d, before the user's --karg.
     image_kargs: tuple[str, ...] = ()
     # A disk boot: the UEFI firmware.
     firmware: Firmware | None = None
     extra_credentials: tuple[Path, ...] = ()
-
-
-@dataclass(frozen=True)
-class Running:
-    """One boot attempt's QEMU and file servers."""
-
-    qemu: "subprocess.Popen[bytes]"
-    servers: tuple[Virtiofsd, ...]
-    machine: QemuSpec
-    qemu_log: Path
-
-    @property
-    def qmp_socket(self) -> Path:
-        assert self.machine.qmp_socket is not None
-        return self.machine.qmp_socket
 
 
 def what_to_boot(
@@ -287,14 +224,10 @@ def supervise(
             assert spec.name, "a VM that keeps its state has a name"
             stack.enter_context(hold_lock(spec.persistent_lock, already_running(spec.name)))
         progress = stack.enter_context(start_progress(spec.console or spec.keeps_running))
-        # Held until QEMU has read the kernel and initramfs.
-        boot_lock = stack.enter_context(ExitStack())
         if ref is None:
             prepared = prepare_disk(spec, env, qemu, directory)
         else:
-            prepared = prepare_image(
-                spec, env, qemu, ref, vm=vm, progress=progress, stack=stack, boot_lock=boot_lock
-            )
+            prepared = prepare_image(spec, env, qemu, ref, vm=vm, progress=progress, stack=stack)
         vm.update(
             ssh_key=str(prepared.key),
             publish=tuple(str(p) for p in spec.publish),
@@ -311,11 +244,6 @@ def supervise(
         # Ends: a failed restore turns restores off, a failed save turns
         # warm starts off, and cold boots are tried BOOT_ATTEMPTS times.
         for attempt in itertools.count(1):
-            if attempt > 1 and prepared.root:  # the first QEMU let go of the boot files
-                boot = boot_lock.enter_context(
-                    cached_boot_files(env, prepared.image_id, prepared.root, spec.image)
-                )
-                prepared = dataclasses.replace(prepared, boot=boot)
             attempt_dir = directory / f"boot-{attempt}"
             attempt_dir.mkdir()
             cold = Start(prepared.credential, prepared.key)
@@ -346,10 +274,9 @@ def prepare_image(
     vm: VmEntry,
     progress: Progress,
     stack: ExitStack,
-    boot_lock: ExitStack,
 ) -> "Prepared":
-    """The image pulled (if need be) and mounted, its boot files found and
-    held (on `boot_lock`), the accelerator chosen, the SSH key made."""
+    """The image pulled (if need be) and mounted (on `stack`), its boot files
+    found and held, the accelerator chosen, the SSH key made."""
     pulled = [""]  # podman's last line: which layer it copies
     progress.begin("pull", lambda: pulled[-1])
     image_id = resolve_image(ref, env, spec.pull, pulled.append)
@@ -357,13 +284,13 @@ def prepare_image(
     progress.begin("mount")
     root = stack.enter_context(mount_image(image_id, env))
     progress.begin("boot files")
-    boot = boot_lock.enter_context(cached_boot_files(env, image_id, root, spec.image))
+    lease = stack.enter_context(BootFilesLease(env, image_id, root, spec.image))
+    boot = lease.take()
     accel = choose_accel(spec.accel, qemu, ProbeBoot(kernel=boot.kernel), env.kvm_hint)
     key, credential = run_key(spec, vm.directory)
     return Prepared(
-        key, credential, qemu, accel, boot_lock.close, image_id, root, boot,
-        image_kargs(root, spec.image),
-    )  # fmt: skip
+        key, credential, qemu, accel, image_id, root, boot, lease, image_kargs(root, spec.image)
+    )
 
 
 def prepare_disk(spec: RunSpec, env: Environment, qemu: str, directory: Path) -> "Prepared":
@@ -446,86 +373,74 @@ def boot_and_run(
     *,
     progress: Progress,
 ) -> int:
-    """One boot (or restore): virtiofsd for the root and each bind, QEMU,
-    wait for SSH, then the command or shell, or keep the VM up until it is
-    stopped."""
+    """One boot (or restore): the machine, wait for SSH, then the command or
+    shell, or keep the VM up until it is stopped."""
     restore = bool(start.restore)
-    vm_spec_ = vm_spec(
+    machine_spec = vm_spec(
         spec, prepared, workdir, free_port(), credential=start.credential, incoming=restore
     )
-    with ExitStack() as stack:
-        servers = start_file_servers(stack, spec, prepared, vm_spec_, workdir)
-        console_log = vm_spec_.console_log
-        qmp_socket = workdir / "qmp.sock"
+    if restore:
+        log.info("Restoring %s from its saved state", spec.image)
+    elif prepared.boot:
+        log.info("Booting %s (kernel %s, %s)", spec.title, prepared.boot.kver, prepared.accel.name)
+    else:
+        log.info("Booting %s (UEFI, %s)", spec.title, prepared.accel.name)
+    console_log = machine_spec.console_log
+    progress.begin("restore" if restore else "boot", lambda: last_line(console_log))
+    if prepared.boot_lease:
+        prepared.boot_lease.take()  # again, after the first boot let go of them
+    following = spec.console or spec.keeps_running
+    with (
         # Made while QEMU starts, if the guest will need them: ~0.3 s that a
         # restore would otherwise wait.
-        making = stack.enter_context(ThreadPoolExecutor(1))
+        ThreadPoolExecutor(1) as making,
+        # Outside the machine, so that its power-off is followed too.
+        start_console_follower(console_log, sys.stderr.buffer)
+        if following
+        else nullcontext() as follower,
+    ):
         host_keys = making.submit(new_host_keys if start.login_key != prepared.key else bytes)
-        if restore:
-            log.info("Restoring %s from its saved state", spec.image)
-        elif prepared.boot:
-            log.info(
-                "Booting %s (kernel %s, %s)", spec.title, prepared.boot.kver, prepared.accel.name
-            )
-        else:
-            log.info("Booting %s (UEFI, %s)", spec.title, prepared.accel.name)
-        progress.begin("restore" if restore else "boot", lambda: last_line(console_log))
-        qemu_log = workdir / "qemu.log"
-        qemu = stack.enter_context(start_qemu(vm_spec_, qemu_log, prepared.qemu))
-        try:
-            wait_for_monitor(qemu, qmp_socket, qemu_log)
-        except PortInUse as e:
-            if e.port != vm_spec_.ssh_port:
-                raise
-            # Ports are picked free, then bound by QEMU: another run may
-            # have bound this one in between.
-            raise BootAgain(f"another program took port {e.port} before QEMU could") from e
-        prepared.files_read()
-        # A disk keeps what the guest writes, so every way out is a clean
-        # power-off, even after a command: stopping QEMU outright would lose
-        # what the guest still holds in its page cache.
-        keeps_writes = prepared.firmware is not None
-        if keeps_writes:
-            stack.callback(shut_down, qemu, qmp_socket, spec.stop_timeout)
-        running = Running(qemu, servers, vm_spec_, qemu_log)
-        follower = None
-        if spec.console or spec.keeps_running:
-            follower = stack.enter_context(start_console_follower(console_log, sys.stderr.buffer))
-        vm.update(state=VmState.BOOTING, ssh_port=vm_spec_.ssh_port, start=start.kind)
-        target = come_up(spec, prepared, start, running, host_keys.result, progress=progress)
-        log.info("%s", progress.done(start.kind))
-        vm.update(state=VmState.RUNNING)
-        if not spec.keeps_running:
-            if spec.tty and follower:
-                follower.stop()  # an interactive shell and the console would interleave
-            return connect(target, spec.command, tty=spec.tty)
-        # From here a stop is a power-off: the guest gets its ACPI power
-        # button and a few seconds before QEMU is stopped. Registered last,
-        # it runs first: QEMU still runs and the console is still followed.
-        if not keeps_writes:
-            stack.callback(shut_down, qemu, qmp_socket, spec.stop_timeout)
-        log.info("VM %s is running; stop it with bootc-box stop or podman stop", vm.record.name)
-        return wait_while_served(qemu, servers, (console_log, workdir.parent / SUPERVISOR_LOG))
+        with start_machine(
+            machine_spec,
+            file_servers(spec, prepared, machine_spec, workdir),
+            prepared.qemu,
+            workdir / "qemu.log",
+            # A disk keeps what the guest writes, so it always ends with a
+            # power-off, even after a command: stopping QEMU outright would
+            # lose what the guest still holds in its page cache.
+            graceful=prepared.firmware is not None,
+            grace=spec.stop_timeout,
+        ) as machine:
+            if prepared.boot_lease:
+                prepared.boot_lease.release()  # QEMU has read them
+            vm.update(state=VmState.BOOTING, ssh_port=machine_spec.ssh_port, start=start.kind)
+            target = come_up(spec, prepared, start, machine, host_keys.result, progress=progress)
+            log.info("%s", progress.done(start.kind))
+            vm.update(state=VmState.RUNNING)
+            if not spec.keeps_running:
+                if spec.tty and follower:
+                    follower.stop()  # an interactive shell and the console would interleave
+                return connect(target, spec.command, tty=spec.tty)
+            # From here a stop is a power-off: the guest gets its ACPI power
+            # button and a few seconds before QEMU is stopped.
+            machine.graceful = True
+            log.info("VM %s is running; stop it with bootc-box stop or podman stop", vm.record.name)
+            return machine.wait((console_log, workdir.parent / SUPERVISOR_LOG))
 
 
-def start_file_servers(
-    stack: ExitStack, spec: RunSpec, prepared: Prepared, machine: QemuSpec, workdir: Path
-) -> tuple[Virtiofsd, ...]:
-    """virtiofsd for the image's root (unless a disk is the root) and for each
-    --bind, until `stack` closes."""
+def file_servers(
+    spec: RunSpec, prepared: Prepared, machine: QemuSpec, workdir: Path
+) -> tuple[FileServer, ...]:
+    """virtiofsd for the image's root (unless a disk is the root) and for each --bind."""
     root = []
     if prepared.root and machine.virtiofs_socket:
-        root.append(stack.enter_context(
-            start_virtiofsd(
-                VirtiofsdSpec(prepared.root, machine.virtiofs_socket), workdir / "virtiofsd.log"
-            )
+        root.append(FileServer(
+            VirtiofsdSpec(prepared.root, machine.virtiofs_socket), workdir / "virtiofsd.log"
         ))  # fmt: skip
     binds = [
-        stack.enter_context(
-            start_virtiofsd(
-                VirtiofsdSpec(bind.source, socket, bind.readonly, host_edits=True),
-                workdir / f"virtiofsd-{tag}.log",
-            )
+        FileServer(
+            VirtiofsdSpec(bind.source, socket, bind.readonly, host_edits=True),
+            workdir / f"virtiofsd-{tag}.log",
         )
         for bind, (tag, socket) in zip(spec.binds, machine.shares, strict=True)
     ]
@@ -536,7 +451,7 @@ def come_up(
     spec: RunSpec,
     prepared: Prepared,
     start: Start,
-    running: Running,
+    machine: Machine,
     host_keys: Callable[[], bytes],
     *,
     progress: Progress,
@@ -547,18 +462,18 @@ def come_up(
     started = time.monotonic()
     if start.restore:
         try:
-            load_state(running.qmp_socket, running.qemu, start.restore.state)
+            load_state(machine.qmp_socket, machine.qemu, start.restore.state)
         except (BootcBoxError, OSError, ValueError) as e:
             # A QEMU that refused the state may be gone before it says why.
-            reason = last_line(running.qemu_log) or str(e)
+            reason = last_line(machine.qemu_log) or str(e)
             raise RestoreFailed(f"could not load the saved state ({reason})") from e
         start.loaded()
         log.debug("loaded the saved state in %.1f s", time.monotonic() - started)
-    target = SshTarget("127.0.0.1", running.machine.ssh_port, "root", start.login_key)
+    target = SshTarget("127.0.0.1", machine.spec.ssh_port, "root", start.login_key)
     if start.save:
-        wait_for_ssh(spec, start, running, lambda: ssh_ready(target))
+        wait_for_ssh(spec, start, machine, lambda: ssh_ready(target))
         progress.begin("save")
-        save_for_later(spec, prepared, start, running)
+        save_for_later(spec, prepared, start, machine)
     if start.login_key != prepared.key:
         progress.begin("ssh")
         run_key = public_key(prepared.key)
@@ -566,7 +481,7 @@ def come_up(
         # it: each login costs most of a second under TCG.
         try:
             wait_for_ssh(
-                spec, start, running, lambda: give_own_identity(target, run_key, host_keys())
+                spec, start, machine, lambda: give_own_identity(target, run_key, host_keys())
             )
         except RestoreFailed:
             raise
@@ -575,22 +490,21 @@ def come_up(
             raise RestoreFailed(e.message) from e
         log.debug("the guest has its own keys and time")
         return dataclasses.replace(target, key=prepared.key)
-    wait_for_ssh(spec, start, running, lambda: ssh_ready(target))
+    wait_for_ssh(spec, start, machine, lambda: ssh_ready(target))
     return target
 
 
 def wait_for_ssh(
-    spec: RunSpec, start: Start, running: Running, answered: Callable[[], bool]
+    spec: RunSpec, start: Start, machine: Machine, answered: Callable[[], bool]
 ) -> None:
     """Wait until the guest `answered` over SSH; a restored guest that does
     not, within RESTORE_TIMEOUT, is given up for a cold boot."""
-    console_log = running.machine.console_log
+    console_log = machine.spec.console_log
     stalls = StallWatch(console_log)
 
     def booted() -> bool:
         try:
-            for server in running.servers:
-                server.check_running()
+            machine.check_servers()
             if stalls.stalled(time.monotonic()):
                 raise GuestStalled(
                     "the guest's CPUs stalled while booting",
@@ -603,7 +517,7 @@ def wait_for_ssh(
             raise
 
     def stopped(status: int) -> BootcBoxError:
-        message = last_line(running.qemu_log) or last_line(console_log)
+        message = last_line(machine.qemu_log) or last_line(console_log)
         if start.restore:
             return RestoreFailed(f"the restored VM stopped (QEMU status {status}: {message})")
         return BootcBoxError(
@@ -624,7 +538,7 @@ def wait_for_ssh(
 
     wait_until(
         booted,
-        running.qemu,
+        machine.qemu,
         min(spec.timeout, RESTORE_TIMEOUT) if start.restore else spec.timeout,
         # A restored guest answers within a second or two: ask it often.
         interval=0.1 if start.restore else 1.0,
@@ -634,44 +548,18 @@ def wait_for_ssh(
     )
 
 
-def save_for_later(spec: RunSpec, prepared: Prepared, start: Start, running: Running) -> None:
+def save_for_later(spec: RunSpec, prepared: Prepared, start: Start, machine: Machine) -> None:
     """Save the freshly booted guest for later runs, before any command of
     this one touches it. A failed save costs the next run its warm start,
     never this run."""
     assert start.save is not None
     began = time.monotonic()
     try:
-        save_state(running.qmp_socket, running.qemu, start.save.state)
-        start.save.commit(prepared.image_id, spec.image, running.machine, start.versions)
+        save_state(machine.qmp_socket, machine.qemu, start.save.state)
+        start.save.commit(prepared.image_id, spec.image, machine.spec, start.versions)
     except (BootcBoxError, OSError, ValueError) as e:
         log.warning("could not save the VM's state for later runs: %s", e)
         start.save.abandon()  # another run may save it
         return
     took = time.monotonic() - began
     log.info("Saved the VM's state for the next runs of %s in %.0f s", spec.image, took)
-
-
-def wait_while_served(
-    qemu: "subprocess.Popen[bytes]", servers: tuple[Virtiofsd, ...], logs: tuple[Path, ...]
-) -> int:
-    """QEMU's exit status, unless a virtiofsd dies first (then the error);
-    meanwhile the logs the guest's console grows are kept in bounds."""
-    limit = log_limit()
-    while True:
-        try:
-            return qemu.wait(timeout=1.0)
-        except subprocess.TimeoutExpired:
-            for server in servers:
-                server.check_running()
-            for path in logs:
-                rotate_if_large(path, limit)
-
-
-def shut_down(qemu: "subprocess.Popen[bytes]", qmp_socket: Path, grace: float) -> None:
-    if qemu.poll() is not None:  # the guest powered itself off
-        return
-    log.info("Powering the VM off")
-    if power_off(qemu, qmp_socket, grace):
-        log.info("The VM powered off")
-    else:
-        log.warning("the VM did not power off within %.0f s; stopping it", grace)

@@ -11,6 +11,7 @@ from bootc_box import boot_cache, cache_entries
 from bootc_box.boot_cache import (
     INITRAMFS,
     KERNEL,
+    BootFilesLease,
     cached_boot_files,
     entry_problem,
     prune_boot_cache,
@@ -152,6 +153,24 @@ def test_prune_removes_entries_of_gone_images_unless_in_use(cache: Path, root: P
     assert sorted(p.name for p in cache.iterdir()) == sorted(
         [kept, f"{kept}.lock", f"{kept}.extract.lock", busy, f"{busy}.lock", f"{busy}.extract.lock"]
     )
+
+
+def test_a_lease_lets_prune_at_the_files_only_between_release_and_the_next_take(
+    cache: Path, root: Path
+) -> None:
+    """A run holds the boot files until its QEMU has read them, and takes
+    them again (extracting them anew if pruned meanwhile) for a second boot."""
+    with BootFilesLease(NATIVE, IMAGE_ID, root, "img") as lease:
+        boot = lease.take()
+        assert lease.take() == boot  # taking twice holds once
+        assert prune_boot_cache(NATIVE, keep=set()) == 0
+        lease.release()
+        assert prune_boot_cache(NATIVE, keep=set()) == 1
+        assert not boot.kernel.exists()
+        assert lease.take() == boot
+        assert boot.kernel.read_bytes() == b"kernel 6.12.0"
+        assert prune_boot_cache(NATIVE, keep=set()) == 0
+    assert prune_boot_cache(NATIVE, keep=set()) == 1  # the block's end let go
 
 
 def test_runs_of_one_image_starting_together_extract_once_and_boot_together(

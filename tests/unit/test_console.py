@@ -2,7 +2,13 @@ import io
 import os
 from pathlib import Path
 
-from bootc_box.console import LogReader, rotate_if_large, rotated, start_console_follower
+from bootc_box.console import (
+    LogReader,
+    StallWatch,
+    rotate_if_large,
+    rotated,
+    start_console_follower,
+)
 
 
 def test_a_log_past_its_limit_moves_to_dot_1_and_its_writer_goes_on_at_the_start(
@@ -56,3 +62,37 @@ def test_the_follower_copies_across_a_rotation(tmp_path: Path) -> None:
         writer.flush()
         follower.stop()
     assert out.getvalue() == b"first\nsecond\n"
+
+
+# What the fixture's 6.12 kernel printed when a TCG vCPU stopped getting ticks.
+STALL = b"""[   26.081384] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:
+[   26.082622] rcu: \t1-...!: (0 ticks this GP) idle=bc00/0/0x0 softirq=13/13 fqs=0
+"""
+
+
+def test_a_stall_counts_once_the_console_stays_quiet_or_it_is_reported_again(
+    tmp_path: Path,
+) -> None:
+    console = tmp_path / "console.log"
+    watch = StallWatch(console, quiet=20)
+    assert not watch.stalled(0)  # QEMU has not created it yet
+    console.write_bytes(b"[    5.58] virtiofs virtio1: virtio_fs_setup_dax: No cache capability\n")
+    assert not watch.stalled(1)
+    console.write_bytes(STALL)
+    assert not watch.stalled(2)  # reported just now
+    assert not watch.stalled(21)
+    assert watch.stalled(22)  # and nothing since for 20 s
+
+
+def test_a_stall_that_passes_does_not_count(tmp_path: Path) -> None:
+    console = tmp_path / "console.log"
+    watch = StallWatch(console, quiet=20)
+    console.write_bytes(STALL)
+    assert not watch.stalled(0)
+    with console.open("ab") as more:
+        more.write(b"[   31.2] systemd[1]: Reached target multi-user.target\n")
+    assert not watch.stalled(15)  # the boot went on
+    assert not watch.stalled(34)
+    with console.open("ab") as more:
+        more.write(STALL)  # the same stall, reported again
+    assert watch.stalled(36)

@@ -4,49 +4,17 @@ from bootc_box.accel import Accel
 from bootc_box.binds import parse_bind
 from bootc_box.credentials import smbios_credential, write_credential
 from bootc_box.images import PullOptions
+from bootc_box.kernel import BootFiles
 from bootc_box.qemu import Disk, Firmware
 from bootc_box.run import (
     FORGET_OLD_KEYS,
     Prepared,
     RunSpec,
-    StallWatch,
+    file_servers,
     vm_spec,
     what_to_boot,
     with_absolute_paths,
 )
-
-# What the fixture's 6.12 kernel printed when a TCG vCPU stopped getting ticks.
-STALL = b"""[   26.081384] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:
-[   26.082622] rcu: \t1-...!: (0 ticks this GP) idle=bc00/0/0x0 softirq=13/13 fqs=0
-"""
-
-
-def test_a_stall_counts_once_the_console_stays_quiet_or_it_is_reported_again(
-    tmp_path: Path,
-) -> None:
-    console = tmp_path / "console.log"
-    watch = StallWatch(console, quiet=20)
-    assert not watch.stalled(0)  # QEMU has not created it yet
-    console.write_bytes(b"[    5.58] virtiofs virtio1: virtio_fs_setup_dax: No cache capability\n")
-    assert not watch.stalled(1)
-    console.write_bytes(STALL)
-    assert not watch.stalled(2)  # reported just now
-    assert not watch.stalled(21)
-    assert watch.stalled(22)  # and nothing since for 20 s
-
-
-def test_a_stall_that_passes_does_not_count(tmp_path: Path) -> None:
-    console = tmp_path / "console.log"
-    watch = StallWatch(console, quiet=20)
-    console.write_bytes(STALL)
-    assert not watch.stalled(0)
-    with console.open("ab") as more:
-        more.write(b"[   31.2] systemd[1]: Reached target multi-user.target\n")
-    assert not watch.stalled(15)  # the boot went on
-    assert not watch.stalled(34)
-    with console.open("ab") as more:
-        more.write(STALL)  # the same stall, reported again
-    assert watch.stalled(36)
 
 
 def test_every_path_a_user_gives_is_made_absolute_before_a_supervisor_runs_in_slash() -> None:
@@ -94,3 +62,24 @@ def test_a_disk_boot_is_a_uefi_machine_that_rewrites_root_keys(tmp_path: Path) -
     # systemd-tmpfiles removes before it creates: the credential's key wins.
     assert forget.read_text() == smbios_credential("tmpfiles.extra", FORGET_OLD_KEYS)
     assert FORGET_OLD_KEYS == b"r /root/.ssh/authorized_keys\n"
+
+
+def test_an_image_run_serves_its_root_and_each_bind_a_disk_boot_only_its_binds(
+    tmp_path: Path,
+) -> None:
+    key, credential = tmp_path / "k", tmp_path / "c"
+    binds = (parse_bind("/src:/src:ro"), parse_bind("/out:/out"))
+    image = Prepared(key, credential, "qemu", Accel.TCG, root=Path("/mnt/root"),
+                     boot=BootFiles("6.12", Path("/b/vmlinuz"), Path("/b/initrd")))  # fmt: skip
+    spec = RunSpec(image="img", binds=binds)
+    servers = file_servers(spec, image, vm_spec(spec, image, tmp_path, 2222), tmp_path)
+    assert [(s.spec.shared_dir, s.spec.socket.name, s.spec.readonly, s.spec.host_edits,
+             s.log_file.name) for s in servers] == [
+        (Path("/mnt/root"), "rootfs.sock", True, False, "virtiofsd.log"),
+        (Path("/src"), "bind0.sock", True, True, "virtiofsd-bind0.log"),
+        (Path("/out"), "bind1.sock", False, True, "virtiofsd-bind1.log"),
+    ]  # fmt: skip
+    disk = Prepared(key, credential, "qemu", Accel.TCG, firmware=Firmware(Path("/c"), Path("/v")))
+    spec = RunSpec(image="/d.raw", disk=Disk(Path("/d.raw")), binds=binds)
+    servers = file_servers(spec, disk, vm_spec(spec, disk, tmp_path, 2222), tmp_path)
+    assert [s.spec.shared_dir for s in servers] == [Path("/src"), Path("/out")]

@@ -8,8 +8,6 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from bootc_box import cache_entries
@@ -78,16 +76,6 @@ def fill_entry(partial: Path, image_id: str, boot: BootFiles) -> None:
         "files": {name: file_digest(partial / name) for name in (KERNEL, INITRAMFS)},
     }
     (partial / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-
-
-@contextmanager
-def cached_boot_files(
-    env: Environment, image_id: str, root: Path, image: str
-) -> Iterator[BootFiles]:
-    """The image's kernel and initramfs from the cache, extracted from the
-    mounted `root` first when missing or damaged, held until the block ends."""
-    with BootFilesLease(env, image_id, root, image) as lease:
-        yield lease.take()
 
 
 class BootFilesLease:

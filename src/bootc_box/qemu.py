@@ -226,8 +226,8 @@ def require_qemu() -> str:
 
 @contextmanager
 def start_qemu(spec: QemuSpec, log_file: Path, binary: str) -> Iterator["subprocess.Popen[bytes]"]:
-    """Run the VM; on exit QEMU is terminated. The guest's root is a throwaway
-    overlay on read-only image content, so there is nothing to flush."""
+    """Run the VM; on exit QEMU is terminated outright (machine.py powers a
+    guest off first when it has something to keep)."""
     with (
         log_file.open("ab") as out,
         start_process(qemu_argv(spec, binary), stdout=out, stderr=out) as proc,

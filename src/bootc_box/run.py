@@ -244,6 +244,8 @@ def supervise(
         # Ends: a failed restore turns restores off, a failed save turns
         # warm starts off, and cold boots are tried BOOT_ATTEMPTS times.
         for attempt in itertools.count(1):
+            if prepared.boot_lease:  # taken again after an earlier QEMU let go of them
+                prepared = dataclasses.replace(prepared, boot=prepared.boot_lease.take())
             attempt_dir = directory / f"boot-{attempt}"
             attempt_dir.mkdir()
             cold = Start(prepared.credential, prepared.key)
@@ -387,8 +389,6 @@ def boot_and_run(
         log.info("Booting %s (UEFI, %s)", spec.title, prepared.accel.name)
     console_log = machine_spec.console_log
     progress.begin("restore" if restore else "boot", lambda: last_line(console_log))
-    if prepared.boot_lease:
-        prepared.boot_lease.take()  # again, after the first boot let go of them
     following = spec.console or spec.keeps_running
     with (
         # Made while QEMU starts, if the guest will need them: ~0.3 s that a
@@ -439,10 +439,10 @@ def file_servers(
         ))  # fmt: skip
     binds = [
         FileServer(
-            VirtiofsdSpec(bind.source, socket, bind.readonly, host_edits=True),
+            VirtiofsdSpec(bind.source, path, bind.readonly, host_edits=True),
             workdir / f"virtiofsd-{tag}.log",
         )
-        for bind, (tag, socket) in zip(spec.binds, machine.shares, strict=True)
+        for bind, (tag, path) in zip(spec.binds, machine.shares, strict=True)
     ]
     return (*root, *binds)
 

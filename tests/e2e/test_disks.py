@@ -213,6 +213,8 @@ def test_a_vm_keeps_its_state_across_podman_stop_start_and_bootc_box_stop_start(
     subprocess.run(desk_argv, check=True, capture_output=True)
     try:
         podman("exec", desk, "bootc-box", "start", "keep")
+        # The disk's own kernel, on the serial console that logs shows.
+        assert "Linux version" in podman("exec", desk, "bootc-box", "logs", "keep")
         assert podman("exec", desk, "bootc-box", "ssh", "keep", "--", "cat", "/root/persist") == (
             "one\ntwo"
         )

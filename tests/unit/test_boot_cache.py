@@ -2,7 +2,8 @@ import fcntl
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -12,17 +13,26 @@ from bootc_box.boot_cache import (
     INITRAMFS,
     KERNEL,
     BootFilesLease,
-    cached_boot_files,
     entry_problem,
     prune_boot_cache,
 )
 from bootc_box.cache_entries import cache_dir
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
+from bootc_box.kernel import BootFiles
 from tests.unit.test_kernel import add_kernel
 
 NATIVE = Environment(in_box=False)
 IMAGE_ID = "ab" * 32
+
+
+@contextmanager
+def cached_boot_files(
+    env: Environment, image_id: str, root: Path, image: str
+) -> Iterator[BootFiles]:
+    """A run's use of the boot files, from its first take to its end."""
+    with BootFilesLease(env, image_id, root, image) as lease:
+        yield lease.take()
 
 
 @pytest.fixture

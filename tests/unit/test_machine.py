@@ -1,17 +1,25 @@
-"""The one stop path of a machine, on real processes standing in for QEMU
-(a sleep with no monitor, or one that is gone): no VM boots here."""
+"""The one stop path of a machine. Its power-off runs on real processes
+standing in for QEMU (a sleep with no monitor, or one that is gone); the
+order in which start_machine starts and stops its parts is checked with
+recording stand-ins for QEMU and virtiofsd, as no VM boots in unit tests
+(the e2e tests boot real ones)."""
 
 import logging
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import pytest
 
+from bootc_box import machine as machine_module
 from bootc_box.accel import Accel
-from bootc_box.machine import Machine
-from bootc_box.qemu import QemuSpec
+from bootc_box.errors import BootcBoxError
+from bootc_box.machine import BootAgain, FileServer, Machine, start_machine
+from bootc_box.qemu import PortInUse, QemuSpec
+from bootc_box.signals import Terminated
+from bootc_box.virtiofsd import VirtiofsdSpec
 
 
 @pytest.fixture
@@ -22,19 +30,108 @@ def process() -> Iterator["subprocess.Popen[bytes]"]:
     proc.wait()
 
 
-def machine(proc: "subprocess.Popen[bytes]", tmp_path: Path, *, graceful: bool) -> Machine:
-    spec = QemuSpec(Accel.TCG, 512, 1, None, None, "", None, 2222, tmp_path / "console.log",
+def qemu_spec(tmp_path: Path) -> QemuSpec:
+    return QemuSpec(Accel.TCG, 512, 1, None, None, "", None, 2222, tmp_path / "console.log",
                     qmp_socket=tmp_path / "qmp.sock")  # fmt: skip
-    return Machine(proc, (), spec, tmp_path / "qemu.log", graceful=graceful, grace=2.0)
 
 
-def test_a_machine_that_is_not_graceful_is_left_for_qemu_to_be_stopped_at_once(
-    process: "subprocess.Popen[bytes]", tmp_path: Path, caplog: pytest.LogCaptureFixture
+def machine(proc: "subprocess.Popen[bytes]", tmp_path: Path, *, graceful: bool) -> Machine:
+    return Machine(proc, (), qemu_spec(tmp_path), tmp_path / "qemu.log", graceful=graceful,
+                   grace=2.0)  # fmt: skip
+
+
+class Running:
+    """What the stand-in QEMU yields: a process that runs until stopped."""
+
+    def poll(self) -> None:
+        return None
+
+
+@pytest.fixture
+def events(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """start_machine with QEMU, virtiofsd, QMP and the power button recorded."""
+    happened: list[str] = []
+
+    @contextmanager
+    def start_virtiofsd(spec: VirtiofsdSpec, log_file: Path) -> Iterator[object]:
+        happened.append(f"start {spec.shared_dir.name}")
+        try:
+            yield spec
+        finally:
+            happened.append(f"stop {spec.shared_dir.name}")
+
+    @contextmanager
+    def start_qemu(spec: QemuSpec, log_file: Path, binary: str) -> Iterator[Running]:
+        happened.append("start qemu")
+        try:
+            yield Running()
+        finally:
+            happened.append("stop qemu")
+
+    def power_off(vm: object, qmp_socket: Path, grace: float) -> bool:
+        happened.append(f"power off within {grace:.0f} s")
+        return True
+
+    monkeypatch.setattr(machine_module, "start_virtiofsd", start_virtiofsd)
+    monkeypatch.setattr(machine_module, "start_qemu", start_qemu)
+    monkeypatch.setattr(machine_module, "wait_for_monitor", lambda *a: happened.append("monitor"))
+    monkeypatch.setattr(machine_module, "power_off", power_off)
+    return happened
+
+
+def servers(tmp_path: Path) -> tuple[FileServer, ...]:
+    return tuple(
+        FileServer(VirtiofsdSpec(Path(f"/{name}"), tmp_path / f"{name}.sock"), tmp_path / "log")
+        for name in ("root", "bind0")
+    )
+
+
+@pytest.mark.parametrize("ending", [None, Terminated, KeyboardInterrupt, BootcBoxError])
+def test_a_graceful_machine_is_powered_off_before_qemu_and_then_its_servers_stop(
+    events: list[str], tmp_path: Path, ending: type[BaseException] | None
 ) -> None:
-    caplog.set_level(logging.INFO)
-    machine(process, tmp_path, graceful=False).stop()
-    assert process.poll() is None
-    assert "Powering" not in caplog.text
+    with (
+        pytest.raises(ending) if ending else nullcontext(),
+        start_machine(qemu_spec(tmp_path), servers(tmp_path), "qemu", tmp_path / "q.log",
+                      graceful=False, grace=8.0) as started,
+    ):  # fmt: skip
+        events.append("up")
+        started.graceful = True  # as a run that stays up, once the guest answers
+        if ending:
+            raise ending("ended")
+    assert events == [
+        "start root", "start bind0", "start qemu", "monitor", "up",
+        "power off within 8 s", "stop qemu", "stop bind0", "stop root",
+    ]  # fmt: skip
+
+
+def test_a_machine_that_is_not_graceful_stops_at_once(events: list[str], tmp_path: Path) -> None:
+    with start_machine(qemu_spec(tmp_path), (), "qemu", tmp_path / "q.log", graceful=False,
+                       grace=8.0):  # fmt: skip
+        pass
+    assert events == ["start qemu", "monitor", "stop qemu"]
+
+
+@pytest.mark.parametrize(("port", "raised"), [(2222, BootAgain), (8080, PortInUse)])
+def test_a_lost_race_for_the_ssh_port_boots_again_and_nothing_is_powered_off(
+    events: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    port: int,
+    raised: type[BootcBoxError],
+) -> None:
+    def taken(*args: object) -> None:
+        raise PortInUse(port)
+
+    monkeypatch.setattr(machine_module, "wait_for_monitor", taken)
+    with (
+        pytest.raises(raised) as err,
+        start_machine(qemu_spec(tmp_path), servers(tmp_path)[:1], "qemu", tmp_path / "q.log",
+                      graceful=True, grace=8.0),
+    ):  # fmt: skip
+        raise AssertionError("the machine never came up")
+    assert type(err.value) is raised
+    assert events == ["start root", "start qemu", "stop qemu", "stop root"]
 
 
 def test_a_graceful_stop_whose_power_button_cannot_be_pressed_says_so_within_its_grace(

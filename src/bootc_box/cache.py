@@ -11,7 +11,7 @@ from bootc_box.disk_cache import DiskManifest, list_disks, manifest_json, prune_
 from bootc_box.environment import Environment
 from bootc_box.images import MOUNT_LABEL, podman, run_locks_dir
 from bootc_box.locks import remove_stale_locks, run_is_live
-from bootc_box.persistent import used_disk_keys
+from bootc_box.persistent import prune_half_made, used_disk_keys
 from bootc_box.qemu import find_qemu
 from bootc_box.snapshots import Manifest, list_snapshots, program_versions, prune_snapshots
 from bootc_box.table import format_table
@@ -119,10 +119,12 @@ def run_cache_prune(env: Environment, all_images: bool) -> int:
     qemu, virtiofsd = find_qemu(), find_virtiofsd()
     versions = program_versions(qemu, virtiofsd, Accel.TCG) if qemu and virtiofsd else None
     boot, snapshots = prune_boot_cache(env, keep), prune_snapshots(env, keep, versions)
+    # Half-made VMs first: their configs name base disks they keep.
+    half_made = prune_half_made(env)
     disks = prune_disks(env, used_disk_keys(env))
     log.info(
-        "Removed %d stale mounts, %d images, %d boot file entries, %d saved states"
-        " and %d cached disks",
-        len(stale), len(removed), boot, snapshots, disks,
+        "Removed %d stale mounts, %d images, %d boot file entries, %d saved states,"
+        " %d cached disks and %d half-made VMs",
+        len(stale), len(removed), boot, snapshots, disks, half_made,
     )  # fmt: skip
     return 0

@@ -5,19 +5,24 @@ under /cache/vms/NAME (see cache-layout.md). Stopping such a VM keeps them;
 `start` or the same `run` line boots them again; `rm` deletes them."""
 
 import dataclasses
+import fcntl
 import json
 import logging
+import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bootc_box import cache_entries
 from bootc_box.binds import parse_bind
 from bootc_box.environment import Environment, probe_environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.firmware import EFI_VARS
-from bootc_box.locks import hold_lock, is_held
+from bootc_box.locks import hold_lock, is_held, lock_file
 from bootc_box.publish import parse_publish
 from bootc_box.qemu import Disk, qemu_img_create, qemu_img_create_argv
 from bootc_box.run import RunSpec, already_running, run_run, with_absolute_paths
@@ -142,24 +147,65 @@ def create_persistent(env: Environment, spec: RunSpec) -> PersistentVm:
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     root = kept_vms_dir(env)
-    root.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{spec.name}.partial-", dir=root))
 
     def make(base: Path) -> None:
-        qemu_img_create(qemu_img_create_argv(partial / OVERLAY, "qcow2", backing=base))
-        (partial / CONFIG).write_text(json.dumps(asdict(vm), indent=2) + "\n")
-        try:
-            partial.rename(root / vm.name)
-        except OSError as e:
-            raise BootcBoxError(f"VM {vm.name} was made by another run meanwhile",
-                                f"start it with bootc-box start {vm.name}") from e  # fmt: skip
+        with making_vm(root, vm.name) as partial:
+            qemu_img_create(qemu_img_create_argv(partial / OVERLAY, "qcow2", backing=base))
+            (partial / CONFIG).write_text(json.dumps(asdict(vm), indent=2) + "\n")
+            try:
+                partial.rename(root / vm.name)
+            except OSError as e:
+                raise BootcBoxError(f"VM {vm.name} was made by another run meanwhile",
+                                    f"start it with bootc-box start {vm.name}") from e  # fmt: skip
 
-    try:
-        with_cached_disk(installer, options, env, qemu, make)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+    with_cached_disk(installer, options, env, qemu, make)
     log.info("Made VM %s, which keeps its state, from %s", vm.name, vm.image)
     return vm
+
+
+# Held shared by every run making a VM, for as long as its partial
+# directory exists; `cache prune` holds it exclusively to remove partials,
+# which then can only be what a killed run left.
+MAKING = ".making.lock"
+
+
+@contextmanager
+def making_vm(root: Path, name: str) -> Iterator[Path]:
+    """A partial directory for the VM `name` in `root`, to fill and rename;
+    what is left of it is removed when the block ends."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = lock_file(root / MAKING, fcntl.LOCK_SH, cache_entries.LOCK_TIMEOUT, 0o644)
+    if fd is None:
+        raise BootcBoxError(
+            f"another box kept {root / MAKING} locked for {cache_entries.LOCK_TIMEOUT:.0f} s",
+            "wait for its cache prune to end, then rerun",
+        )
+    try:
+        partial = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=root))
+        try:
+            yield partial
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    finally:
+        os.close(fd)
+
+
+def prune_half_made(env: Environment) -> int:
+    """Remove the partial VM directories of runs killed while making a VM
+    (none while a run is making one); returns how many went."""
+    root = kept_vms_dir(env)
+    if not root.is_dir():
+        return 0
+    fd = lock_file(root / MAKING, fcntl.LOCK_EX, 0, 0o644)
+    if fd is None:
+        return 0
+    try:
+        partials = list(root.glob(".*.partial-*"))
+        for partial in partials:
+            shutil.rmtree(partial, ignore_errors=True)
+        return len(partials)
+    finally:
+        os.close(fd)
 
 
 def boot_persistent(env: Environment, vm: PersistentVm, spec: RunSpec) -> int:

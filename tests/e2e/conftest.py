@@ -74,15 +74,15 @@ class CacheVolume:
         return json.loads(listing.read_text()) if listing.exists() else []
 
     def leftovers(self) -> list[str]:
-        """Anything on the volume but the store, whole boot-file, saved-state
-        and disk entries, and an empty run-lock directory."""
+        """Anything on the volume but the store, whole boot-file, saved-state,
+        disk and VM entries, their locks, and an empty run-lock directory."""
         entries = ("boot", "snapshots", "disks", "vms")
         found = [p.name for p in self.path.iterdir() if p.name not in ("storage", "runs", *entries)]
         runs = self.path / "runs"
         found += [f"runs/{p.name}" for p in runs.iterdir()] if runs.exists() else []
         for kind in entries:  # partial entries start with a dot
             found += [f"{kind}/{p.name}" for p in (self.path / kind).glob(".*")]
-        return found
+        return [f for f in found if f != "vms/.making.lock"]  # a lock, never removed
 
     def snapshots(self) -> list[Path]:
         """The whole saved-state entries on the volume."""

@@ -15,7 +15,9 @@ from bootc_box.persistent import (
     PersistentVm,
     find_persistent,
     forget_stopped,
+    making_vm,
     persistent_names,
+    prune_half_made,
     remove_persistent,
     run_persistent,
     used_disk_keys,
@@ -98,3 +100,30 @@ def test_a_vm_is_kept_for_the_image_it_was_made_from(dirs: Path) -> None:
     assert err.value.hint == "start it with bootc-box start web, or remove it with bootc-box rm web"
     with pytest.raises(BootcBoxError, match="--persistent needs --name NAME"):
         run_persistent(RunSpec(image="localhost/img"))
+
+
+def test_prune_removes_what_a_killed_run_half_made_and_frees_the_disk_it_named(
+    dirs: Path,
+) -> None:
+    keep(dirs)
+    killed = dirs / ".db.partial-x1y2"  # SIGKILLed between config and rename
+    killed.mkdir()
+    (killed / CONFIG).write_text(json.dumps({**VM.__dict__, "name": "db", "disk_key": "other"}))
+    assert used_disk_keys(NATIVE) == {"diskkey", "other"}
+    assert prune_half_made(NATIVE) == 1
+    assert not killed.exists()
+    assert used_disk_keys(NATIVE) == {"diskkey"}
+    assert persistent_names(NATIVE) == ["web"]
+
+
+def test_prune_leaves_a_vm_being_made_alone_and_a_failed_making_leaves_nothing(
+    dirs: Path,
+) -> None:
+    with making_vm(dirs, "db") as partial:
+        (partial / CONFIG).write_text("{}")
+        assert prune_half_made(NATIVE) == 0
+        assert partial.is_dir()
+    assert not partial.exists()
+    with pytest.raises(OSError, match="qemu-img"), making_vm(dirs, "db") as partial:
+        raise OSError("qemu-img failed")
+    assert [p.name for p in dirs.iterdir()] == [".making.lock"]

@@ -213,11 +213,12 @@ def test_a_vm_keeps_its_state_across_podman_stop_start_and_bootc_box_stop_start(
     subprocess.run(desk_argv, check=True, capture_output=True)
     try:
         podman("exec", desk, "bootc-box", "start", "keep")
-        # The disk's own kernel, on the serial console that logs shows.
-        assert "Linux version" in podman("exec", desk, "bootc-box", "logs", "keep")
         assert podman("exec", desk, "bootc-box", "ssh", "keep", "--", "cat", "/root/persist") == (
             "one\ntwo"
         )
+        # The disk's own kernel, on the serial console that logs shows (start
+        # returns once QEMU runs; ssh above waited for the guest).
+        assert "Linux version" in podman("exec", desk, "bootc-box", "logs", "keep")
         twice = subprocess.run(["podman", "exec", desk, "bootc-box", "start", "keep"],
                                capture_output=True, text=True, check=False)  # fmt: skip
         assert twice.returncode == 125
@@ -225,6 +226,9 @@ def test_a_vm_keeps_its_state_across_podman_stop_start_and_bootc_box_stop_start(
         assert podman("exec", desk, "bootc-box", "rm", "--force", "keep") == "keep"
         assert not vm_dir.exists()
     finally:
+        # Also after a failure, so that the tests after this one find no VM.
+        subprocess.run(["podman", "exec", desk, "bootc-box", "rm", "--force", "keep"],
+                       check=False, capture_output=True)  # fmt: skip
         subprocess.run(["podman", "rm", "--force", "--time", "0", desk], check=False,
                        capture_output=True)  # fmt: skip
     assert volume.nested_containers() == []

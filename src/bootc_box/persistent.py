@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -19,10 +18,11 @@ from pathlib import Path
 
 from bootc_box import cache_entries
 from bootc_box.binds import parse_bind
+from bootc_box.cache_entries import Entries
 from bootc_box.environment import Environment, probe_environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.firmware import EFI_VARS
-from bootc_box.locks import hold_lock, is_held, lock_file
+from bootc_box.locks import hold_lock, is_held
 from bootc_box.publish import parse_publish
 from bootc_box.qemu import Disk, qemu_img_create, qemu_img_create_argv
 from bootc_box.run import RunSpec, already_running, run_run, with_absolute_paths
@@ -173,19 +173,16 @@ MAKING = ".making.lock"
 def making_vm(root: Path, name: str) -> Iterator[Path]:
     """A partial directory for the VM `name` in `root`, to fill and rename;
     what is left of it is removed when the block ends."""
-    root.mkdir(parents=True, exist_ok=True)
-    fd = lock_file(root / MAKING, fcntl.LOCK_SH, cache_entries.LOCK_TIMEOUT, 0o644)
+    entries = Entries(root, creating="making")
+    fd = entries.lock(root / MAKING, fcntl.LOCK_SH)
     if fd is None:
         raise BootcBoxError(
             f"another box kept {root / MAKING} locked for {cache_entries.LOCK_TIMEOUT:.0f} s",
             "wait for its cache prune to end, then rerun",
         )
     try:
-        partial = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=root))
-        try:
+        with entries.partial(name) as partial:
             yield partial
-        finally:
-            shutil.rmtree(partial, ignore_errors=True)
     finally:
         os.close(fd)
 
@@ -196,7 +193,7 @@ def prune_half_made(env: Environment) -> int:
     root = kept_vms_dir(env)
     if not root.is_dir():
         return 0
-    fd = lock_file(root / MAKING, fcntl.LOCK_EX, 0, 0o644)
+    fd = Entries(root, creating="making").lock(root / MAKING, fcntl.LOCK_EX, timeout=0)
     if fd is None:
         return 0
     try:

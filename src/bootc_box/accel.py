@@ -87,6 +87,7 @@ def kvm_probe_argv(qemu: str, boot: ProbeBoot, console: Path) -> list[str]:
         "-nodefaults",
         "-display", "none",
         "-no-reboot",
+        # file: takes the rest as the path, commas too: nothing to double.
         "-serial", f"file:{console}",
         *guest,
     ]  # fmt: skip

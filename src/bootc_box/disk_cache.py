@@ -19,6 +19,7 @@ from bootc_box.cache_entries import Entries, cache_dir
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.processes import last_line_of
+from bootc_box.qemu import FORMATS, Disk
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,23 @@ def commit_disk(env: Environment, options: DiskOptions, partial: Path) -> Path:
     )
     (partial / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2) + "\n")
     return entries.commit(partial, key) / options.file_name
+
+
+def recorded_disk(env: Environment, key: str) -> Disk:
+    """The cached disk `key` in the format its manifest records (a VM's
+    base, opened under its overlay as that format, never as the overlay's
+    header or the disk's own bytes would have it)."""
+    entry = disk_entries(env).entry(key)
+    problem = entry_problem(entry, key)
+    if problem is None:
+        options = DiskManifest.read(entry).options
+        if options.format in FORMATS:
+            return Disk(entry / options.file_name, options.format)
+        problem = f"it is in format {options.format!r}"
+    raise BootcBoxError(
+        f"the base disk {key} in the cache cannot be used: {problem}",
+        "remove the VMs built on it (bootc-box rm NAME) and make them again",
+    )
 
 
 def copy_disk(source: Path, target: Path) -> None:

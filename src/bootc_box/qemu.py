@@ -2,15 +2,20 @@
 image's kernel with the image shared over virtiofs as the root, or a UEFI
 boot of a disk; either with extra disks and shares."""
 
+import dataclasses
+import json
 import logging
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bootc_box.accel import Accel, option_value, pflash_args
 from bootc_box.errors import BootcBoxError
@@ -23,6 +28,8 @@ log = logging.getLogger(__name__)
 
 QEMU = "qemu-system-x86_64"
 ROOT_TAG = "rootfs"
+# The disk formats bootc-box opens: others (vmdk, vhdx...) name more files.
+FORMATS = ("raw", "qcow2")
 
 
 @dataclass(frozen=True)
@@ -30,10 +37,17 @@ class Disk:
     """A disk image on virtio-blk; the guest sees /dev/disk/by-id/virtio-SERIAL."""
 
     path: Path
-    format: str = "raw"
+    # raw or qcow2, as bootc-box made it or the user said; None until
+    # disks.open_disk has found it. Never guessed from the file's bytes: a
+    # raw disk's first bytes are its guest's.
+    format: str | None = "raw"
     serial: str = ""
-    # Writes go to a throwaway overlay (QEMU's snapshot=on), never to the file.
+    # Writes go to a throwaway qcow2 overlay, never to the file: QEMU gets
+    # the disk through transient_overlays.
     transient: bool = False
+    # A qcow2 overlay's base, opened as said here; a name in the overlay's
+    # header is never followed.
+    backing: "Disk | None" = None
 
 
 @dataclass(frozen=True)
@@ -131,7 +145,7 @@ def qemu_argv(spec: QemuSpec, qemu: str = QEMU) -> list[str]:
         "-display", "none",
         # Appended to, so that the log can be emptied under QEMU when it
         # grows too large (console.rotate_if_large).
-        "-chardev", f"file,id=console,path={spec.console_log},append=on",
+        "-chardev", f"file,id=console,path={option_value(spec.console_log)},append=on",
         "-serial", "chardev:console",
         # A guest reboot or poweroff ends the run instead of booting again.
         "-no-reboot",
@@ -140,9 +154,9 @@ def qemu_argv(spec: QemuSpec, qemu: str = QEMU) -> list[str]:
         "-device", "vmgenid",
     ]  # fmt: skip
     for path in spec.credential_files:
-        argv += ["-smbios", f"type=11,path={path}"]
+        argv += ["-smbios", f"type=11,path={option_value(path)}"]
     if spec.qmp_socket:
-        argv += ["-qmp", f"unix:{spec.qmp_socket},server=on,wait=off"]
+        argv += ["-qmp", f"unix:{option_value(spec.qmp_socket)},server=on,wait=off"]
     if spec.incoming:
         argv += ["-incoming", "defer"]
     return argv
@@ -175,35 +189,52 @@ def _boot_args(spec: QemuSpec) -> list[str]:
 def _disk_args(disks: tuple[Disk, ...], *, bootable: bool) -> list[str]:
     args = []
     for index, disk in enumerate(disks):
-        drive = f"if=none,id=disk{index},file={option_value(disk.path)},format={disk.format}"
+        assert disk.backing or not disk.transient, "a transient disk is given through its overlay"
         # unmap: the guest's discards (fstrim, mkfs) keep a sparse file sparse.
-        drive += ",discard=unmap" + (",snapshot=on" if disk.transient else "")
+        node = {"node-name": f"disk{index}", **_blockdev(disk, {"discard": "unmap"})}
         device = f"virtio-blk-pci,drive=disk{index}"
         if disk.serial:
             device += f",serial={disk.serial}"
         if bootable and index == 0:
             device += ",bootindex=0"
-        args += ["-drive", drive, "-device", device]
+        # JSON, which needs no doubled commas: -blockdev's key=value form
+        # reads backing=null as a reference to a node named "null".
+        args += ["-blockdev", json.dumps(node), "-device", device]
     return args
+
+
+def _blockdev(disk: Disk, options: dict[str, Any]) -> dict[str, Any]:
+    """A -blockdev node for `disk`, in the format bootc-box knows, opening
+    no file the disk's own bytes name: a qcow2 header's backing file gives
+    way to the base bootc-box names, or to none (null)."""
+    assert disk.format in FORMATS, f"a disk's format is known before it boots: {disk}"
+    file = {"driver": "file", "filename": str(disk.path), **options}
+    node = {"driver": disk.format, **options, "file": file}
+    if disk.format == "qcow2":
+        base = disk.backing
+        node["backing"] = _blockdev(base, {"read-only": True}) if base else None
+    return node
 
 
 def _virtiofs_args(shares: tuple[tuple[str, Path], ...]) -> list[str]:
     args = []
     for tag, socket in shares:
         args += [
-            "-chardev", f"socket,id={tag},path={socket}",
+            "-chardev", f"socket,id={tag},path={option_value(socket)}",
             "-device", f"vhost-user-fs-pci,queue-size=1024,chardev={tag},tag={tag}",
         ]  # fmt: skip
     return args
 
 
 def qemu_img_create_argv(
-    path: Path, disk_format: str, size: int | None = None, backing: Path | None = None
+    path: Path, disk_format: str, size: int | None = None, backing: Disk | None = None
 ) -> list[str]:
-    """A new disk image: `size` bytes, or an overlay on `backing` (a raw disk)."""
+    """A new disk image: `size` bytes, or an overlay on `backing`, which
+    qemu-img opens in the format named (-F), never probing it."""
     argv = ["qemu-img", "create", "-q", "-f", disk_format]
     if backing:
-        argv += ["-b", str(backing), "-F", "raw"]
+        assert backing.format, "an overlay's base has a known format"
+        argv += ["-b", str(backing.path), "-F", backing.format]
     return [*argv, str(path), *([str(size)] if size else [])]
 
 
@@ -225,12 +256,39 @@ def require_qemu() -> str:
 
 
 @contextmanager
+def transient_overlays(disks: tuple[Disk, ...]) -> Iterator[tuple[Disk, ...]]:
+    """`disks` with each transient one replaced by a new qcow2 overlay on
+    it, which takes the guest's writes; the overlays are removed when the
+    block ends. -blockdev has no snapshot=on: this is what it did, where it
+    did it ($TMPDIR or /var/tmp, on disk rather than the runtime directory's
+    tmpfs), with the base opened in its known format."""
+    if not any(disk.transient for disk in disks):
+        yield disks
+        return
+    scratch = os.environ.get("TMPDIR") or "/var/tmp"
+    with tempfile.TemporaryDirectory(prefix="bootc-box-overlays-", dir=scratch) as directory:
+        yield tuple(
+            _new_overlay(disk, Path(directory, f"disk{i}.qcow2")) if disk.transient else disk
+            for i, disk in enumerate(disks)
+        )
+
+
+def _new_overlay(disk: Disk, path: Path) -> Disk:
+    base = dataclasses.replace(disk, serial="", transient=False)
+    qemu_img_create(qemu_img_create_argv(path, "qcow2", backing=base))
+    return Disk(path, "qcow2", disk.serial, transient=True, backing=base)
+
+
+@contextmanager
 def start_qemu(spec: QemuSpec, log_file: Path, binary: str) -> Iterator["subprocess.Popen[bytes]"]:
     """Run the VM; on exit QEMU is terminated outright (machine.py powers a
     guest off first when it has something to keep)."""
     with (
+        transient_overlays(spec.disks) as disks,
         log_file.open("ab") as out,
-        start_process(qemu_argv(spec, binary), stdout=out, stderr=out) as proc,
+        start_process(
+            qemu_argv(dataclasses.replace(spec, disks=disks), binary), stdout=out, stderr=out
+        ) as proc,
     ):
         yield proc
 

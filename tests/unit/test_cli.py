@@ -133,6 +133,11 @@ def test_every_help_shows_an_example_that_uses_the_command(words: list[str]) -> 
         (["nosuch"], "No such command 'nosuch'; see bootc-box --help"),
         (["run"], "Missing argument 'IMAGE'; see bootc-box run --help"),
         (["run", "--transient", "img"], "--transient applies to a disk; add --disk FILE"),
+        (["run", "--format", "raw", "img"], "--format applies to a disk; add --disk FILE"),
+        (
+            ["run", "--disk", "d.img", "--format", "vmdk"],
+            "'vmdk' is not one of 'raw', 'qcow2'; see bootc-box run --help",
+        ),
         (["run", "--persistent", "img"], "--persistent takes an IMAGE and --name NAME"),
         (["start"], "Missing argument 'NAMES...'; see bootc-box start --help"),
         (["start", "-a", "a", "b"], "--attach takes one NAME"),

@@ -1,4 +1,5 @@
 import dataclasses
+import json
 import threading
 from pathlib import Path
 
@@ -12,8 +13,11 @@ from bootc_box.disk_cache import (
     installing,
     list_disks,
     prune_disks,
+    recorded_disk,
 )
 from bootc_box.environment import Environment
+from bootc_box.errors import BootcBoxError
+from bootc_box.qemu import Disk
 
 NATIVE = Environment(in_box=False)
 OPTIONS = DiskOptions("sha256id", "localhost/img", "raw", 10 << 30, "ext4", None, ("quiet",))
@@ -53,6 +57,25 @@ def test_a_committed_disk_is_found_and_listed(cache_home: Path) -> None:
     assert manifest.file_size == 4
     # No partial directory is left beside the entry.
     assert sorted(p.name for p in cache_home.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_cached_disk_opens_in_the_format_its_manifest_records(cache_home: Path) -> None:
+    qcow2 = dataclasses.replace(OPTIONS, format="qcow2")
+    with installing(NATIVE, qcow2) as slot:
+        (slot / qcow2.file_name).write_bytes(b"disk")
+        entry_file = commit_disk(NATIVE, qcow2, slot)
+    assert recorded_disk(NATIVE, qcow2.key) == Disk(entry_file, "qcow2")
+    with pytest.raises(BootcBoxError, match=f"base disk {OPTIONS.key} .*it is not there") as err:
+        recorded_disk(NATIVE, OPTIONS.key)
+    assert err.value.hint == "remove the VMs built on it (bootc-box rm NAME) and make them again"
+    # A format no manifest of bootc-box's has could name other files (vmdk extents).
+    manifest = cache_home / qcow2.key / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["options"]["format"] = "vmdk"
+    manifest.write_text(json.dumps(data))
+    entry_file.rename(entry_file.with_name("disk.vmdk"))
+    with pytest.raises(BootcBoxError, match="is in format 'vmdk'"):
+        recorded_disk(NATIVE, qcow2.key)
 
 
 def test_an_interrupted_install_leaves_no_entry(cache_home: Path) -> None:

@@ -1,4 +1,7 @@
+import json
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +17,8 @@ from bootc_box.qemu import (
     kernel_cmdline,
     parse_memory,
     qemu_argv,
+    qemu_img_create_argv,
+    transient_overlays,
 )
 
 
@@ -36,6 +41,10 @@ def spec(**overrides: object) -> QemuSpec:
 
 def option(argv: list[str], name: str) -> list[str]:
     return [argv[i + 1] for i, arg in enumerate(argv) if arg == name]
+
+
+def blockdevs(argv: list[str]) -> list[Any]:
+    return [json.loads(arg) for arg in option(argv, "-blockdev")]
 
 
 def test_direct_kernel_boot_of_the_image_kernel() -> None:
@@ -177,9 +186,27 @@ def test_a_disk_boots_under_uefi_with_no_kernel_or_root_share_of_ours() -> None:
     assert option(argv, "-drive") == [
         "if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.fd",
         "if=pflash,format=raw,unit=1,file=/vm/efivars.fd",
-        "if=none,id=disk0,file=/d/disk.qcow2,format=qcow2,discard=unmap",
     ]
     assert "virtio-blk-pci,drive=disk0,serial=root,bootindex=0" in option(argv, "-device")
+
+
+def test_a_qcow2_disk_never_opens_a_file_its_header_names() -> None:
+    # -blockdev, in JSON: its key=value form reads backing=null as a node named "null".
+    assert blockdevs(qemu_argv(disk_boot(), "qemu")) == [{
+        "driver": "qcow2", "node-name": "disk0", "discard": "unmap", "backing": None,
+        "file": {"driver": "file", "filename": "/d/disk.qcow2", "discard": "unmap"},
+    }]  # fmt: skip
+
+
+def test_an_overlay_opens_the_base_bootc_box_names_read_only_in_its_format() -> None:
+    base = Disk(Path("/cache/disks/k/disk.raw"), "raw")
+    overlay = Disk(Path("/cache/vms/web/disk.qcow2"), "qcow2", serial="root", backing=base)
+    (node,) = blockdevs(qemu_argv(disk_boot(disks=(overlay,)), "qemu"))
+    assert node["file"]["filename"] == "/cache/vms/web/disk.qcow2"
+    assert node["backing"] == {
+        "driver": "raw", "read-only": True,
+        "file": {"driver": "file", "filename": "/cache/disks/k/disk.raw", "read-only": True},
+    }  # fmt: skip
 
 
 def test_a_disk_boot_hands_kargs_to_systemd_boot_over_smbios() -> None:
@@ -193,17 +220,61 @@ def test_a_disk_boot_hands_kargs_to_systemd_boot_over_smbios() -> None:
 def test_extra_disks_of_a_kernel_boot_have_their_serial_and_no_boot_index() -> None:
     output = Disk(Path("/out/.d,isk.partial"), "raw", serial="output")
     argv = qemu_argv(spec(disks=(output,)), "qemu")
-    assert option(argv, "-drive") == [
-        "if=none,id=disk0,file=/out/.d,,isk.partial,format=raw,discard=unmap"
-    ]
+    (node,) = blockdevs(argv)
+    # JSON needs no doubled commas.
+    assert (node["driver"], node["file"]["filename"]) == ("raw", "/out/.d,isk.partial")
+    assert "backing" not in node
+    assert option(argv, "-drive") == []
     assert "virtio-blk-pci,drive=disk0,serial=output" in option(argv, "-device")
     assert option(argv, "-kernel") == ["/k/vmlinuz"]
 
 
-def test_a_transient_disk_keeps_its_file_unchanged() -> None:
-    disk = Disk(Path("/d/disk.raw"), "raw", serial="root", transient=True)
-    argv = qemu_argv(disk_boot(disks=(disk,)), "qemu")
-    assert option(argv, "-drive")[-1].endswith(",snapshot=on")
+@pytest.mark.parametrize("disk_format", ["raw", "qcow2"])
+def test_a_transient_disk_writes_to_an_overlay_of_its_own_for_each_start(
+    tmp_path: Path, disk_format: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    path = tmp_path / f"disk,1.{disk_format}"
+    subprocess.run(qemu_img_create_argv(path, disk_format, 1 << 20), check=True)
+    disk = Disk(path, disk_format, serial="root", transient=True)
+    with pytest.raises(AssertionError, match="overlay"):
+        qemu_argv(disk_boot(disks=(disk,)), "qemu")
+    with transient_overlays((disk,)) as (overlay,):
+        assert overlay.serial == "root"
+        assert overlay.backing == Disk(path, disk_format)
+        info = subprocess.run(
+            ["qemu-img", "info", "--output=json", "-U", str(overlay.path)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert json.loads(info.stdout)["backing-filename-format"] == disk_format
+        (node,) = blockdevs(qemu_argv(disk_boot(disks=(overlay,)), "qemu"))
+        assert (node["driver"], node["backing"]["file"]["filename"]) == ("qcow2", str(path))
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_an_overlay_names_its_base_and_its_format() -> None:
+    argv = qemu_img_create_argv(Path("/vm/disk.qcow2"), "qcow2", backing=Disk(Path("/b"), "qcow2"))
+    assert argv == ["qemu-img", "create", "-q", "-f", "qcow2", "-b", "/b", "-F", "qcow2",
+                    "/vm/disk.qcow2"]  # fmt: skip
+
+
+def test_paths_in_option_lists_double_their_commas() -> None:
+    argv = qemu_argv(
+        spec(
+            console_log=Path("/r,1/console.log"),
+            virtiofs_socket=Path("/r,1/root.sock"),
+            credential_files=(Path("/r,1/key.smbios"),),
+            qmp_socket=Path("/r,1/qmp.sock"),
+        ),
+        "qemu",
+    )
+    assert option(argv, "-chardev") == [
+        "socket,id=rootfs,path=/r,,1/root.sock",
+        "file,id=console,path=/r,,1/console.log,append=on",
+    ]
+    assert option(argv, "-smbios") == ["type=11,path=/r,,1/key.smbios"]
+    assert option(argv, "-qmp") == ["unix:/r,,1/qmp.sock,server=on,wait=off"]
 
 
 def test_option_values_double_their_commas() -> None:

@@ -9,9 +9,17 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from bootc_box import cache_entries
-from bootc_box.cache_entries import Entries, cache_dir
+from bootc_box.cache_entries import (
+    Entries,
+    cache_dir,
+    file_problem,
+    open_regular,
+    read_manifest,
+    read_regular,
+)
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.kernel import BootFiles, boot_files
@@ -28,33 +36,35 @@ def boot_entries(env: Environment) -> Entries:
 
 
 def file_digest(path: Path) -> str:
-    with path.open("rb") as f:
+    with open_regular(path) as f:
         return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def entry_problem(entry: Path) -> str | None:
     """Why the entry cannot be trusted, or None when every file matches the
     digest its manifest recorded."""
-    try:
-        manifest = json.loads((entry / MANIFEST).read_text())
-    except FileNotFoundError:
-        return "it has no manifest" if entry.exists() else "it is not there"
-    except (OSError, ValueError):
-        return "its manifest is unreadable"
+    manifest = read_manifest(entry, manifest_json)
+    if isinstance(manifest, str):
+        return manifest
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, dict) or not isinstance(manifest.get("kver"), str):
         return "its manifest is incomplete"
     for name in (KERNEL, INITRAMFS):
         path = entry / name
-        if not path.is_file():
-            return f"{name} is missing"
+        problem = file_problem(path)
+        if problem is not None:
+            return f"{name} is {problem}"
         if files.get(name) != file_digest(path):
             return f"{name} does not match its recorded digest"
     return None
 
 
+def manifest_json(entry: Path) -> Any:
+    return json.loads(read_regular(entry / MANIFEST))
+
+
 def entry_boot_files(entry: Path) -> BootFiles:
-    kver = json.loads((entry / MANIFEST).read_text())["kver"]
+    kver = manifest_json(entry)["kver"]
     return BootFiles(kver, entry / KERNEL, entry / INITRAMFS)
 
 

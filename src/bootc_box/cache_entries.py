@@ -8,28 +8,94 @@ holds that lock exclusively, so nobody deletes an entry under a reader; and
 one run at a time creates an entry, holding `KEY.<verb>.lock`, which no
 reader ever holds, so creating never waits for readers."""
 
+import errno
 import fcntl
+import io
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from bootc_box.environment import CACHE, Environment
-from bootc_box.locks import lock_file
+from bootc_box.locks import lock_file, planted_link
 
 LOCK_TIMEOUT = 900.0
+T = TypeVar("T")
 
 
 def cache_dir(env: Environment, name: str) -> Path:
     """Where the entries of one kind live: /cache/NAME in the box, the user's
     cache directory natively."""
     if env.in_box:
+        if (CACHE / name).is_symlink():
+            raise planted_link(CACHE / name)
         return CACHE / name
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "bootc-box" / name
+
+
+# Whoever can write a shared cache can plant a symbolic link (or a FIFO)
+# where an entry's file should be: followed, it would have us read, or hand
+# QEMU, any file of the host. So an entry's files are opened as they are.
+
+
+def file_problem(path: Path) -> str | None:
+    """Why `path` cannot be an entry's file: "missing", or "not a regular
+    file" (a link, a FIFO); None when it is one."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return "missing"
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
+def open_regular(path: Path) -> io.BufferedReader:
+    """`path` opened for reading, never through a link; OSError when it is
+    not a regular file (O_NONBLOCK: opening a FIFO would wait for a writer)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    file = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        file.close()
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return file
+
+
+def read_regular(path: Path) -> bytes:
+    with open_regular(path) as file:
+        return file.read()
+
+
+def read_manifest(entry: Path, read: Callable[[Path], T]) -> T | str:
+    """`read(entry)`, the entry's manifest; or why the entry has none that
+    can be read."""
+    if entry.is_symlink():
+        return "it is a symbolic link"
+    try:
+        return read(entry)
+    except FileNotFoundError:
+        return "it has no manifest" if entry.exists() else "it is not there"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its manifest is unreadable"
+
+
+def partial_key(name: str) -> str | None:
+    """The key a partial directory called `name` is being made for, if it is one."""
+    if not name.startswith(".") or ".partial-" not in name:
+        return None
+    return name[1:].rsplit(".partial-", 1)[0]
+
+
+def remove_entry(entry: Path) -> None:
+    """Delete an entry, or the link planted in its place (not what it names)."""
+    if entry.is_symlink():
+        entry.unlink()
+    else:
+        shutil.rmtree(entry, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -88,7 +154,7 @@ class Entries:
         try:
             if not only_if():
                 return False
-            shutil.rmtree(self.entry(key), ignore_errors=True)
+            remove_entry(self.entry(key))
         finally:
             os.close(fd)
         return True
@@ -125,8 +191,8 @@ class Entries:
                     held.callback(os.close, fd)
                 else:
                     self.remove_partial(key)
-                    if self.entry(key).exists():
-                        shutil.rmtree(self.entry(key))
+                    if os.path.lexists(self.entry(key)):
+                        remove_entry(self.entry(key))
                         removed += 1
                     # Deleted while we hold them, so no run relies on them.
                     self.use_lock(key).unlink()

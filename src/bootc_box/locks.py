@@ -42,11 +42,29 @@ def flock_within(fd: int, operation: int, timeout: float) -> bool:
 def names_locked_file(fd: int, path: Path) -> bool:
     """Whether `path` still names the file open as `fd`."""
     try:
-        now = os.stat(path)
+        now = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:
         return False
     held = os.fstat(fd)
     return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+
+def planted_link(path: Path) -> BootcBoxError:
+    """A symbolic link where bootc-box keeps a file or directory of its own:
+    followed, it would have us create, lock or read something elsewhere."""
+    return BootcBoxError(
+        f"{path} is a symbolic link", f"delete it (rm {path}), and see who else writes to the cache"
+    )
+
+
+def open_lock(path: Path, flags: int, mode: int = 0o600) -> int:
+    """Open a lock file, never through a link that a writer of the cache planted."""
+    try:
+        return os.open(path, flags | os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        raise planted_link(path) from e
 
 
 def lock_file(path: Path, operation: int, timeout: float, mode: int = 0o600) -> int | None:
@@ -54,7 +72,7 @@ def lock_file(path: Path, operation: int, timeout: float, mode: int = 0o600) -> 
     the lock was not had within `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
-        fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, mode)
+        fd = open_lock(path, os.O_CREAT, mode)
         try:
             if not flock_within(fd, operation, max(0.0, deadline - time.monotonic())):
                 os.close(fd)
@@ -124,7 +142,7 @@ def hold_run_lock(directory: Path, name: str) -> Iterator[None]:
 
 def run_is_live(directory: Path, name: str) -> bool:
     try:
-        fd = os.open(directory / f"{name}.lock", os.O_RDWR | os.O_CLOEXEC)
+        fd = open_lock(directory / f"{name}.lock", 0)
     except FileNotFoundError:
         return False
     try:

@@ -1,5 +1,6 @@
 """The VMs this box (or host) runs: list, inspect, ssh, logs, stop, rm."""
 
+import enum
 import json
 import logging
 import os
@@ -27,15 +28,16 @@ from bootc_box.persistent import (
 )
 from bootc_box.ssh import SshTarget, connect, ssh_config
 from bootc_box.table import format_table
+from bootc_box.terminal import PrintableWriter
 from bootc_box.vms import (
     VmRecord,
     VmState,
-    check_name,
+    being_made_here,
     current_state,
     find_vm,
     list_vms,
     read_record,
-    vms_dir,
+    vm_dir,
     write_record,
 )
 
@@ -185,17 +187,38 @@ def is_run_command(argv: list[str]) -> bool:
     return False
 
 
+class Awaited(enum.Enum):
+    """What a lookup that found no VM waits for."""
+
+    STARTING = enum.auto()  # a run here that has no VM yet: seconds, waited for quietly
+    MAKING = enum.auto()  # the VM named, being made here: minutes, so said once
+
+
+def awaited(*, starting: bool, making: bool) -> Awaited | None:
+    if making:
+        return Awaited.MAKING
+    return Awaited.STARTING if starting else None
+
+
 def find_vm_when_started(
     env: Environment, name: str | None, timeout: float
 ) -> tuple[Path, VmRecord]:
-    """find_vm, waiting while a `run` here is still starting up."""
+    """find_vm, waiting while a `run` here is still starting up, or is
+    making the VM named."""
     deadline = time.monotonic() + timeout
+    said = False
     while True:
         try:
             return find_vm(env, name)
         except BootcBoxError:
-            if not starting_runs(env) or time.monotonic() > deadline:
+            making = name is not None and being_made_here(env, name)
+            waiting = awaited(starting=bool(starting_runs(env)), making=making)
+            if waiting is None or time.monotonic() > deadline:
                 raise
+            if waiting is Awaited.MAKING and not said:
+                log.info("VM %s is being made (its image installed to its own disk); "
+                         "waiting for it", name)  # fmt: skip
+                said = True
         time.sleep(0.2)
 
 
@@ -247,7 +270,7 @@ def log_files(directory: Path) -> list[Path]:
 
 def run_logs(env: Environment, name: str | None, follow: bool) -> int:
     directory, record = find_vm(env, name)
-    out = sys.stdout.buffer
+    out = PrintableWriter(sys.stdout.buffer)  # the guest wrote most of it
     files = log_files(directory)
     for path in files[:-1]:
         out.write(path.read_bytes())
@@ -257,9 +280,9 @@ def run_logs(env: Environment, name: str | None, follow: bool) -> int:
     try:
         while True:
             out.write(current.read())
-            out.flush()
             if not follow or not current_state(read_record(directory) or record).live:
                 out.write(current.read())
+                out.finish()
                 return 0
             time.sleep(0.2)
     finally:
@@ -325,7 +348,7 @@ def run_rm(
     elif names:
         targets = []
         for name in names:
-            if (vms_dir(env) / check_name(name)).exists() or not is_kept(env, name):
+            if vm_dir(env, name).exists() or not is_kept(env, name):
                 targets.append(find_vm(env, name))
             else:
                 kept_only.append(name)

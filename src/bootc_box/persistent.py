@@ -15,19 +15,31 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from bootc_box import cache_entries
 from bootc_box.binds import parse_bind
-from bootc_box.cache_entries import Entries
+from bootc_box.cache_entries import Entries, partial_key, read_regular
+from bootc_box.disk_cache import recorded_disk
 from bootc_box.environment import Environment, probe_environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.firmware import EFI_VARS
 from bootc_box.locks import hold_lock, is_held
 from bootc_box.publish import parse_publish
-from bootc_box.qemu import Disk, qemu_img_create, qemu_img_create_argv
+from bootc_box.qemu import Disk, parse_memory, qemu_img_create, qemu_img_create_argv
 from bootc_box.run import RunSpec, already_running, run_run, with_absolute_paths
 from bootc_box.todisk import ToDiskSpec, disk_options, prepare_host, with_cached_disk
-from bootc_box.vms import KEPT_CONFIG, check_name, current_state, kept_vms_dir, read_record, vms_dir
+from bootc_box.vms import (
+    KEPT_CONFIG,
+    check_name,
+    current_state,
+    is_vm_name,
+    kept_vm_dir,
+    kept_vms_dir,
+    making_here,
+    read_record,
+    vm_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,22 +64,59 @@ class PersistentVm:
     created: str
 
 
+def type_problem(vm: PersistentVm) -> str | None:
+    for field in dataclasses.fields(vm):
+        value = getattr(vm, field.name)
+        if field.type is str and not isinstance(value, str):
+            return f"{field.name} is not a string"
+        if field.type is int and type(value) is not int:
+            return f"{field.name} is not a number"
+        if field.type == tuple[str, ...] and not (
+            isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+        ):
+            return f"{field.name} is not a list of strings"
+    return None
+
+
+def config_from_json(data: Any, name: str) -> PersistentVm:
+    """The config of VM `name`, checked as `run` checked the command line it
+    came from: whoever can write the cache can write it too. ValueError,
+    TypeError or BootcBoxError say what is wrong."""
+    lists = {k: tuple(v) for k in ("kargs", "publish", "binds") if isinstance(v := data[k], list)}
+    vm = PersistentVm(**{**data, **lists})
+    problem = type_problem(vm)
+    if problem is not None:
+        raise TypeError(problem)
+    if check_name(vm.name) != name:
+        raise ValueError(f"it names VM {vm.name}")
+    parse_memory(str(vm.memory_mib))
+    if vm.cpus < 1:
+        raise ValueError(f"cpus {vm.cpus} is not 1 or more")
+    for publish in vm.publish:
+        parse_publish(publish)
+    for bind in vm.binds:
+        parse_bind(bind)
+    return vm
+
+
 def read_config(directory: Path) -> PersistentVm:
-    """The VM's config; a one-line error when it cannot be read."""
+    """The config of the VM `directory` holds (or is being made in); a
+    one-line error when it cannot be read, or not trusted to be whole."""
+    name = partial_key(directory.name) or directory.name
     try:
-        data = json.loads((directory / CONFIG).read_text())
-        for key in ("kargs", "publish", "binds"):
-            data[key] = tuple(data[key])
-        return PersistentVm(**data)
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        if directory.is_symlink():
+            raise ValueError("it is a symbolic link")
+        return config_from_json(json.loads(read_regular(directory / CONFIG)), name)
+    except (OSError, ValueError, KeyError, TypeError, BootcBoxError) as e:
+        problem = e.message if isinstance(e, BootcBoxError) else str(e)
         raise BootcBoxError(
-            f"the state of VM {directory.name} is unreadable ({e})",
-            f"remove it with bootc-box rm {directory.name}",
+            f"the state of VM {name} is unreadable ({problem})",
+            f"remove it with bootc-box rm {name}",
         ) from e
 
 
 def find_persistent(env: Environment, name: str) -> PersistentVm | None:
-    directory = kept_vms_dir(env) / name
+    directory = kept_vm_dir(env, name)
     return read_config(directory) if (directory / CONFIG).exists() else None
 
 
@@ -76,12 +125,12 @@ def persistent_names(env: Environment) -> list[str]:
     root = kept_vms_dir(env)
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if p.name[0] != "." and (p / CONFIG).exists())
+    return sorted(p.name for p in root.iterdir() if is_vm_name(p.name) and (p / CONFIG).exists())
 
 
 def running_elsewhere(env: Environment, name: str) -> bool:
     """Whether a run (in this box or another sharing the volume) holds the VM."""
-    return is_held(kept_vms_dir(env) / name / LOCK)
+    return is_held(kept_vm_dir(env, name) / LOCK)
 
 
 def used_disk_keys(env: Environment) -> set[str] | None:
@@ -114,7 +163,8 @@ def run_persistent(spec: RunSpec) -> int:
         )
     vm = find_persistent(env, name)
     if vm is None:
-        vm = create_persistent(env, spec)
+        with making_here(env, name):
+            vm = create_persistent(env, spec)
     elif spec.image not in (vm.image, vm.image_id):
         raise BootcBoxError(
             f"VM {name} keeps its state from {vm.image}, not {spec.image}",
@@ -150,7 +200,8 @@ def create_persistent(env: Environment, spec: RunSpec) -> PersistentVm:
 
     def make(base: Path) -> None:
         with making_vm(root, vm.name) as partial:
-            qemu_img_create(qemu_img_create_argv(partial / OVERLAY, "qcow2", backing=base))
+            base_disk = Disk(base, options.format)
+            qemu_img_create(qemu_img_create_argv(partial / OVERLAY, "qcow2", backing=base_disk))
             (partial / CONFIG).write_text(json.dumps(asdict(vm), indent=2) + "\n")
             try:
                 partial.rename(root / vm.name)
@@ -206,13 +257,13 @@ def prune_half_made(env: Environment) -> int:
 
 
 def boot_persistent(env: Environment, vm: PersistentVm, spec: RunSpec) -> int:
-    directory = kept_vms_dir(env) / vm.name
+    directory = kept_vm_dir(env, vm.name)
     forget_stopped(env, vm.name)
     return run_run(
         dataclasses.replace(
             spec,
             image=vm.image,
-            disk=Disk(directory / OVERLAY),
+            disk=Disk(directory / OVERLAY, "qcow2", backing=recorded_disk(env, vm.disk_key)),
             efi_vars=directory / EFI_VARS,
             persistent_lock=directory / LOCK,
             label=vm.image,
@@ -223,7 +274,7 @@ def boot_persistent(env: Environment, vm: PersistentVm, spec: RunSpec) -> int:
 def forget_stopped(env: Environment, name: str) -> None:
     """A record this box kept of the VM's last run, once it has ended, so
     that the name can be claimed again."""
-    directory = vms_dir(env) / name
+    directory = vm_dir(env, name)
     record = read_record(directory)
     if record is None:
         return
@@ -254,12 +305,15 @@ def run_start(names: tuple[str, ...], *, detach: bool = True) -> int:
 
 
 def is_kept(env: Environment, name: str) -> bool:
-    return (kept_vms_dir(env) / name / CONFIG).exists()
+    return (kept_vm_dir(env, name) / CONFIG).exists()
 
 
 def remove_persistent(env: Environment, name: str) -> bool:
     """Delete the VM's disk and state; False when it has none."""
-    directory = kept_vms_dir(env) / name
+    directory = kept_vm_dir(env, name)
+    if directory.is_symlink():  # planted: what it names is not ours to lock or delete
+        directory.unlink()
+        return True
     if not is_kept(env, name):
         return False
     with hold_lock(directory / LOCK, already_running(name)):

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from bootc_box import __version__
 from bootc_box.accel import Accel
-from bootc_box.cache_entries import Entries, cache_dir
-from bootc_box.credentials import write_credential
+from bootc_box.cache_entries import Entries, cache_dir, file_problem, read_manifest, read_regular
+from bootc_box.credentials import write_credential, write_private
 from bootc_box.environment import Environment
 from bootc_box.qemu import QemuSpec, qemu_argv
 from bootc_box.ssh import generate_key, public_key
@@ -34,6 +34,8 @@ STATE = "state"
 KEY = "id_ed25519"
 CREDENTIAL_NAME = "ssh.authorized_keys.root"
 MANIFEST = "manifest.json"
+# A run's own copy of the key, in its boot attempt's directory.
+BOOTSTRAP_KEY = "bootstrap_key"
 
 
 def snapshot_entries(env: Environment) -> Entries:
@@ -111,7 +113,7 @@ class Manifest:
 
     @classmethod
     def read(cls, entry: Path) -> "Manifest":
-        data = json.loads((entry / MANIFEST).read_text())
+        data = json.loads(read_regular(entry / MANIFEST))
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
 
 
@@ -133,24 +135,30 @@ class Snapshot:
     def credential(self) -> Path:
         return self.directory / f"{CREDENTIAL_NAME}.smbios"
 
+    def copy_out(self, workdir: Path) -> tuple[Path, Path]:
+        """The credential and the bootstrap key, copied into `workdir` for
+        QEMU and ssh: copies no writer of the cache can swap for a link."""
+        credential = workdir / f"saved.{CREDENTIAL_NAME}.smbios"
+        return (
+            write_private(credential, read_regular(self.credential)),
+            write_private(workdir / BOOTSTRAP_KEY, read_regular(self.key)),
+        )
+
 
 def entry_problem(entry: Path, key: str) -> str | None:
     """Why the entry cannot be loaded, or None when it looks whole. (A state
     file damaged inside is for QEMU to find: loading it fails, and the run
     boots cold.)"""
-    try:
-        manifest = Manifest.read(entry)
-    except FileNotFoundError:
-        return "it has no manifest" if entry.exists() else "it is not there"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "its manifest is unreadable"
+    manifest = read_manifest(entry, Manifest.read)
+    if isinstance(manifest, str):
+        return manifest
     if manifest.key != key:
         return "its manifest is for another machine"
     snapshot = Snapshot(entry)
     files = (snapshot.key, snapshot.credential, snapshot.state)
-    missing = [p.name for p in files if not p.is_file()]
-    if missing:
-        return f"{', '.join(missing)} missing"
+    problems = [f"{p.name} is {problem}" for p in files if (problem := file_problem(p))]
+    if problems:
+        return ", ".join(problems)
     size = snapshot.state.stat().st_size
     if size != manifest.state_size:
         return f"its state file has {size} bytes, not the {manifest.state_size} saved"

@@ -1,8 +1,9 @@
 """Each VM's state directory: its record, SSH key and logs. A record says
-what the supervisor last wrote; psutil tells whether that supervisor still
+what the supervisor last wrote; /proc tells whether that supervisor still
 lives, so a crashed one shows as dead instead of running forever."""
 
 import enum
+import fcntl
 import json
 import os
 import re
@@ -20,6 +21,7 @@ import psutil
 from bootc_box.cache_entries import cache_dir
 from bootc_box.environment import Environment, runtime_dir
 from bootc_box.errors import BootcBoxError
+from bootc_box.locks import delete_if_unused, is_held, lock_file
 from bootc_box.signals import Terminated
 
 RECORD = "vm.json"
@@ -48,7 +50,8 @@ class VmRecord:
     image: str
     state: VmState
     supervisor_pid: int
-    # With the pid, identifies the supervisor: pids are reused.
+    # When it started, by the wall clock: what identified it before
+    # supervisor_ticks, which records written then lack.
     supervisor_started: float
     detached: bool
     created: str
@@ -62,6 +65,9 @@ class VmRecord:
     error: str = ""
     # How its guest came up: "cold" (booted) or "restored" (from a saved state).
     start: str = ""
+    # With the pid, identifies the supervisor (pids are reused): its start
+    # in clock ticks after boot, which no step of the wall clock moves.
+    supervisor_ticks: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "state": self.state.value}
@@ -93,8 +99,14 @@ def kept_vms_dir(env: Environment) -> Path:
 KEPT_CONFIG = "vm.json"
 
 
+def is_vm_name(name: str) -> bool:
+    return _NAME.fullmatch(name) is not None
+
+
 def check_name(name: str) -> str:
-    if not _NAME.fullmatch(name):
+    """`name`, once it is known to name a directory of its own: a name read
+    from a record, or from a cache others write, may be `../../x`."""
+    if not is_vm_name(name):
         raise BootcBoxError(
             f"invalid VM name {name!r}",
             "use letters, digits, '_', '.' and '-', starting with a letter or digit",
@@ -102,13 +114,45 @@ def check_name(name: str) -> str:
     return name
 
 
+def vm_dir(env: Environment, name: str) -> Path:
+    return vms_dir(env) / check_name(name)
+
+
+def kept_vm_dir(env: Environment, name: str) -> Path:
+    return kept_vms_dir(env) / check_name(name)
+
+
 def new_name() -> str:
     return f"vm-{secrets.token_hex(3)}"
 
 
-def this_process() -> tuple[int, float]:
+@dataclass(frozen=True)
+class ProcStat:
+    state: str  # R, S, D, Z (zombie), ...
+    start_ticks: int
+
+
+def parse_proc_stat(text: str) -> ProcStat:
+    """Fields 3 and 22 of /proc/PID/stat (proc(5)), counted after the
+    program's name, which may hold spaces and parentheses itself."""
+    fields = text[text.rindex(")") + 1 :].split()
+    return ProcStat(fields[0], int(fields[19]))
+
+
+def start_ticks(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks after boot; None when it
+    is gone, or has ended and waits to be reaped."""
+    try:
+        stat = parse_proc_stat(Path(f"/proc/{pid}/stat").read_text())
+    except (OSError, ValueError, IndexError):
+        return None
+    return None if stat.state in ("Z", "X") else stat.start_ticks
+
+
+def this_process() -> tuple[int, float, int | None]:
+    """Our pid, and when we started: by the wall clock, and in ticks."""
     me = psutil.Process()
-    return me.pid, me.create_time()
+    return me.pid, me.create_time(), start_ticks(me.pid)
 
 
 def write_record(directory: Path, record: VmRecord) -> None:
@@ -119,13 +163,18 @@ def write_record(directory: Path, record: VmRecord) -> None:
 
 
 def read_record(directory: Path) -> VmRecord | None:
+    """The record of the VM `directory` is for; None when there is none, or
+    it names another VM (its name is what `rm` deletes)."""
     try:
-        return VmRecord.from_json(json.loads((directory / RECORD).read_text()))
+        record = VmRecord.from_json(json.loads((directory / RECORD).read_text()))
     except (FileNotFoundError, ValueError, KeyError, TypeError):
         return None
+    return record if record.name == directory.name and is_vm_name(record.name) else None
 
 
 def supervisor_alive(record: VmRecord) -> bool:
+    if record.supervisor_ticks is not None:
+        return start_ticks(record.supervisor_pid) == record.supervisor_ticks
     try:
         process = psutil.Process(record.supervisor_pid)
         alive: bool = process.is_running() and process.status() != psutil.STATUS_ZOMBIE
@@ -173,8 +222,8 @@ def claim_vm_dir(env: Environment, name: str, *, kept: bool = False) -> Path:
     """A new state directory for VM `name`, or an error if the name is taken
     (also by a VM that keeps its state, unless this is that VM's run)."""
     base = vms_dir(env)
-    directory = base / check_name(name)
-    if not kept and (kept_vms_dir(env) / name / KEPT_CONFIG).exists():
+    directory = vm_dir(env, name)
+    if not kept and (kept_vm_dir(env, name) / KEPT_CONFIG).exists():
         raise BootcBoxError(
             f"the name {name} is used by a VM that keeps its state",
             f"pick another --name, or boot that VM with bootc-box start {name}",
@@ -196,9 +245,12 @@ def supervise_vm(directory: Path, image: str, *, detached: bool) -> Iterator[VmE
     """The record of the VM this process supervises, kept current. A
     foreground VM's directory goes when it ends; a detached VM's stays, marked
     stopped or failed, until `bootc-box rm`."""
-    pid, started = this_process()
+    pid, started, ticks = this_process()
     created = datetime.now(UTC).isoformat(timespec="seconds")
-    record = VmRecord(directory.name, image, VmState.STARTING, pid, started, detached, created)
+    record = VmRecord(
+        directory.name, image, VmState.STARTING, pid, started, detached, created,
+        supervisor_ticks=ticks,
+    )  # fmt: skip
     try:
         entry = VmEntry(directory, record)
         try:
@@ -215,6 +267,31 @@ def supervise_vm(directory: Path, image: str, *, detached: bool) -> Iterator[VmE
             shutil.rmtree(directory, ignore_errors=True)
 
 
+def making_lock(env: Environment, name: str) -> Path:
+    return vms_dir(env) / f".{check_name(name)}.making.lock"
+
+
+@contextmanager
+def making_here(env: Environment, name: str) -> Iterator[None]:
+    """Say that VM `name` is being made here (`run --persistent` installing
+    its image first, for minutes), so that `ssh NAME` waits for it rather
+    than find nothing: a lock, held shared by each run making it, which the
+    kernel drops if the run dies."""
+    path = making_lock(env, name)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = lock_file(path, fcntl.LOCK_SH, timeout=5.0)  # only ever held exclusively to look
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+            delete_if_unused(path)
+
+
+def being_made_here(env: Environment, name: str) -> bool:
+    return is_held(making_lock(env, name))
+
+
 def list_vms(env: Environment) -> list[tuple[Path, VmRecord | None]]:
     base = vms_dir(env)
     if not base.is_dir():
@@ -225,7 +302,7 @@ def list_vms(env: Environment) -> list[tuple[Path, VmRecord | None]]:
 def find_vm(env: Environment, name: str | None) -> tuple[Path, VmRecord]:
     """The VM called `name`, or the only one when no name is given."""
     if name is not None:
-        directory = vms_dir(env) / check_name(name)
+        directory = vm_dir(env, name)
         record = read_record(directory)
         if record is None:
             raise BootcBoxError(f"no VM named {name}", "see bootc-box list")

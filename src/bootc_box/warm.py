@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bootc_box.credentials import write_private
 from bootc_box.environment import Environment
-from bootc_box.snapshots import NewSnapshot, Snapshot, find_snapshot, new_snapshot
+from bootc_box.snapshots import BOOTSTRAP_KEY, NewSnapshot, Snapshot, find_snapshot, new_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +70,11 @@ def warm_start(held: ExitStack, env: Environment, warm: Warm, workdir: Path) -> 
         loading = held.enter_context(ExitStack())
         snapshot = loading.enter_context(find_snapshot(env, warm.key))
         if snapshot:
-            key = write_private(workdir / "bootstrap_key", snapshot.key.read_bytes())
-            return Start(snapshot.credential, key, snapshot, loading.close)
+            credential, key = snapshot.copy_out(workdir)
+            return Start(credential, key, snapshot, loading.close)
         loading.close()
     new = held.enter_context(new_snapshot(env, warm.key))
     if new:
-        key = write_private(workdir / "bootstrap_key", new.key.read_bytes())
+        key = write_private(workdir / BOOTSTRAP_KEY, new.key.read_bytes())
         return Start(new.credential, key, save=new, versions=warm.versions)
     return None

@@ -107,6 +107,33 @@ def test_a_damaged_entry_is_rebuilt(
     assert entry_problem(cache / IMAGE_ID) is None
 
 
+@pytest.mark.parametrize(
+    ("planted", "problem"),
+    [
+        (KERNEL, "vmlinuz is not a regular file"),
+        (INITRAMFS, "initramfs.img is not a regular file"),
+        ("manifest.json", "its manifest is unreadable"),
+        ("", "it is a symbolic link"),
+    ],
+)
+def test_a_file_planted_as_a_link_is_never_followed_and_its_target_stays(
+    cache: Path, root: Path, tmp_path: Path, planted: str, problem: str
+) -> None:
+    """Whoever writes a shared cache could link an entry's files to host
+    files; with the same bytes, the digests would even match."""
+    with cached_boot_files(NATIVE, IMAGE_ID, root, "img"):
+        pass
+    link = cache / IMAGE_ID / planted
+    outside = tmp_path / "outside"
+    link.rename(outside)
+    link.symlink_to(outside)
+    assert entry_problem(cache / IMAGE_ID) == problem
+    with cached_boot_files(NATIVE, IMAGE_ID, root, "img") as boot:
+        assert not any(p.is_symlink() for p in (boot.kernel.parent, boot.kernel, boot.initramfs))
+    assert entry_problem(cache / IMAGE_ID) is None
+    assert outside.exists()
+
+
 def test_an_interrupted_extraction_leaves_no_entry(
     cache: Path, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -226,3 +253,15 @@ def test_runs_of_one_image_starting_together_extract_once_and_boot_together(
         t.join()
     assert failures == []
     assert caplog.text.count("Extracting the boot files of img") == 1
+
+
+def test_a_kind_of_entry_planted_as_a_link_in_the_volume_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cache_entries, "CACHE", tmp_path / "cache")
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache/boot").symlink_to(tmp_path)
+    with pytest.raises(BootcBoxError, match="cache/boot is a symbolic link") as err:
+        cache_dir(Environment(in_box=True), "boot")
+    assert f"delete it (rm {tmp_path}/cache/boot)" in str(err.value)
+    assert cache_dir(Environment(in_box=True), "snapshots") == tmp_path / "cache/snapshots"

@@ -3,11 +3,13 @@ import os
 import shutil
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from bootc_box.environment import Environment
+from bootc_box.errors import BootcBoxError
 from bootc_box.images import run_locks_dir
 from bootc_box.locks import (
     delete_if_unused,
@@ -80,3 +82,44 @@ def test_a_lock_file_deleted_before_it_was_locked_is_not_relied_on(tmp_path: Pat
         finally:
             stop.set()
             pruner.join()
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A file outside the cache that a planted link points at."""
+    victim = tmp_path / "outside" / "victim"
+    victim.parent.mkdir()
+    victim.write_text("keep me\n")
+    victim.chmod(0o640)
+    return victim
+
+
+def plant(link: Path, target: Path) -> Path:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(target)
+    return link
+
+
+def test_a_lock_file_planted_as_a_link_is_refused_and_its_target_left_alone(
+    runs: Path, outside: Path
+) -> None:
+    link = plant(runs / "bootc-box-a.lock", outside)
+    uses: list[Callable[[], object]] = [
+        lambda: lock_file(link, fcntl.LOCK_EX, 0),
+        lambda: run_is_live(runs, "bootc-box-a"),
+        lambda: remove_stale_locks(runs),
+    ]
+    for lock in uses:
+        with pytest.raises(BootcBoxError, match="is a symbolic link") as err:
+            lock()
+        assert err.value.hint == f"delete it (rm {link}), and see who else writes to the cache"
+    assert outside.read_text() == "keep me\n"
+    assert oct(outside.stat().st_mode & 0o777) == "0o640"
+
+
+def test_a_lock_file_planted_as_a_dangling_link_creates_nothing(runs: Path, tmp_path: Path) -> None:
+    target = tmp_path / "made"
+    link = plant(runs / "bootc-box-a.lock", target)
+    with pytest.raises(BootcBoxError, match="is a symbolic link"):
+        lock_file(link, fcntl.LOCK_SH, 0)
+    assert not target.exists()

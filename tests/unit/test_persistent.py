@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -6,9 +7,11 @@ import psutil
 import pytest
 
 from bootc_box import persistent
+from bootc_box.disk_cache import DiskOptions, commit_disk, installing
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.locks import hold_lock
+from bootc_box.manage import run_rm
 from bootc_box.persistent import (
     CONFIG,
     LOCK,
@@ -20,11 +23,13 @@ from bootc_box.persistent import (
     prune_half_made,
     remove_persistent,
     run_persistent,
+    run_start,
+    running_elsewhere,
     used_disk_keys,
 )
-from bootc_box.qemu import qemu_img_create, qemu_img_create_argv
+from bootc_box.qemu import Disk, qemu_img_create, qemu_img_create_argv
 from bootc_box.run import RunSpec
-from bootc_box.vms import VmRecord, VmState, write_record
+from bootc_box.vms import VmRecord, VmState, being_made_here, write_record
 
 NATIVE = Environment(in_box=False)
 VM = PersistentVm("web", "localhost/img", "sha256id", "diskkey", 2048, 2, ("quiet",),
@@ -59,11 +64,31 @@ def test_the_overlay_is_backed_by_the_cached_disk(tmp_path: Path) -> None:
     with base.open("wb") as f:
         f.truncate(1 << 30)
     overlay = tmp_path / "disk.qcow2"
-    qemu_img_create(qemu_img_create_argv(overlay, "qcow2", backing=base))
+    qemu_img_create(qemu_img_create_argv(overlay, "qcow2", backing=Disk(base, "raw")))
     argv = ["qemu-img", "info", "--output=json", str(overlay)]
     info = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
     assert (info["format"], info["virtual-size"]) == ("qcow2", 1 << 30)
     assert (info["backing-filename"], info["backing-filename-format"]) == (str(base), "raw")
+
+
+def test_a_kept_vm_boots_its_overlay_on_the_base_disk_as_recorded_not_as_its_header_says(
+    dirs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    options = DiskOptions("sha256id", "localhost/img", "raw", 4096, "ext4", None, ())
+    with installing(NATIVE, options) as slot:
+        (slot / options.file_name).write_bytes(bytes(4096))
+        base = commit_disk(NATIVE, options, slot)
+    directory = keep(dirs, dataclasses.replace(VM, disk_key=options.key))
+    booted: list[RunSpec] = []
+
+    def run_run(spec: RunSpec) -> int:
+        booted.append(spec)
+        return 0
+
+    monkeypatch.setattr(persistent, "run_run", run_run)
+    assert run_start(("web",)) == 0
+    [spec] = booted
+    assert spec.disk == Disk(directory / "disk.qcow2", "qcow2", backing=Disk(base, "raw"))
 
 
 def test_removing_a_kept_vm_deletes_its_disk_unless_it_runs(dirs: Path) -> None:
@@ -127,3 +152,95 @@ def test_prune_leaves_a_vm_being_made_alone_and_a_failed_making_leaves_nothing(
     with pytest.raises(OSError, match="qemu-img"), making_vm(dirs, "db") as partial:
         raise OSError("qemu-img failed")
     assert [p.name for p in dirs.iterdir()] == [".making.lock"]
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"name": "../../x"}, "invalid VM name '../../x'"),
+        ({"name": "db"}, "it names VM db"),
+        ({"memory_mib": 100}, "--memory '100' is too small to boot"),
+        ({"memory_mib": "2G"}, "memory_mib is not a number"),
+        ({"cpus": 0}, "cpus 0 is not 1 or more"),
+        ({"kargs": ["quiet", 1]}, "kargs is not a list of strings"),
+        ({"publish": ["8080"]}, "invalid --publish '8080'"),
+        ({"binds": ["/src:src"]}, "invalid --bind '/src:src': GUESTDIR must be absolute"),
+        ({"disk_key": None}, "disk_key is not a string"),
+        ({"extra": 1}, "unexpected keyword argument 'extra'"),
+    ],
+)
+def test_a_kept_vms_record_is_checked_as_its_command_line_was(
+    dirs: Path, change: dict[str, object], problem: str
+) -> None:
+    """Whoever can write the cache wrote the record too."""
+    (keep(dirs) / CONFIG).write_text(json.dumps({**VM.__dict__, **change}))
+    with pytest.raises(BootcBoxError) as err:
+        find_persistent(NATIVE, "web")
+    assert err.value.message.startswith("the state of VM web is unreadable (")
+    assert problem in err.value.message
+    assert err.value.hint == "remove it with bootc-box rm web"
+
+
+@pytest.fixture
+def outside(dirs: Path) -> Path:
+    """What `../../x` names from the kept VMs' directory: a directory
+    outside it, looking like a kept VM."""
+    victim = dirs / ".." / ".." / "x"
+    victim.mkdir(parents=True)
+    (victim / CONFIG).write_text("{}")
+    return victim
+
+
+def test_a_record_naming_a_path_deletes_or_boots_nothing_outside(
+    dirs: Path, outside: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (keep(dirs) / CONFIG).write_text(json.dumps({**VM.__dict__, "name": "../../x"}))
+    booted: list[RunSpec] = []
+    monkeypatch.setattr(persistent, "run_run", booted.append)
+    assert run_rm(NATIVE, (), force=False, remove_all=True, timeout=1) == 0
+    with pytest.raises(BootcBoxError, match="the state of VM web is unreadable"):
+        run_start(("web",))
+    assert booted == []
+    assert (outside / CONFIG).read_text() == "{}"
+    assert (dirs / "web").is_dir()
+
+
+@pytest.mark.parametrize("name", ["../../x", "../x", "/x", ".x"])
+def test_a_name_that_is_a_path_is_refused_before_it_is_joined(
+    dirs: Path, outside: Path, name: str
+) -> None:
+    for use in (find_persistent, remove_persistent, running_elsewhere, forget_stopped):
+        with pytest.raises(BootcBoxError, match="invalid VM name"):
+            use(NATIVE, name)
+    assert (outside / CONFIG).read_text() == "{}"
+
+
+def test_a_vm_is_known_to_be_made_here_while_its_image_installs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What `ssh web` waits for, right after `run --persistent --name web`."""
+    seen: list[bool] = []
+
+    def create(env: Environment, spec: RunSpec) -> PersistentVm:
+        seen.append(being_made_here(env, "web"))
+        return VM
+
+    monkeypatch.setattr(persistent, "create_persistent", create)
+    monkeypatch.setattr(persistent, "boot_persistent", lambda env, vm, spec: 0)
+    assert run_persistent(RunSpec(image="localhost/img", name="web")) == 0
+    assert seen == [True]
+    assert not being_made_here(NATIVE, "web")
+
+
+def test_a_kept_vm_planted_as_a_link_is_not_read_locked_or_emptied(
+    dirs: Path, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    keep(elsewhere)
+    dirs.mkdir(parents=True)
+    (dirs / "web").symlink_to(elsewhere / "web")
+    with pytest.raises(BootcBoxError, match="unreadable \\(it is a symbolic link\\)"):
+        find_persistent(NATIVE, "web")
+    assert remove_persistent(NATIVE, "web")
+    assert not (dirs / "web").exists()
+    assert sorted(p.name for p in (elsewhere / "web").iterdir()) == [CONFIG]

@@ -150,8 +150,48 @@ def test_an_entry_saved_for_another_key_or_missing_files_is_not_loaded(cache: Pa
     save(key)
     assert entry_problem(cache / key, "0" * 32) == "its manifest is for another machine"
     (cache / key / "id_ed25519").unlink()
-    assert entry_problem(cache / key, key) == "id_ed25519 missing"
+    assert entry_problem(cache / key, key) == "id_ed25519 is missing"
     assert entry_problem(cache / "nothing", key) == "it is not there"
+
+
+@pytest.mark.parametrize(
+    "planted", ["ssh.authorized_keys.root.smbios", "id_ed25519", "state", "manifest.json", ""]
+)
+def test_a_file_planted_as_a_link_is_not_loaded_and_its_target_stays(
+    cache: Path, tmp_path: Path, planted: str
+) -> None:
+    """A link in a shared cache would have QEMU hand a host file to the
+    guest as its credential, or load one as its memory."""
+    key = snapshot_key(IMAGE_ID, machine(), VERSIONS)
+    save(key)
+    link = cache / key / planted
+    outside = tmp_path / "outside"
+    link.rename(outside)
+    link.symlink_to(outside)
+    with find_snapshot(NATIVE, key) as snapshot:
+        assert snapshot is None
+    assert not (cache / key).exists()
+    assert outside.exists()
+
+
+def test_a_restore_reads_copies_of_the_credential_and_key_never_through_a_link(
+    cache: Path, tmp_path: Path
+) -> None:
+    key = snapshot_key(IMAGE_ID, machine(), VERSIONS)
+    save(key)
+    with find_snapshot(NATIVE, key) as snapshot:
+        assert snapshot is not None
+        credential, login_key = snapshot.copy_out(tmp_path)
+        assert credential.read_bytes() == snapshot.credential.read_bytes()
+        assert login_key.read_bytes() == snapshot.key.read_bytes()
+        assert {credential.parent, login_key.parent} == {tmp_path}
+        # Swapped for a link after it was checked.
+        secret = tmp_path / "secret"
+        secret.write_text("host secret")
+        snapshot.credential.unlink()
+        snapshot.credential.symlink_to(secret)
+        with pytest.raises(OSError, match="symbolic links"):
+            snapshot.copy_out(tmp_path / "again")
 
 
 def test_one_run_saves_a_key_and_the_others_boot_without_saving(cache: Path) -> None:

@@ -4,6 +4,7 @@ without end (they live in /run, which is memory, and a chatty guest writes
 for as long as it runs), and reading what it says about stalled CPUs."""
 
 import contextlib
+import logging
 import os
 import shutil
 import threading
@@ -11,6 +12,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+from bootc_box.processes import TAIL, read_tail
+from bootc_box.terminal import PrintableWriter
+
+log = logging.getLogger(__name__)
 
 # Each log keeps at most about twice this: the file, and FILE.1 before it.
 LOG_LIMIT_VARIABLE = "BOOTC_BOX_LOG_LIMIT"
@@ -41,6 +47,36 @@ def rotate_if_large(path: Path, limit: int) -> bool:
     partial.replace(rotated(path))
     os.truncate(path, 0)
     return True
+
+
+# Seconds between looks at the logs' sizes: a guest's serial console writes
+# at most about 11 KiB in one.
+ROTATE_EVERY = 1.0
+
+
+@contextmanager
+def start_log_rotation(logs: tuple[Path, ...]) -> Iterator[None]:
+    """Keep `logs` in bounds (rotate_if_large) until the block ends, whatever
+    the run waits on meanwhile: the guest's console grows them all the
+    while, as it boots, as a command runs, as the VM stays up."""
+    limit = log_limit()
+    done = threading.Event()
+
+    def rotate() -> None:
+        while not done.wait(ROTATE_EVERY):
+            for path in logs:
+                try:
+                    rotate_if_large(path, limit)
+                except OSError as e:  # /run full: the next look may have room
+                    log.debug("could not rotate %s: %s", path, e)
+
+    thread = threading.Thread(target=rotate, name="log rotation", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 class LogReader:
@@ -76,7 +112,8 @@ class LogReader:
 
 
 class ConsoleFollower:
-    """A thread copying the console log to an output until stopped."""
+    """A thread copying the console log to an output, as text the terminal
+    will not act on, until stopped."""
 
     def __init__(self, console_log: Path, out: BinaryIO) -> None:
         self._done = threading.Event()
@@ -87,19 +124,18 @@ class ConsoleFollower:
         self._thread.start()
 
     def _follow(self, console_log: Path, out: BinaryIO) -> None:
-        log = LogReader(console_log)
+        reader, shown = LogReader(console_log), PrintableWriter(out)
         try:
             while True:
-                chunk = log.read()
+                chunk = reader.read()
                 if chunk:
-                    out.write(chunk)
-                    out.flush()
+                    shown.write(chunk)
                 elif self._done.wait(0.2):
-                    out.write(log.read())  # what came after the last read
-                    out.flush()
+                    shown.write(reader.read())  # what came after the last read
+                    shown.finish()
                     return
         finally:
-            log.close()
+            reader.close()
 
     def stop(self) -> None:
         """Copy what is left, then stop; stopping twice is harmless."""
@@ -133,13 +169,26 @@ class StallWatch:
         self.quiet = quiet
         self.size = -1
         self.grew_at = 0.0
+        self.reports = 0
+        # Where the last look stopped, and the end of what it read, which
+        # may hold the start of a report this look reads the rest of.
+        self.read_to = 0
+        self.carry = b""
 
     def stalled(self, now: float) -> bool:
+        """Read only what was appended since the last look (at most its
+        last TAIL bytes): the console may be large by now."""
         try:
-            text = self.console.read_bytes()
+            with self.console.open("rb") as file:
+                size = file.seek(0, os.SEEK_END)
+                if size < self.read_to:  # rotated: it starts again
+                    self.read_to, self.carry = 0, b""
+                news = self.carry + read_tail(file, self.read_to, TAIL)
+                self.read_to = file.tell()
         except FileNotFoundError:
             return False
-        if len(text) != self.size:
-            self.size, self.grew_at = len(text), now
-        reports = text.count(STALL_REPORT)
-        return reports >= 2 or (reports == 1 and now - self.grew_at >= self.quiet)
+        if size != self.size:
+            self.size, self.grew_at = size, now
+        self.reports += news.count(STALL_REPORT)
+        self.carry = news[-(len(STALL_REPORT) - 1) :]
+        return self.reports >= 2 or (self.reports == 1 and now - self.grew_at >= self.quiet)

@@ -14,6 +14,7 @@ import daemon
 
 from bootc_box.errors import EXIT_TOOL_FAILED, BootcBoxError
 from bootc_box.signals import Terminated, on_sigterm
+from bootc_box.terminal import PrintableWriter
 from bootc_box.vms import VmRecord, VmState, current_state, read_record, supervisor_alive
 
 log = logging.getLogger(__name__)
@@ -84,12 +85,13 @@ def _become_supervisor(directory: Path, supervise: Callable[[], int]) -> None:
 
 
 def _follow_start(directory: Path, log_path: Path) -> VmState:
-    """Copy the supervisor's messages to our stderr while it starts."""
+    """Copy the supervisor's messages (and the guest's console, which it
+    follows) to our stderr while it starts."""
     started = time.monotonic()
+    shown = PrintableWriter(sys.stderr.buffer)
     with log_path.open("rb") as messages:
         while True:
-            sys.stderr.buffer.write(messages.read())
-            sys.stderr.flush()
+            shown.write(messages.read())
             record = read_record(directory)
             waited = time.monotonic() - started
             if record is None:
@@ -102,7 +104,8 @@ def _follow_start(directory: Path, log_path: Path) -> VmState:
                     # It says why after marking the record: its log is whole
                     # only once it has exited.
                     _wait_for_exit(record, timeout=30)
-                sys.stderr.buffer.write(messages.read())
+                shown.write(messages.read())
+                shown.finish()
                 return state
             time.sleep(0.2)
 

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bootc_box.console import log_limit, rotate_if_large
+from bootc_box.console import start_log_rotation
 from bootc_box.errors import BootcBoxError
 from bootc_box.qemu import PortInUse, QemuSpec, power_off, start_qemu, wait_for_monitor
 from bootc_box.virtiofsd import Virtiofsd, VirtiofsdSpec, start_virtiofsd
@@ -58,17 +58,13 @@ class Machine:
         for server in self.servers:
             server.check_running()
 
-    def wait(self, logs: tuple[Path, ...]) -> int:
-        """QEMU's exit status, unless a virtiofsd dies first (then the error);
-        meanwhile the logs the guest's console grows are kept in bounds."""
-        limit = log_limit()
+    def wait(self) -> int:
+        """QEMU's exit status, unless a virtiofsd dies first (then the error)."""
         while True:
             try:
                 return self.qemu.wait(timeout=1.0)
             except subprocess.TimeoutExpired:
                 self.check_servers()
-                for path in logs:
-                    rotate_if_large(path, limit)
 
     def stop(self) -> None:
         """The one way a machine stops, after which QEMU and then the file
@@ -91,13 +87,17 @@ def start_machine(
     *,
     graceful: bool,
     grace: float,
+    console_copies: tuple[Path, ...] = (),
 ) -> Iterator[Machine]:
     """The file servers, then QEMU, up to the point where QEMU answers on its
-    monitor (it has read the kernel and initramfs, or loaded its firmware)."""
+    monitor (it has read the kernel and initramfs, or loaded its firmware).
+    Until it stops, its console log and the logs it is copied into
+    (`console_copies`: a detached supervisor's) are kept in bounds."""
     assert spec.qmp_socket is not None, "a machine is powered off over its monitor"
     with (
         start_file_servers(servers) as running,
         start_qemu(spec, qemu_log, qemu) as process,
+        start_log_rotation((spec.console_log, *console_copies)),
     ):
         try:
             wait_for_monitor(process, spec.qmp_socket, qemu_log)

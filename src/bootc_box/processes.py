@@ -1,12 +1,15 @@
 """Helper processes that never outlive us."""
 
 import logging
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
+
+from bootc_box.terminal import printable
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +83,31 @@ def wait_until(
         time.sleep(interval)
 
 
+# Far more than a line, far less than a log may hold: what reading a log's
+# news costs, whatever its size.
+TAIL = 64 * 2**10
+
+
 def last_line_of(text: str, default: str = "") -> str:
-    """The last non-empty line of what a program said: the cause, for an error."""
-    lines = text.strip().splitlines()
+    """The last non-empty line of what a program said: the cause, for an
+    error. As text: the program may have passed on what a guest wrote."""
+    lines = printable(text).strip().splitlines()
     return lines[-1].strip() if lines else default
 
 
+def read_tail(file: BinaryIO, start: int, limit: int) -> bytes:
+    """What `file` holds from `start` to its end, but no more than the last
+    `limit` bytes of that."""
+    end = file.seek(0, os.SEEK_END)
+    file.seek(max(start, end - limit))
+    return file.read(limit)
+
+
 def last_line(path: Path) -> str:
-    """The last non-empty line of a helper's log."""
+    """The last non-empty line of a helper's log (or the guest's console),
+    read from its end: a status line asks for it four times a second."""
     try:
-        return last_line_of(path.read_text(errors="replace"))
+        with path.open("rb") as log:
+            return last_line_of(read_tail(log, 0, TAIL).decode(errors="replace"))
     except FileNotFoundError:
         return ""

@@ -11,13 +11,13 @@ GitHub Actions the boot is folded into a ::group::."""
 import enum
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TextIO
 
 from rich.console import Console
@@ -25,24 +25,17 @@ from rich.live import Live
 from rich.spinner import Spinner
 from rich.text import Text
 
+from bootc_box.terminal import printable
+
 log = logging.getLogger(__name__)
 
 # Phases the GitHub Actions log folds: the guest's boot, long and noisy.
 FOLDED = ("boot", "restore")
 
-
-# Terminal escape sequences (CSI, OSC, two-byte ones) and the other control
-# characters a guest's console line may carry.
-_ESCAPES = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?|[\x00-\x1f\x7f]"
-)
-
-
-def printable(line: str) -> str:
-    """`line` without what would make the user's terminal do something: a
-    guest's colours, cursor moves, and queries whose answers the terminal
-    would type into our input."""
-    return _ESCAPES.sub("", line)
+# Where bootc-box also writes its summary line, for a program that runs it
+# and cannot tell that line on stderr from one the guest prints there (the
+# GitHub Action).
+SUMMARY_FILE_VARIABLE = "BOOTC_BOX_SUMMARY_FILE"
 
 
 class Style(enum.Enum):
@@ -86,6 +79,7 @@ class Progress:
     style: Style
     err: TextIO
     clock: Callable[[], float] = time.monotonic
+    summary_file: Path | None = None
     began: float = field(default=0.0)
     phases: dict[str, float] = field(default_factory=dict)
     current: _Current | None = None
@@ -139,9 +133,16 @@ class Progress:
 
     def done(self, how: str) -> str:
         """End the last phase; the summary line of all of them, saying `how`
-        the VM came up (cold, restored)."""
+        the VM came up (cold, restored), also in `summary_file` if asked.
+        (Written in place: the Action mounts that one file into the box.)"""
         self._end()
-        return summary(self.clock() - self.began, self.phases, how)
+        line = summary(self.clock() - self.began, self.phases, how)
+        if self.summary_file is not None:
+            try:
+                self.summary_file.write_text(f"{line}\n")
+            except OSError as e:
+                log.warning("could not write the summary to %s: %s", self.summary_file, e)
+        return line
 
     def abandon(self) -> None:
         """The run failed or was stopped: take a live line off the screen."""
@@ -157,7 +158,8 @@ def start_progress(console_shown: bool) -> Iterator[Progress]:
     the run ends."""
     err = sys.stderr
     style = choose_style(err.isatty(), console_shown, dict(os.environ))
-    progress = Progress(style, err)
+    summary_file = os.environ.get(SUMMARY_FILE_VARIABLE)
+    progress = Progress(style, err, summary_file=Path(summary_file) if summary_file else None)
     try:
         yield progress
     finally:

@@ -3,12 +3,14 @@ import os
 from pathlib import Path
 
 from bootc_box.console import (
+    STALL_REPORT,
     LogReader,
     StallWatch,
     rotate_if_large,
     rotated,
     start_console_follower,
 )
+from tests.unit.guest import HOSTILE, SHOWN, MiB, reading
 
 
 def test_a_log_past_its_limit_moves_to_dot_1_and_its_writer_goes_on_at_the_start(
@@ -49,6 +51,14 @@ def test_a_reader_gets_the_rest_of_a_rotated_log_then_the_new_one(tmp_path: Path
             reader.close()
 
 
+def test_the_follower_shows_the_guests_bytes_as_text(tmp_path: Path) -> None:
+    log = tmp_path / "console.log"
+    out = io.BytesIO()
+    with start_console_follower(log, out), log.open("ab") as writer:
+        writer.write(HOSTILE)
+    assert out.getvalue() == SHOWN.encode()
+
+
 def test_the_follower_copies_across_a_rotation(tmp_path: Path) -> None:
     log = tmp_path / "console.log"
     out = io.BytesIO()
@@ -78,7 +88,8 @@ def test_a_stall_counts_once_the_console_stays_quiet_or_it_is_reported_again(
     assert not watch.stalled(0)  # QEMU has not created it yet
     console.write_bytes(b"[    5.58] virtiofs virtio1: virtio_fs_setup_dax: No cache capability\n")
     assert not watch.stalled(1)
-    console.write_bytes(STALL)
+    with console.open("ab") as more:  # as QEMU writes it
+        more.write(STALL)
     assert not watch.stalled(2)  # reported just now
     assert not watch.stalled(21)
     assert watch.stalled(22)  # and nothing since for 20 s
@@ -96,3 +107,47 @@ def test_a_stall_that_passes_does_not_count(tmp_path: Path) -> None:
     with console.open("ab") as more:
         more.write(STALL)  # the same stall, reported again
     assert watch.stalled(36)
+
+
+def test_the_stall_watch_reads_only_what_was_appended_since_its_last_look(
+    tmp_path: Path,
+) -> None:
+    console = tmp_path / "console.log"
+    console.write_bytes(b"[    1.00] a chatty guest\n" * (8 * MiB // 26))
+    watch = StallWatch(console, quiet=20)
+    stalled, read = reading(lambda: watch.stalled(0))
+    assert not stalled
+    assert read < MiB  # of 8 MiB
+    with console.open("ab") as more:
+        more.write(STALL)
+    stalled, read = reading(lambda: watch.stalled(1))
+    assert not stalled
+    assert read < 4096  # the news, not the last TAIL bytes
+    with console.open("ab") as more:
+        more.write(STALL)
+    assert watch.stalled(2)
+
+
+def test_a_stall_report_cut_in_two_by_a_look_still_counts(tmp_path: Path) -> None:
+    console = tmp_path / "console.log"
+    watch = StallWatch(console, quiet=20)
+    cut = STALL.index(STALL_REPORT) + 5
+    with console.open("ab") as writer:
+        writer.write(STALL[:cut])
+        writer.flush()
+        assert not watch.stalled(0)
+        writer.write(STALL[cut:])
+    assert not watch.stalled(1)
+    assert watch.stalled(21)
+
+
+def test_the_stall_watch_goes_on_after_a_rotation(tmp_path: Path) -> None:
+    console = tmp_path / "console.log"
+    console.write_bytes(b"[    1.00] booting\n" * 100)
+    watch = StallWatch(console, quiet=20)
+    assert not watch.stalled(0)
+    rotate_if_large(console, limit=1)
+    with console.open("ab") as more:
+        more.write(STALL)
+    assert not watch.stalled(1)
+    assert watch.stalled(21)

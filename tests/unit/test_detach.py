@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.unit.guest import HOSTILE, SHOWN
+
 # The stand-in: marks the VM booting (or fails, as a bad image would), then
 # waits for the test to ask it to stop.
 SCRIPT = """
@@ -24,6 +26,9 @@ def supervise():
     with supervise_vm(directory, "img", detached=True) as vm:
         if mode == "fail":
             raise BootcBoxError("the image is broken", "fix the image")
+        if mode == "hostile":  # as the guest's console, followed into this log
+            sys.stderr.buffer.write(bytes.fromhex(sys.argv[3]))
+            sys.stderr.flush()
         vm.update(state=VmState.BOOTING)
         while not (directory / "stop").exists():
             time.sleep(0.05)
@@ -33,12 +38,12 @@ sys.exit(start_detached(directory, supervise))
 """
 
 
-def start(tmp_path: Path, mode: str, stdin: int) -> "subprocess.CompletedProcess[str]":
+def start(tmp_path: Path, mode: str, stdin: int, *args: str) -> "subprocess.CompletedProcess[str]":
     directory = tmp_path / "vm-test"
     directory.mkdir()
     return subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(directory), mode],
-        stdin=stdin, capture_output=True, text=True, check=False, timeout=60,
+        [sys.executable, "-c", SCRIPT, str(directory), mode, *args],
+        stdin=stdin, capture_output=True, text=True, errors="replace", check=False, timeout=60,
     )  # fmt: skip
 
 
@@ -64,3 +69,13 @@ def test_a_failed_start_says_why_and_leaves_nothing(tmp_path: Path) -> None:
     assert result.returncode == 125
     assert "error: the image is broken; fix the image" in result.stderr
     assert not (tmp_path / "vm-test").exists()
+
+
+def test_run_d_echoes_the_guests_bytes_as_text(tmp_path: Path) -> None:
+    try:
+        result = start(tmp_path, "hostile", subprocess.DEVNULL, HOSTILE.hex())
+    finally:
+        (tmp_path / "vm-test/stop").touch()
+    assert result.returncode == 0, result.stderr
+    assert SHOWN in result.stderr
+    assert "\x1b" not in result.stderr

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from bootc_box import console as console_module
 from bootc_box import machine as machine_module
 from bootc_box.accel import Accel
+from bootc_box.console import LOG_LIMIT_VARIABLE, rotated
 from bootc_box.errors import BootcBoxError
 from bootc_box.machine import BootAgain, FileServer, Machine, start_machine
 from bootc_box.qemu import PortInUse, QemuSpec
@@ -110,6 +112,27 @@ def test_a_machine_that_is_not_graceful_stops_at_once(events: list[str], tmp_pat
                        grace=8.0):  # fmt: skip
         pass
     assert events == ["start qemu", "monitor", "stop qemu"]
+
+
+def test_the_consoles_logs_are_kept_in_bounds_for_as_long_as_the_machine_runs(
+    events: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the run waits for SSH or a command, as while it waits for the
+    VM to end: the console and what it is copied into (a detached
+    supervisor's log) grow all the while."""
+    monkeypatch.setenv(LOG_LIMIT_VARIABLE, "100")
+    monkeypatch.setattr(console_module, "ROTATE_EVERY", 0.01)
+    spec = qemu_spec(tmp_path)
+    logs = (spec.console_log, tmp_path / "supervisor.log")
+    with start_machine(spec, (), "qemu", tmp_path / "q.log", graceful=False, grace=8.0,
+                       console_copies=logs[1:]):  # fmt: skip
+        for log in logs:
+            log.write_bytes(b"x" * 101)
+        deadline = time.monotonic() + 10
+        while not all(rotated(log).exists() for log in logs):
+            assert time.monotonic() < deadline, "the logs were not rotated"
+            time.sleep(0.01)
+    assert [log.stat().st_size for log in logs] == [0, 0]
 
 
 @pytest.mark.parametrize(("port", "raised"), [(2222, BootAgain), (8080, PortInUse)])

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from bootc_box.errors import BootcBoxError
-from bootc_box.processes import last_line, start_process, wait_until
+from bootc_box.processes import last_line, last_line_of, read_tail, start_process, wait_until
+from tests.unit.guest import HOSTILE, SHOWN, MiB, reading
 
 
 def test_process_is_terminated_and_reaped_when_the_block_raises() -> None:
@@ -52,6 +53,34 @@ def test_last_line(tmp_path: Path) -> None:
     assert last_line(log) == ""
     log.write_text("first\nqemu: error: failed\n\n")
     assert last_line(log) == "qemu: error: failed"
+
+
+def test_the_last_line_of_a_guests_output_is_shown_as_text(tmp_path: Path) -> None:
+    """It goes into error messages, and a guest wrote it (its console, or
+    what its tar said in a cp)."""
+    first_line = HOSTILE.split(b"\n")[0]
+    assert last_line_of(first_line.decode(errors="replace")) == SHOWN.split("\n")[0]
+    log = tmp_path / "console.log"
+    log.write_bytes(b"[    1.0] booting\n" + first_line + b"\n\n")
+    assert last_line(log) == SHOWN.split("\n")[0]
+
+
+def test_the_last_line_of_a_large_log_is_read_from_its_end(tmp_path: Path) -> None:
+    log = tmp_path / "console.log"
+    log.write_bytes(b"[    1.00] a chatty guest\n" * (8 * MiB // 26) + b"login: \n")
+    line, read = reading(lambda: last_line(log))
+    assert line == "login:"
+    assert read < MiB  # of 8 MiB
+
+
+def test_read_tail_reads_from_a_start_at_most_the_last_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    path.write_bytes(b"0123456789")
+    with path.open("rb") as file:
+        assert read_tail(file, 0, 4) == b"6789"
+        assert read_tail(file, 8, 4) == b"89"
+        assert read_tail(file, 0, 100) == b"0123456789"
+        assert read_tail(file, 12, 4) == b""
 
 
 def dead(pid: int) -> bool:

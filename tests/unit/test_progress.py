@@ -1,8 +1,9 @@
 import io
+from pathlib import Path
 
 import pytest
 
-from bootc_box.progress import Progress, Style, choose_style, printable, summary
+from bootc_box.progress import Progress, Style, choose_style, start_progress, summary
 
 
 class Clock:
@@ -86,9 +87,23 @@ def test_live_lines_end_as_plain_lines_with_their_time() -> None:
     assert "bootc-box: boot 12 s\n" in err.getvalue()
 
 
-def test_a_guest_line_cannot_drive_the_terminal() -> None:
-    line = (
-        "\x1b[!p\x1b]104\x07\x1b[?7h\x1b[6n\x1b[32766;32766H"
-        "[\x1b[0;32m  OK  \x1b[0m] Started\t\x07x"
-    )
-    assert printable(line) == "[  OK  ] Startedx"
+def test_the_summary_also_goes_where_the_caller_asked(tmp_path: Path) -> None:
+    """A caller that shares bootc-box's stderr with the guest (the Action)
+    cannot tell bootc-box's summary line from one the guest prints."""
+    clock, err = Clock(), io.StringIO()
+    progress = Progress(Style.PLAIN, err, clock, summary_file=tmp_path / "summary")
+    progress.begin("boot")
+    clock.now += 31.0
+    line = progress.done("cold")
+    assert (tmp_path / "summary").read_text() == f"{line}\n"
+
+
+def test_the_summary_file_is_named_by_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BOOTC_BOX_SUMMARY_FILE", str(tmp_path / "summary"))
+    with start_progress(console_shown=False) as progress:
+        assert progress.summary_file == tmp_path / "summary"
+    monkeypatch.delenv("BOOTC_BOX_SUMMARY_FILE")
+    with start_progress(console_shown=False) as progress:
+        assert progress.summary_file is None

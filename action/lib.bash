@@ -29,3 +29,12 @@ escape_message() {
 container_name() {
     printf 'bootc-box-%s' "$INPUT_NAME"
 }
+
+# The name input goes into paths and container names: hold it to what
+# bootc-box takes as a VM name (vms.VM_NAME), before anything uses it.
+check_name() {
+    if [[ ! $INPUT_NAME =~ ^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$ ]]; then
+        echo "::error title=bootc-box::the input 'name' must be letters, digits, '_', '.' and '-', starting with a letter or digit, at most 63, not '$(escape_message "$INPUT_NAME")'"
+        exit 1
+    fi
+}

@@ -108,10 +108,19 @@ def ssh_argv(
         argv += ["-o", f"{key}={value}"]
     argv += ["-t" if tty else "-T", f"{target.user}@{target.host}"]
     if command:
-        # ssh hands the remote shell one string: quote so each argument
-        # arrives as given, as with `podman exec`.
-        argv += ["--", shlex.join(command)]
+        argv += ["--", remote_command(command)]
     return argv
+
+
+def remote_command(command: Sequence[str]) -> str:
+    """The one string ssh hands the guest's shell, for `run` and `ssh` alike.
+    One argument is a shell command line, as OpenSSH and bcvk take it
+    (`ssh web -- 'echo hi > /tmp/f'`); several are a program and its
+    arguments, quoted so that each arrives as given, as podman exec takes
+    them (`ssh web -- touch 'a b'`)."""
+    if len(command) == 1:
+        return command[0]
+    return shlex.join(command)
 
 
 def ssh_config(alias: str, target: SshTarget) -> str:

@@ -4,13 +4,18 @@ its SSH login (the guest needs only `tar` and `sh`, which bootc images have).
 The destination follows podman cp: an existing directory receives SRC under
 its own name; any other path is where SRC lands, renamed. Either way the
 copy is unpacked beside the destination and renamed into place, so a failed
-copy leaves no half of it there."""
+copy leaves no half of it there. A symbolic link from the guest arrives as
+a link and is never followed here, nor is one it left by an earlier copy."""
 
+import contextlib
+import enum
+import os
 import re
 import shutil
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -88,17 +93,41 @@ def tar_info_as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def from_guest(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo | None:
+class ThroughLinkError(tarfile.FilterError):
+    """A member the guest sent under (or onto) a link it sent before."""
+
+    def __init__(self, member: tarfile.TarInfo, link: str) -> None:
+        self.tarinfo = member
+        super().__init__(f"{member.name!r} would be unpacked through the link {link!r}")
+
+
+def from_guest(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo:
     """tarfile's "data" filter: the guest is not trusted to write outside the
     destination, or to make devices or set-id files here. But a symbolic
     link to an absolute path (/etc/alternatives/...) is kept as the guest
     has it, as cp -a and podman cp keep it: it is only a name here, never
-    followed while unpacking (a later member under it would leave the
-    destination, which the filter refuses)."""
+    followed, so a later member under it (or on it) is refused."""
     if member.issym():
         checked = tarfile.data_filter(member.replace(linkname=".", deep=False), destination)
-        return checked.replace(linkname=member.linkname, deep=False) if checked else None
-    return tarfile.data_filter(member, destination)
+        checked = checked.replace(linkname=member.linkname, deep=False)
+    else:
+        checked = tarfile.data_filter(member, destination)
+    for name in (checked.name, checked.linkname if checked.islnk() else ""):
+        if name and (link := first_link(name, Path(destination))):
+            raise ThroughLinkError(checked, link)
+    return checked
+
+
+def first_link(name: str, destination: Path) -> str | None:
+    """The first of `name`'s components under `destination` that is a
+    symbolic link already there, or `..`: tarfile would resolve either, and
+    a link the guest made is not ours to follow, even one that points inside."""
+    path = destination
+    for part in PurePosixPath(name).parts:
+        path = path / part
+        if part == ".." or path.is_symlink():
+            return str(path.relative_to(destination))
+    return None
 
 
 def copy_in(target: SshTarget, source: Path, destination: str) -> None:
@@ -128,30 +157,78 @@ def copy_out(target: SshTarget, source: str, destination: Path) -> None:
         raise BootcBoxError(f"no directory {into.parent}", "create it first")
     argv = ssh_argv(target, ["sh", "-c", GUEST_PACK, "sh", source])
     what = f"cannot copy {source} from the VM"
+    with tempfile.TemporaryFile() as errors, unpacking_beside(into) as unpacked:
+        guest = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors)
+        assert guest.stdout is not None
+        try:
+            unpack(guest.stdout, unpacked)
+        except tarfile.TarError as e:
+            guest.stdout.close()  # a guest still writing stops on EPIPE
+            guest.wait()
+            # What the guest said (SRC missing), else what was refused.
+            raise copy_failed(errors, what, default=str(e)) from e
+        finally:
+            guest.stdout.close()
+        if guest.wait() != 0:
+            raise copy_failed(errors, what)
+        place(unpacked, into)
+
+
+@contextlib.contextmanager
+def unpacking_beside(into: Path) -> Iterator[Path]:
+    """A directory beside `into` to unpack in, on its file system, so that
+    what arrives is renamed into place; removed with whatever is left."""
     unpacked = Path(tempfile.mkdtemp(prefix=".bootc-box-cp.", dir=into.parent))
     try:
-        with tempfile.TemporaryFile() as errors:
-            guest = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors)
-            assert guest.stdout is not None
-            try:
-                with tarfile.open(fileobj=guest.stdout, mode="r|") as tar:
-                    tar.extractall(unpacked, filter=from_guest)
-            except tarfile.TarError as e:
-                guest.stdout.close()  # a guest still writing stops on EPIPE
-                guest.wait()
-                # What the guest said (SRC missing), else what was refused.
-                raise copy_failed(errors, what, default=str(e)) from e
-            finally:
-                guest.stdout.close()
-            if guest.wait() != 0:
-                raise copy_failed(errors, what)
-        (copied,) = unpacked.iterdir()
-        if into.is_dir() and not into.is_symlink():  # merged, as cp -r does
-            shutil.copytree(copied, into, symlinks=True, dirs_exist_ok=True)
-        else:
-            copied.replace(into)
+        yield unpacked
     finally:
         shutil.rmtree(unpacked, ignore_errors=True)
+
+
+def unpack(stream: IO[bytes], unpacked: Path) -> None:
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        tar.extractall(unpacked, filter=from_guest)
+
+
+def place(unpacked: Path, into: Path) -> None:
+    entries = list(unpacked.iterdir())
+    if len(entries) != 1:
+        raise BootcBoxError(f"the VM sent {len(entries)} files where one was asked for")
+    for moved, to in moves(entries[0], into):
+        moved.replace(to)
+
+
+def moves(copied: Path, into: Path) -> list[tuple[Path, Path]]:
+    """The renames that put `copied` at `into`, as cp -r does, except that no
+    symbolic link is followed on either side: one from the guest (or left
+    by an earlier copy) could point anywhere here. A directory merges into
+    a directory; anything else takes the place of what is not a directory.
+    A conflict refuses the copy before anything has moved."""
+    if not os.path.lexists(into):
+        return [(copied, into)]
+    here, there = Kind.of(into), Kind.of(copied)
+    if here is there is Kind.DIRECTORY:
+        return [
+            move for entry in sorted(copied.iterdir()) for move in moves(entry, into / entry.name)
+        ]
+    if Kind.DIRECTORY in (here, there):
+        raise BootcBoxError(
+            f"{into} is {here.value} here, and {there.value} in the VM",
+            "remove it, or copy to another path",
+        )
+    return [(copied, into)]
+
+
+class Kind(enum.Enum):
+    FILE = "a file"
+    DIRECTORY = "a directory"
+    LINK = "a symbolic link"
+
+    @classmethod
+    def of(cls, path: Path) -> "Kind":
+        if path.is_symlink():
+            return cls.LINK
+        return cls.DIRECTORY if path.is_dir() else cls.FILE
 
 
 def copy_failed(errors: IO[bytes], what: str, default: str = "the copy failed") -> BootcBoxError:

@@ -2,6 +2,7 @@ import pytest
 
 from bootc_box.cli import cli
 from bootc_box.options import bare_to_true, first_operand, wants_debug
+from bootc_box.run import what_to_boot
 
 RUN_VALUES = {"--memory", "-m", "--name", "--tls-verify", "--karg", "--timeout"}
 
@@ -84,3 +85,15 @@ def test_ssh_tells_a_command_from_a_name_after_options(
     args: tuple[str, ...], expected: tuple[str, ...]
 ) -> None:
     assert parse(*args)["args"] == expected
+
+
+def test_run_takes_an_image_after_dash_dash_as_an_operand_whatever_it_looks_like() -> None:
+    # The Tekton Task's line: an image param that looks like an option is
+    # still the image (and then not a valid one), never an option.
+    params = parse("run", "--memory", "1G", "--", "--bind=/:/x", "--", "sh", "-c", "true")
+    assert params["binds"] == ()
+    assert (params["image"], params["command"]) == ("--bind=/:/x", ("--", "sh", "-c", "true"))
+    assert what_to_boot(None, "--bind=/:/x", ("--", "sh", "-c", "true")) == (
+        "--bind=/:/x", ("sh", "-c", "true")
+    )  # fmt: skip
+    assert parse("run", "--", "img")["image"] == "img"

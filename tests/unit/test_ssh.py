@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from bootc_box.errors import BootcBoxError
-from bootc_box.ssh import SshTarget, check_private_key, ssh_argv, ssh_config
+from bootc_box.ssh import SshTarget, check_private_key, remote_command, ssh_argv, ssh_config
 
 TARGET = SshTarget("127.0.0.1", 40022, "root", Path("/run/id_ed25519"))
 
@@ -89,3 +89,35 @@ def test_ssh_config_logs_in_as_bootc_box_does() -> None:
     assert {f"{k}={v}" for k, v in options.items()} <= set(argv)
     assert options["PasswordAuthentication"] == "no"
     assert options["IdentitiesOnly"] == "yes"
+
+
+def in_shell(command: list[str], cwd: Path) -> str:
+    """What the guest's shell does with the string ssh hands it."""
+    remote = ssh_argv(TARGET, command)[-1]
+    return subprocess.run(
+        ["sh", "-c", remote], cwd=cwd, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def test_one_argument_is_a_shell_command_line(tmp_path: Path) -> None:
+    # README: bootc-box ssh web -- 'echo hello > /root/note'
+    assert in_shell(["echo hello > note; cat note | tr a-z A-Z"], tmp_path) == "HELLO\n"
+
+
+def test_several_arguments_are_a_program_and_its_arguments(tmp_path: Path) -> None:
+    assert in_shell(["printf", "[%s]\\n", "a b", "$HOME", ">x"], tmp_path) == (
+        "[a b]\n[$HOME]\n[>x]\n"
+    )
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "remote"),
+    [
+        (["true"], "true"),
+        (["systemctl is-system-running --wait"], "systemctl is-system-running --wait"),
+        (["cat", "/root/my note"], "cat '/root/my note'"),
+    ],
+)
+def test_remote_command(command: list[str], remote: str) -> None:
+    assert remote_command(command) == remote

@@ -13,6 +13,9 @@ from bootc_box.transfer import (
     copy_direction,
     from_guest,
     parse_endpoint,
+    place,
+    unpack,
+    unpacking_beside,
 )
 
 
@@ -90,3 +93,87 @@ def test_the_guest_cannot_write_through_a_link_out_of_the_destination(tmp_path: 
     ):
         tar.extractall(destination, filter=from_guest)
     assert not (tmp_path / "planted").exists()
+
+
+def receive(stream: io.BytesIO, into: Path) -> None:
+    """What copy_out does with the guest's tar stream, from a stream here."""
+    with unpacking_beside(into) as unpacked:
+        unpack(stream, unpacked)
+        place(unpacked, into)
+
+
+def host_secret(tmp_path: Path) -> Path:
+    """A host directory no copy may read or write, as /root/.ssh."""
+    secret = tmp_path / "root-ssh"
+    secret.mkdir()
+    (secret / "id_ed25519").write_text("host key")
+    return secret
+
+
+def test_a_link_from_the_guest_is_never_followed_into_an_existing_directory(
+    tmp_path: Path,
+) -> None:
+    # cp web:/results ./artifacts, with artifacts/results there from an
+    # earlier copy: the guest's `results` is a link to the host's keys.
+    secret = host_secret(tmp_path)
+    into = tmp_path / "artifacts/results"
+    into.mkdir(parents=True)
+    with pytest.raises(BootcBoxError, match="is a directory here, and a symbolic link in the VM"):
+        receive(archive(("results", str(secret), b"")), into)
+    assert list(into.iterdir()) == []
+    assert [p.name for p in (tmp_path / "artifacts").iterdir()] == ["results"]  # nothing left
+
+
+def test_a_link_from_the_guest_stays_a_link_where_nothing_was(tmp_path: Path) -> None:
+    secret = host_secret(tmp_path)
+    into = tmp_path / "artifacts/results"
+    into.parent.mkdir()
+    receive(archive(("results", str(secret), b"")), into)
+    assert into.readlink() == secret
+
+
+def test_a_later_copy_does_not_write_through_a_link_an_earlier_one_left(tmp_path: Path) -> None:
+    # First `a -> /tmp/x`, then a copy of the same directory where a is a
+    # directory with a file: merged, it would land in /tmp/x.
+    outside = tmp_path / "x"
+    outside.mkdir()
+    into = tmp_path / "artifacts/d"
+    into.parent.mkdir()
+    receive(archive(("d/a", str(outside), b"")), into)
+    with pytest.raises(BootcBoxError, match="is a symbolic link here, and a directory in the VM"):
+        receive(archive(("d/a/file", "", b"planted")), into)
+    assert list(outside.iterdir()) == []
+    assert (into / "a").readlink() == outside
+
+
+@pytest.mark.parametrize("link", ["ABSOLUTE", "b"])
+def test_nothing_is_unpacked_through_a_link_in_the_same_copy(tmp_path: Path, link: str) -> None:
+    # `a -> /tmp/x` then `a/file`; and a link inside the copy, which would
+    # stay inside but is a link resolved all the same.
+    outside = tmp_path / "x"
+    outside.mkdir()
+    into = tmp_path / "artifacts/d"
+    into.parent.mkdir()
+    target = str(outside) if link == "ABSOLUTE" else link
+    stream = archive(("d/b/keep", "", b"k"), ("d/a", target, b""), ("d/a/file", "", b"planted"))
+    with pytest.raises(tarfile.FilterError):
+        receive(stream, into)
+    assert list(outside.iterdir()) == []
+    assert not into.exists()
+
+
+def test_a_merge_replaces_files_and_links_but_keeps_what_the_guest_did_not_send(
+    tmp_path: Path,
+) -> None:
+    into = tmp_path / "artifacts/d"
+    (into / "sub").mkdir(parents=True)
+    (into / "sub/old").write_text("kept")
+    (into / "f").write_text("old")
+    (into / "l").symlink_to(tmp_path / "elsewhere")
+    receive(archive(("d/sub/new", "", b"n"), ("d/f", "", b"new"), ("d/l", "", b"file")), into)
+    assert (into / "sub/old").read_text() == "kept"
+    assert (into / "sub/new").read_text() == "n"
+    assert (into / "f").read_text() == "new"
+    assert not (into / "l").is_symlink()
+    assert (into / "l").read_text() == "file"
+    assert not (tmp_path / "elsewhere").exists()

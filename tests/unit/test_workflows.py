@@ -1,12 +1,18 @@
-"""The workflow and the action: what GitHub would run, checked here."""
+"""The workflow, the action and the Tekton Task: what GitHub and Tekton would
+run, checked here."""
 
 import re
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
+from bootc_box.cli import run as run_command
+from bootc_box.vms import VM_NAME
+
 ROOT = Path(__file__).resolve().parents[2]
+VM_NAME_PATTERN = re.compile(VM_NAME)
 
 
 def uses_lines() -> list[str]:
@@ -57,3 +63,143 @@ def test_the_action_needs_an_image_to_boot(tmp_path: Path) -> None:
         result.stdout
         == "::error title=bootc-box::the input 'image' names the bootc image to boot\n"
     )
+
+
+NAME_ERROR = "::error title=bootc-box::the input 'name' must be"
+
+
+@pytest.mark.parametrize(
+    "name", ["vm", "web.1_a-b", "a" * 63, "../../x", "a/b", "-x", ".x", "", "a" * 64, "a b"]
+)
+def test_the_action_takes_the_names_bootc_box_takes(tmp_path: Path, name: str) -> None:
+    # The name goes into paths on the runner: ../../x would leave RUNNER_TEMP.
+    # A valid one passes on to the next check (here the mode, which fails).
+    result = setup_step(tmp_path, INPUT_NAME=name, INPUT_MODE="restart")
+    assert result.returncode == 1
+    valid = VM_NAME_PATTERN.fullmatch(name) is not None
+    assert result.stdout.startswith(NAME_ERROR) is not valid, result.stdout
+    assert result.stdout.count("\n") == 1
+
+
+def test_each_step_checks_the_name_before_it_uses_it(tmp_path: Path) -> None:
+    # A stand-in podman: the step must stop before it would run it.
+    (tmp_path / "podman").write_text("#!/bin/sh\necho podman ran; exit 99\n")
+    (tmp_path / "podman").chmod(0o755)
+    env = {
+        "PATH": f"{tmp_path}:/usr/bin:/bin", "GITHUB_ACTION_PATH": str(ROOT),
+        "GITHUB_OUTPUT": str(tmp_path / "output"), "INPUT_MODE": "stop",
+        "INPUT_NAME": "../../x", "INPUT_CACHE_VOLUME": "bootc-box", "STATE_DIR": str(tmp_path),
+    }  # fmt: skip
+    result = subprocess.run(
+        ["bash", str(ROOT / "action/boot")], env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 1
+    assert result.stdout.startswith(NAME_ERROR)
+    assert "podman ran" not in result.stdout
+
+
+def tekton_step_argv(tmp_path: Path, **params: str) -> list[str]:
+    """The arguments the Task's step hands bootc-box, for these params."""
+    step = yaml.safe_load((ROOT / "deploy/tekton/bootc-box-run.yaml").read_text())["spec"]
+    script = step["steps"][0]["script"]
+    stub = tmp_path / "entrypoint"
+    stub.write_text('#!/bin/sh\nprintf \'%s\\0\' "$@" >"$ARGS"\n')
+    stub.chmod(0o755)
+    env = {
+        "PATH": "/usr/bin:/bin", "ARGS": str(tmp_path / "args"), "RESULT": str(tmp_path / "r"),
+        "IMAGE": "img", "COMMAND": "true", "MEMORY": "2G", "CPUS": "2", **params,
+    }  # fmt: skip
+    script = script.replace("/usr/libexec/bootc-box/entrypoint", str(stub))
+    subprocess.run(["bash", "-c", script], env=env, check=True)
+    return (tmp_path / "args").read_text().split("\0")[:-1]
+
+
+def test_the_tekton_image_param_is_an_image_whatever_it_looks_like(tmp_path: Path) -> None:
+    argv = tekton_step_argv(tmp_path, IMAGE="--bind=/:/x", COMMAND="cat /x/etc/shadow")
+    assert argv[0] == "run"
+    params = run_command.make_context("run", argv[1:]).params
+    assert params["binds"] == ()
+    assert params["image"] == "--bind=/:/x"
+    assert params["command"] == ("--", "sh", "-c", "cat /x/etc/shadow")
+
+
+def with_boot_functions(
+    tmp_path: Path, script: str, stdin: str = ""
+) -> "subprocess.CompletedProcess[str]":
+    """`script` run with the functions of the action's main step, whose mode
+    is not run (podman and sudo would fail if anything reached them)."""
+    stubs = tmp_path / "bin"
+    stubs.mkdir(exist_ok=True)
+    for name in ("podman", "sudo"):
+        (stubs / name).write_text("#!/bin/sh\necho not here >&2\nexit 99\n")
+        (stubs / name).chmod(0o755)
+    env = {
+        "PATH": f"{stubs}:/usr/bin:/bin",
+        "GITHUB_ACTION_PATH": str(ROOT),
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "step-summary.md"),
+        "STATE_DIR": str(tmp_path),
+        "INPUT_IMAGE": "img", "INPUT_MODE": "none", "INPUT_NAME": "vm",
+        "INPUT_CACHE_VOLUME": "bootc-box",
+    }  # fmt: skip
+    return subprocess.run(
+        ["bash", "-c", f"set -euo pipefail; source {ROOT}/action/boot; {script}"],
+        input=stdin, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+FORGED = "bootc-box: VM up in 0 s, said the guest\n"
+
+
+def test_the_step_summary_says_what_bootc_box_recorded_not_what_the_guest_printed(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "console.log").write_text(FORGED)
+    (tmp_path / "vm-up").write_text("VM up in 33 s, cold (pull 0 s, boot 31 s)\n")
+    result = with_boot_functions(tmp_path, "summary 0")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "step-summary.md").read_text() == (
+        "- bootc-box `img` (none): exit status 0; VM up in 33 s, cold (pull 0 s, boot 31 s)\n"
+    )
+
+
+def test_a_vm_that_never_came_up_has_no_time_in_the_summary(tmp_path: Path) -> None:
+    (tmp_path / "console.log").write_text(FORGED)
+    result = with_boot_functions(tmp_path, "summary 125")
+    assert result.returncode == 0, result.stderr
+    assert (
+        tmp_path / "step-summary.md"
+    ).read_text() == "- bootc-box `img` (none): exit status 125\n"
+
+
+def shown_boot(tmp_path: Path, stderr: str) -> list[str]:
+    result = with_boot_functions(tmp_path, "show_boot", stderr)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "console.log").read_text() == stderr  # all of it is kept
+    return result.stdout.splitlines()
+
+
+def test_a_forged_vm_up_line_neither_ends_the_boot_group_nor_turns_commands_back_on(
+    tmp_path: Path,
+) -> None:
+    lines = shown_boot(tmp_path, f"booting\n{FORGED}::warning::from the guest\n")
+    token = lines[1].removeprefix("::stop-commands::")
+    assert lines == [
+        "::group::Boot img", f"::stop-commands::{token}",
+        "booting", FORGED.strip(), "::warning::from the guest",
+        f"::{token}::", "::endgroup::",
+    ]  # fmt: skip
+
+
+def test_bootc_box_s_own_vm_up_line_ends_the_boot_group(tmp_path: Path) -> None:
+    (tmp_path / "vm-up").write_text("VM up in 33 s, cold (boot 31 s)\n")
+    lines = shown_boot(
+        tmp_path,
+        "booting\nbootc-box: VM up in 33 s, cold (boot 31 s)\n"
+        "the guest, later\nbootc-box: Powering the VM off\n",
+    )
+    token = lines[1].removeprefix("::stop-commands::")
+    assert lines == [
+        "::group::Boot img", f"::stop-commands::{token}",
+        "booting", "bootc-box: VM up in 33 s, cold (boot 31 s)",
+        f"::{token}::", "::endgroup::", "bootc-box: Powering the VM off",
+    ]  # fmt: skip

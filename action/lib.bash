@@ -38,3 +38,19 @@ check_name() {
         exit 1
     fi
 }
+
+# cache_mode INPUT PRIVATE: what of /cache actions/cache keeps. "true": all
+# of it; "images": all but the saved VM states, whose guest memory and
+# bootstrap SSH keys anyone who can read the repository's caches could read
+# (in a public repository, pull requests from forks can); "false": nothing.
+# "auto" is "true" in a private repository, "images" in any other.
+cache_mode() {
+    case $1 in
+    true | images | false) echo "$1" ;;
+    auto) if [[ $2 == true ]]; then echo true; else echo images; fi ;;
+    *)
+        echo "::error title=bootc-box::the input 'cache' must be auto, true, images or false, not '$(escape_message "$1")'" >&2
+        return 1
+        ;;
+    esac
+}

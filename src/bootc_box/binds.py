@@ -52,9 +52,22 @@ def bind_tag(index: int) -> str:
     return f"bind{index}"
 
 
+def bind_owner(bind: Bind) -> tuple[int, int] | None:
+    """Who owns a writable host directory: every id the guest writes with
+    becomes theirs (virtiofsd.translate_args). A read-only one keeps its
+    files' own ids, which an image store shared with to-disk needs."""
+    if bind.readonly:
+        return None
+    info = bind.source.stat()
+    return info.st_uid, info.st_gid
+
+
 def bind_kargs(binds: tuple[Bind, ...]) -> tuple[str, ...]:
-    """systemd mounts each share at boot (systemd.mount-extra, systemd >= 254)."""
+    """systemd mounts each share at boot (systemd.mount-extra, systemd >= 254);
+    nosuid and nodev, so that a set-id file or a device node that lands in a
+    host directory grants nothing in the guest either."""
     return tuple(
-        f"systemd.mount-extra={bind_tag(i)}:{b.target}:virtiofs:{'ro' if b.readonly else 'rw'}"
+        f"systemd.mount-extra={bind_tag(i)}:{b.target}:virtiofs:"
+        f"{'ro' if b.readonly else 'rw'},nosuid,nodev"
         for i, b in enumerate(binds)
     )

@@ -1,6 +1,7 @@
 """The command line: click only; each command hands a spec to its run_* function."""
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from bootc_box.accel import AccelChoice
 from bootc_box.binds import parse_bind
 from bootc_box.bootable import run_images
 from bootc_box.cache import run_cache_ls, run_cache_prune
-from bootc_box.disks import FORMATS, parse_size
+from bootc_box.disks import parse_size
 from bootc_box.doctor import run_doctor
 from bootc_box.environment import probe_environment
 from bootc_box.errors import EXIT_TOOL_FAILED
@@ -33,11 +34,12 @@ from bootc_box.options import bare_to_true, first_operand, wants_debug
 from bootc_box.persistent import run_persistent, run_start
 from bootc_box.programs import as_user_error
 from bootc_box.publish import parse_publish
-from bootc_box.qemu import Disk, parse_memory
+from bootc_box.qemu import FORMATS, Disk, parse_memory
 from bootc_box.run import RunSpec, run_run, what_to_boot
 from bootc_box.signals import Terminated, raise_on_sigterm
 from bootc_box.todisk import FILESYSTEMS, ToDiskSpec, run_to_disk
 from bootc_box.transfer import run_cp
+from bootc_box.virtiofsd import SANDBOX_CHOICES, SANDBOX_VARIABLE
 
 log = logging.getLogger("bootc_box")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -74,9 +76,18 @@ class _Formatter(logging.Formatter):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show debug messages and tracebacks.")
+@click.option(
+    "--virtiofsd-sandbox",
+    type=click.Choice(SANDBOX_CHOICES),
+    default="auto",
+    show_default=True,
+    envvar=SANDBOX_VARIABLE,
+    help="How virtiofsd confines itself; auto: the strongest sandbox that works, never none. "
+    "none runs it unconfined: only where no sandbox can work, and trusting the guest.",
+)
 @click.version_option(__version__, prog_name="bootc-box")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool, virtiofsd_sandbox: str) -> None:
     """Boot bootc container images as virtual machines.
 
     \b
@@ -86,6 +97,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
       bootc-box ssh web -- journalctl -b
     """
     ctx.obj = debug
+    # Read where virtiofsd starts: in this process, a detached supervisor, or
+    # a re-run under podman unshare.
+    os.environ[SANDBOX_VARIABLE] = virtiofsd_sandbox
     handler = _StderrHandler()
     handler.setFormatter(_Formatter("%(message)s"))
     log.addHandler(handler)
@@ -244,6 +258,13 @@ def machine_options(command: F) -> F:
     "--transient", is_flag=True, help="With --disk: discard the guest's writes to the disk."
 )
 @click.option(
+    "--format",
+    "disk_format",
+    type=click.Choice(FORMATS),
+    help="With --disk: the disk's format [default: qcow2 for a qcow2 file that names no other"
+    " file, else raw; a raw disk's bytes, written by its guest, never make it qcow2].",
+)
+@click.option(
     "--persistent",
     is_flag=True,
     help="With --name: a VM that keeps its state on its own disk (installed from IMAGE"
@@ -256,6 +277,7 @@ def run(
     *,
     disk: Path | None,
     transient: bool,
+    disk_format: str | None,
     persistent: bool,
     detach: bool,
     name: str | None,
@@ -283,19 +305,24 @@ def run(
     or pulled from its registry), or oci-archive:PATH, oci:PATH or
     docker-archive:PATH. With --disk FILE, the disk is booted instead and
     no IMAGE is named. The exit status is COMMAND's, or 125 when
-    bootc-box itself failed.
+    bootc-box itself failed. A COMMAND of one argument is a command line
+    for the guest's shell, as with ssh; several arguments are a program
+    and its arguments, passed as they are. Put -- before IMAGE too when it
+    comes from elsewhere: run [OPTIONS] -- IMAGE -- COMMAND.
 
     \b
     Examples:
       bootc-box run localhost/my-image -- uname -r
       bootc-box run --bind .:/src:ro --karg quiet localhost/my-image -- make -C /src check
+      bootc-box run localhost/my-image -- 'journalctl -b | grep -i error'
       bootc-box run -d --name web -p 8080:80 localhost/my-image
       bootc-box run oci-archive:my-image.tar
       bootc-box run --disk disk.raw -- cat /etc/os-release
       bootc-box run -d --persistent --name web localhost/my-image
     """
-    if transient and not disk:
-        raise click.UsageError("--transient applies to a disk; add --disk FILE")
+    for flag, given in (("--transient", transient), ("--format", disk_format)):
+        if given and not disk:
+            raise click.UsageError(f"{flag} applies to a disk; add --disk FILE")
     if persistent and (disk or not name):
         raise click.UsageError("--persistent takes an IMAGE and --name NAME, not --disk")
     target = what_to_boot(disk, image, command)
@@ -323,7 +350,7 @@ def run(
         ssh_key=ssh_key,
         stop_timeout=float(stop_timeout),
         warm=warm == "auto",
-        disk=Disk(disk, transient=transient) if disk else None,
+        disk=Disk(disk, disk_format, transient=transient) if disk else None,
     )
     sys.exit(run_persistent(spec) if persistent else run_run(spec))
 
@@ -484,11 +511,15 @@ def inspect(as_json: bool, name: str | None) -> None:
 def ssh(timeout: int, args: tuple[str, ...]) -> None:
     """Run COMMAND in VM NAME over SSH, or a shell (NAME may be left out when
     there is one VM). Waits for a booting VM; exits with COMMAND's status.
+    A COMMAND of one argument is a command line for the guest's shell, as
+    with ssh; several arguments are a program and its arguments, passed as
+    they are (as run takes COMMAND).
 
     \b
     Examples:
       bootc-box ssh web
       bootc-box ssh web -- systemctl --failed
+      bootc-box ssh web -- 'echo hello > /root/note'
       bootc-box ssh -- cat /etc/os-release    (the only VM)
     """
     name, command = name_and_command(args)

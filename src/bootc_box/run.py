@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bootc_box.accel import Accel, AccelChoice, ProbeBoot, choose_accel
-from bootc_box.binds import Bind, bind_kargs, bind_tag, check_bind_sources
+from bootc_box.binds import Bind, bind_kargs, bind_owner, bind_tag, check_bind_sources
 from bootc_box.boot_cache import BootFilesLease
 from bootc_box.console import StallWatch, start_console_follower
 from bootc_box.credentials import write_credential
@@ -194,9 +194,7 @@ def run_run(spec: RunSpec) -> int:
     env = probe_environment()
     ref = None
     if spec.disk:
-        spec = dataclasses.replace(
-            spec, disk=open_disk(spec.disk.path, env, transient=spec.disk.transient)
-        )
+        spec = dataclasses.replace(spec, disk=open_disk(spec.disk, env))
         require_ovmf()
     else:
         ref = parse_image_ref(spec.image)
@@ -410,6 +408,7 @@ def boot_and_run(
             # lose what the guest still holds in its page cache.
             graceful=prepared.firmware is not None,
             grace=spec.stop_timeout,
+            console_copies=(workdir.parent / SUPERVISOR_LOG,),
         ) as machine:
             if prepared.boot_lease:
                 prepared.boot_lease.release()  # QEMU has read them
@@ -425,7 +424,7 @@ def boot_and_run(
             # button and a few seconds before QEMU is stopped.
             machine.graceful = True
             log.info("VM %s is running; stop it with bootc-box stop or podman stop", vm.record.name)
-            return machine.wait((console_log, workdir.parent / SUPERVISOR_LOG))
+            return machine.wait()
 
 
 def file_servers(
@@ -439,7 +438,9 @@ def file_servers(
         ))  # fmt: skip
     binds = [
         FileServer(
-            VirtiofsdSpec(bind.source, path, bind.readonly, host_edits=True),
+            VirtiofsdSpec(
+                bind.source, path, bind.readonly, host_edits=True, owner=bind_owner(bind)
+            ),
             workdir / f"virtiofsd-{tag}.log",
         )
         for bind, (tag, path) in zip(spec.binds, machine.shares, strict=True)

@@ -16,8 +16,15 @@ from pathlib import Path, PurePosixPath
 
 from bootc_box.accel import AccelChoice
 from bootc_box.binds import Bind
-from bootc_box.disk_cache import DiskOptions, commit_disk, copy_disk, find_disk, installing
-from bootc_box.environment import HOST_STORE, Environment, probe_environment
+from bootc_box.disk_cache import (
+    DiskOptions,
+    commit_disk,
+    copy_disk,
+    disk_entries,
+    find_disk,
+    installing,
+)
+from bootc_box.environment import Environment, probe_environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.images import (
     ImageRef,
@@ -115,27 +122,39 @@ def default_disk_size(image_size: int) -> int:
     return max(2 * image_size, MIN_DISK_SIZE)
 
 
-def image_stores(env: Environment) -> tuple[Path, ...]:
-    """The image stores bootc-box's podman reads: its own, and in the box
-    the host's shared one when it is there."""
-    graph_root = Path(podman("info", "--format", "{{.Store.GraphRoot}}").stdout.strip())
-    stores = [graph_root]
-    if env.in_box and (HOST_STORE / "overlay-images").is_dir():
-        stores.append(HOST_STORE)
-    return tuple(stores)
+@contextmanager
+def image_only_store(env: Environment, options: DiskOptions) -> Iterator[Path]:
+    """A store of its own holding the image to install and nothing else, for
+    the installer VM: the stores the image comes from also hold other
+    images, containers' configurations with their environments, secrets and
+    volumes (this very /cache among them), none of which the guest may see.
+    It lives in a partial entry of the disk cache, so what a killed run
+    leaves is removed as any partial is."""
+    with disk_entries(env).partial(options.key) as store:
+        graph = store / "graph"
+        # skip_mount_home: no private bind mount of the new store's overlay
+        # directory, which would outlive this command in the mount namespace.
+        target = (
+            f"containers-storage:[overlay@{graph}+{store / 'run'}:overlay.skip_mount_home=true]"
+        )
+        log.info("Copying %s into a store of its own for the installer", options.image_id[:12])
+        podman("push", "--quiet", options.image_id, f"{target}@{options.image_id}")
+        yield graph
 
 
-def store_binds(stores: tuple[Path, ...]) -> tuple[Bind, ...]:
-    return tuple(Bind(s, GUEST_STORES / str(i), readonly=True) for i, s in enumerate(stores))
+def store_binds(store: Path) -> tuple[Bind, ...]:
+    return (Bind(store, GUEST_STORES / "0", readonly=True),)
 
 
-def install_argv(spec: ToDiskSpec, source: str) -> tuple[str, ...]:
-    """The command the installer VM runs: GUEST_INSTALL with bootc's arguments."""
+def install_argv(spec: ToDiskSpec, image_id: str, source: str) -> tuple[str, ...]:
+    """The command the installer VM runs: GUEST_INSTALL with bootc's arguments.
+    The image is installed by its ID, the only image in the store shared
+    into the VM; `source` is what the installed system updates from."""
     bootc = [
         "--generic-image",
         # The image comes from the shared store; there is no registry to ask.
         "--skip-fetch-check",
-        "--source-imgref", f"containers-storage:{source}",
+        "--source-imgref", f"containers-storage:{image_id}",
         "--filesystem", spec.filesystem,
     ]  # fmt: skip
     if not IMAGE_ID.fullmatch(source):
@@ -147,7 +166,7 @@ def install_argv(spec: ToDiskSpec, source: str) -> tuple[str, ...]:
     for karg in spec.kargs:
         bootc += ["--karg", karg]
     device = f"/dev/disk/by-id/virtio-{OUTPUT_SERIAL}"
-    return ("sh", "-c", GUEST_INSTALL, "sh", source, *bootc, device)
+    return ("sh", "-c", GUEST_INSTALL, "sh", image_id, *bootc, device)
 
 
 def check_installable(root: Path, image: str) -> None:
@@ -283,25 +302,26 @@ def install(
 ) -> None:
     """Boot the image as the installer VM with `target` as its output disk."""
     create_disk(target, options.format, options.size)
-    installer = RunSpec(
-        image=options.image_id,
-        command=install_argv(spec, options.source),
-        memory_mib=spec.memory_mib,
-        cpus=spec.cpus,
-        accel=spec.accel,
-        console=spec.console,
-        timeout=spec.timeout,
-        binds=store_binds(image_stores(env)),
-        disks=(Disk(target, options.format, serial=OUTPUT_SERIAL),),
-        warm=False,
-        label=f"the installer of {spec.image}",
-    )
-    log.info(
-        "Installing %s (%s, %.1f GiB) with its own bootc",
-        spec.image, options.format, options.size / GiB,
-    )  # fmt: skip
-    directory = claim_vm_dir(env, new_name())
-    status = supervise(installer, env, qemu, parse_image_ref(options.image_id), directory)
+    with image_only_store(env, options) as store:
+        installer = RunSpec(
+            image=options.image_id,
+            command=install_argv(spec, options.image_id, options.source),
+            memory_mib=spec.memory_mib,
+            cpus=spec.cpus,
+            accel=spec.accel,
+            console=spec.console,
+            timeout=spec.timeout,
+            binds=store_binds(store),
+            disks=(Disk(target, options.format, serial=OUTPUT_SERIAL),),
+            warm=False,
+            label=f"the installer of {spec.image}",
+        )
+        log.info(
+            "Installing %s (%s, %.1f GiB) with its own bootc",
+            spec.image, options.format, options.size / GiB,
+        )  # fmt: skip
+        directory = claim_vm_dir(env, new_name())
+        status = supervise(installer, env, qemu, parse_image_ref(options.image_id), directory)
     if status != 0:
         raise BootcBoxError(
             f"bootc install to-disk failed in the installer VM (status {status})",

@@ -4,6 +4,7 @@ import dataclasses
 import enum
 import functools
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -36,6 +37,43 @@ class Sandbox(enum.Enum):
     NONE = "none"
 
 
+# --virtiofsd-sandbox, carried in the environment so that a detached
+# supervisor and a re-run under `podman unshare` keep the user's choice.
+SANDBOX_VARIABLE = "BOOTC_BOX_VIRTIOFSD_SANDBOX"
+SANDBOX_CHOICES = ("auto", *(s.value for s in Sandbox))
+
+
+def sandboxes_to_try(choice: str) -> tuple[Sandbox, ...]:
+    """ "auto" tries the strongest first and never runs without one: a
+    subverted virtiofsd outside any sandbox sees the whole box (or host)."""
+    if choice in ("", "auto"):
+        return (Sandbox.NAMESPACE, Sandbox.CHROOT)
+    try:
+        return (Sandbox(choice),)
+    except ValueError:
+        raise BootcBoxError(
+            f"invalid {SANDBOX_VARIABLE} {choice!r}",
+            f"set it to one of {', '.join(SANDBOX_CHOICES)}",
+        ) from None
+
+
+# What a guest's ids become on a writable host directory: every guest id is
+# squashed to the directory's owner, so that guest root can neither leave
+# files owned by root (setuid-root ones above all) nor chown into another
+# user's; the owner's own files look like root's to the guest.
+ALL_IDS = 4294967295
+
+
+def translate_args(owner: tuple[int, int]) -> list[str]:
+    uid, gid = owner
+    return [
+        f"--translate-uid=squash-guest:0:{uid}:{ALL_IDS}",
+        f"--translate-uid=host:{uid}:0:1",
+        f"--translate-gid=squash-guest:0:{gid}:{ALL_IDS}",
+        f"--translate-gid=host:{gid}:0:1",
+    ]
+
+
 @dataclass(frozen=True)
 class VirtiofsdSpec:
     shared_dir: Path
@@ -45,6 +83,9 @@ class VirtiofsdSpec:
     # is the user's, edited on the host while the guest uses it.
     host_edits: bool = False
     sandbox: Sandbox = Sandbox.NAMESPACE
+    # The host directory's owner (uid, gid), to which the guest's ids are
+    # mapped (translate_args); None for the image's root, served as it is.
+    owner: tuple[int, int] | None = None
 
 
 def installed_virtiofsds() -> list[Path]:
@@ -98,6 +139,8 @@ def virtiofsd_argv(binary: Path, spec: VirtiofsdSpec) -> list[str]:
     ]  # fmt: skip
     if spec.readonly:
         argv.append("--readonly")
+    if spec.owner is not None:
+        argv += translate_args(spec.owner)
     return argv
 
 
@@ -137,7 +180,7 @@ def start_virtiofsd(spec: VirtiofsdSpec, log_file: Path) -> Iterator[Virtiofsd]:
     """Run virtiofsd for one guest, in the strongest sandbox that works here,
     until it listens on its vhost-user socket."""
     binary = require_virtiofsd()
-    sandboxes = _working_sandbox[-1:] or list(Sandbox)
+    sandboxes = _working_sandbox[-1:] or sandboxes_to_try(os.environ.get(SANDBOX_VARIABLE, ""))
     for sandbox in sandboxes:
         attempt = dataclasses.replace(spec, sandbox=sandbox)
         with _start_listening(binary, attempt, log_file) as proc:
@@ -146,10 +189,15 @@ def start_virtiofsd(spec: VirtiofsdSpec, log_file: Path) -> Iterator[Virtiofsd]:
                 continue
             _working_sandbox[:] = [sandbox]
             if sandbox is Sandbox.NONE:
-                log.warning("virtiofsd runs without a sandbox: %s", last_line(log_file))
+                log.warning("virtiofsd runs without a sandbox, as --virtiofsd-sandbox=none asks")
             yield Virtiofsd(attempt, proc, log_file)
             return
-    raise BootcBoxError(f"virtiofsd could not start: {last_line(log_file)}", f"see {log_file}")
+    raise BootcBoxError(
+        f"virtiofsd cannot enter its {' or '.join(s.value for s in sandboxes)} sandbox here"
+        f" ({last_line(log_file)})",
+        "allow user namespaces and chroot in this container, or pass --virtiofsd-sandbox=none"
+        " to run it unconfined (a guest that subverts it then reaches all this container sees)",
+    )
 
 
 @contextmanager

@@ -43,6 +43,8 @@ def evaluate(text: str, inputs: dict[str, str], steps: dict[str, dict[str, str]]
             return steps.get(m[1], {}).get(m[2], "")
         if expression in ("github.action_repository", "github.action_ref"):
             return ""  # used as `uses: ./`, as in this repository's workflow
+        if expression == "github.event.repository.private":
+            return "false"  # as for this repository, a public one
         raise AssertionError(f"this runner cannot evaluate ${{{{ {expression} }}}}")
 
     return EXPRESSION.sub(value, text)

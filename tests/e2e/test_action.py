@@ -3,6 +3,7 @@ them (tests/e2e/actions.py). There is no GitHub here: its cache and
 artifact steps are skipped, and where actions/cache would restore the cache
 file in a later job, the test leaves the file where the action saved it."""
 
+import os
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.actions import run_action
-from tests.e2e.conftest import BOX, FIXTURE, podman
+from tests.e2e.conftest import BOX, FIXTURE, ROOT, podman
 
 GITHUB_STEPS = ["actions/cache/restore", "actions/cache/save", "actions/upload-artifact"]
 
@@ -34,7 +35,7 @@ def test_run_mode_runs_the_command_folds_the_boot_and_saves_the_cache(
 ) -> None:
     run = run_action(
         {"image": FIXTURE, "box-image": BOX, "command": "echo hello from $(uname -n)",
-         "cache-volume": volume},
+         "cache-volume": volume, "cache": "true"},
         runner_temp,
     )  # fmt: skip
     assert not run.failed, run.stdout
@@ -51,6 +52,35 @@ def test_run_mode_runs_the_command_folds_the_boot_and_saves_the_cache(
     assert (runner_temp / "bootc-box-cache.tar").stat().st_size > 0
 
 
+def test_a_public_repository_keeps_no_saved_state_in_the_cache_file(
+    runner_temp: Path, volume: str
+) -> None:
+    """By default (cache: auto, and this runner plays a public repository)
+    the cache file holds no guest memory and no bootstrap key: pull requests
+    from forks can read a public repository's caches."""
+    assert sorted(
+        tar_names(runner_temp / "bootc-box-cache.tar", "./snapshots/")
+    )  # from cache: true
+    cache = runner_temp / "images-only.tar"
+    env = {**os.environ, "GITHUB_ACTION_PATH": str(ROOT), "CACHE_MODE": "images",
+           "CACHE_KEY": "k", "CACHE_HIT": "", "CACHE_PATH": str(cache),
+           "INPUT_CACHE_VOLUME": volume, "INPUT_NAME": "vm",
+           "STATE_DIR": str(runner_temp)}  # fmt: skip
+    subprocess.run(
+        ["bash", "-c", 'source "$GITHUB_ACTION_PATH/action/boot"; volume=$INPUT_CACHE_VOLUME; '
+         "export_cache"], env=env, check=True,
+    )  # fmt: skip
+    assert tar_names(cache, "./storage/")
+    assert tar_names(cache, "./snapshots/") == []
+
+
+def tar_names(archive: Path, prefix: str) -> list[str]:
+    names = subprocess.run(
+        ["tar", "-tf", str(archive)], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    return [n for n in names if n.startswith(prefix)]
+
+
 def test_a_later_job_restores_the_cache_and_a_failing_command_fails_the_step(
     runner_temp: Path, volume: str
 ) -> None:
@@ -58,7 +88,7 @@ def test_a_later_job_restores_the_cache_and_a_failing_command_fails_the_step(
     podman("volume", "rm", volume)
     run = run_action(
         {"image": FIXTURE, "box-image": BOX, "command": "echo failing; exit 3",
-         "cache-volume": volume},
+         "cache-volume": volume, "cache": "true"},
         runner_temp,
     )  # fmt: skip
     assert run.failed

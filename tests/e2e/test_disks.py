@@ -101,7 +101,12 @@ def test_to_disk_installs_with_the_image_bootc_from_the_shared_store(
 ) -> None:
     out = raw.result.stdout + raw.result.stderr
     # The stand-in found the image in a store bootc-box shared into the VM.
-    assert f"source containers-storage:{INSTALLABLE} found in /run/bootc-box/stores/" in out
+    assert "found in /run/bootc-box/stores/0" in out
+    # The VM was given this image alone: no other image, container, volume
+    # (the /cache volume itself) or secret of the stores it came from.
+    assert "bootc (stand-in): store has 1 image(s) and 0 container(s)" in out
+    [holds] = [line for line in out.splitlines() if "store holds:" in line]
+    assert not {"libpod", "volumes", "secrets"} & set(holds.split())
     assert "Booting the installer of" in raw.result.stderr
     assert "bootc (stand-in): installed" in out
     assert raw.disk.stat().st_size == 10 << 30  # the default: 2x the image is less than 10G

@@ -29,6 +29,8 @@ from tests.e2e.conftest import (
 )
 
 MARKER = "bootc-box fixture"
+# The owner of the writable --bind directory: a user, not root.
+USER = 1000
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BoxVm]:
     for directory in (ro_dir, rw_dir, key_dir):
         directory.mkdir()
     (ro_dir / "hello").write_text("from the host\n")
+    # A user's directory, as a --bind of a developer's checkout would be.
+    os.chown(rw_dir, USER, USER)
     key = key_dir / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
     port, open_port = free_port(), free_port()
@@ -142,6 +146,24 @@ def test_a_writable_bind_reaches_the_host(vm: BoxVm) -> None:
     result = vm.exec("ssh", "--", "sh", "-c", "echo from the guest > /mnt/rw/out")
     assert result.returncode == 0, result.stderr
     assert (vm.rw_dir / "out").read_text() == "from the guest\n"
+    assert (vm.rw_dir / "out").stat().st_uid == USER
+
+
+def test_guest_root_leaves_no_root_or_setuid_root_file_in_a_writable_bind(vm: BoxVm) -> None:
+    """Guest root's files in the user's directory are the user's: a copy of
+    /bin/sh made setuid there must not run as root on the host."""
+    result = vm.exec(
+        "ssh", "--", "cp /bin/sh /mnt/rw/sh && chmod 4755 /mnt/rw/sh && mkdir /mnt/rw/dir"
+        " && chown 0:0 /mnt/rw/dir && findmnt -no OPTIONS /mnt/rw",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert {"nosuid", "nodev"} <= set(result.stdout.strip().split(","))
+    for made in (vm.rw_dir / "sh", vm.rw_dir / "dir"):
+        info = made.stat()
+        assert (info.st_uid, info.st_gid) == (USER, USER), made
+    # The user's own files are root's to the guest, which can go on using them.
+    owner = vm.exec("ssh", "--", "stat -c %u:%g /mnt/rw/sh /mnt/rw")
+    assert owner.stdout.split() == ["0:0", "0:0"], owner.stderr
 
 
 def test_a_published_port_answers_on_the_host(vm: BoxVm) -> None:

@@ -70,11 +70,11 @@ def test_bad_bind_says_the_form(text: str, message: str) -> None:
     assert message in str(err.value)
 
 
-def test_binds_are_mounted_by_systemd_at_boot() -> None:
+def test_binds_are_mounted_by_systemd_at_boot_without_set_id_or_devices() -> None:
     binds = (parse_bind("/a:/mnt/a"), parse_bind("/b:/mnt/b:ro"))
     assert bind_kargs(binds) == (
-        "systemd.mount-extra=bind0:/mnt/a:virtiofs:rw",
-        "systemd.mount-extra=bind1:/mnt/b:virtiofs:ro",
+        "systemd.mount-extra=bind0:/mnt/a:virtiofs:rw,nosuid,nodev",
+        "systemd.mount-extra=bind1:/mnt/b:virtiofs:ro,nosuid,nodev",
     )
 
 

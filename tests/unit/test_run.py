@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 from bootc_box.accel import Accel
@@ -58,7 +59,9 @@ def test_a_disk_boot_is_a_uefi_machine_that_rewrites_root_keys(tmp_path: Path) -
     assert machine.firmware == firmware
     assert machine.disks == (disk,)
     assert machine.credential_files == (credential, forget)
-    assert machine.cmdline == ("console=ttyS0 systemd.mount-extra=bind0:/src:virtiofs:ro quiet")
+    assert machine.cmdline == (
+        "console=ttyS0 systemd.mount-extra=bind0:/src:virtiofs:ro,nosuid,nodev quiet"
+    )
     # systemd-tmpfiles removes before it creates: the credential's key wins.
     assert forget.read_text() == smbios_credential("tmpfiles.extra", FORGET_OLD_KEYS)
     assert FORGET_OLD_KEYS == b"r /root/.ssh/authorized_keys\n"
@@ -68,18 +71,22 @@ def test_an_image_run_serves_its_root_and_each_bind_a_disk_boot_only_its_binds(
     tmp_path: Path,
 ) -> None:
     key, credential = tmp_path / "k", tmp_path / "c"
-    binds = (parse_bind("/src:/src:ro"), parse_bind("/out:/out"))
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    binds = (parse_bind(f"{src}:/src:ro"), parse_bind(f"{out}:/out"))
     image = Prepared(key, credential, "qemu", Accel.TCG, root=Path("/mnt/root"),
                      boot=BootFiles("6.12", Path("/b/vmlinuz"), Path("/b/initrd")))  # fmt: skip
     spec = RunSpec(image="img", binds=binds)
     servers = file_servers(spec, image, vm_spec(spec, image, tmp_path, 2222), tmp_path)
+    me = (os.getuid(), os.getgid())
     assert [(s.spec.shared_dir, s.spec.socket.name, s.spec.readonly, s.spec.host_edits,
-             s.log_file.name) for s in servers] == [
-        (Path("/mnt/root"), "rootfs.sock", True, False, "virtiofsd.log"),
-        (Path("/src"), "bind0.sock", True, True, "virtiofsd-bind0.log"),
-        (Path("/out"), "bind1.sock", False, True, "virtiofsd-bind1.log"),
+             s.spec.owner, s.log_file.name) for s in servers] == [
+        (Path("/mnt/root"), "rootfs.sock", True, False, None, "virtiofsd.log"),
+        (src, "bind0.sock", True, True, None, "virtiofsd-bind0.log"),
+        (out, "bind1.sock", False, True, me, "virtiofsd-bind1.log"),
     ]  # fmt: skip
     disk = Prepared(key, credential, "qemu", Accel.TCG, firmware=Firmware(Path("/c"), Path("/v")))
     spec = RunSpec(image="/d.raw", disk=Disk(Path("/d.raw")), binds=binds)
     servers = file_servers(spec, disk, vm_spec(spec, disk, tmp_path, 2222), tmp_path)
-    assert [s.spec.shared_dir for s in servers] == [Path("/src"), Path("/out")]
+    assert [s.spec.shared_dir for s in servers] == [src, out]

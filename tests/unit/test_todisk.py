@@ -2,6 +2,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from bootc_box.binds import bind_owner
 from bootc_box.errors import BootcBoxError
 from bootc_box.images import ImageRef
 from bootc_box.todisk import (
@@ -45,11 +46,13 @@ def test_the_default_size_is_twice_the_image_but_at_least_10_gib() -> None:
 def test_the_installer_runs_bootc_from_the_image_against_the_output_disk() -> None:
     spec = ToDiskSpec("localhost/img", Path("out.raw"), filesystem="xfs", root_size="5G",
                       kargs=("quiet", "a=b c"))  # fmt: skip
-    argv = install_argv(spec, "localhost/img")
-    assert argv[:5] == ("sh", "-c", GUEST_INSTALL, "sh", "localhost/img")
+    image_id = "b" * 64
+    argv = install_argv(spec, image_id, "localhost/img")
+    # By ID: the only image in the store the VM is given; updates follow the name.
+    assert argv[:5] == ("sh", "-c", GUEST_INSTALL, "sh", image_id)
     assert argv[5:] == (
         "--generic-image", "--skip-fetch-check",
-        "--source-imgref", "containers-storage:localhost/img",
+        "--source-imgref", f"containers-storage:{image_id}",
         "--filesystem", "xfs", "--target-imgref", "localhost/img", "--root-size", "5G",
         "--karg", "quiet", "--karg", "a=b c",
         "/dev/disk/by-id/virtio-output",
@@ -59,7 +62,7 @@ def test_the_installer_runs_bootc_from_the_image_against_the_output_disk() -> No
 
 def test_an_image_by_id_has_no_registry_to_update_from() -> None:
     image_id = "a" * 64
-    argv = install_argv(ToDiskSpec(image_id, Path("out.raw")), image_id)
+    argv = install_argv(ToDiskSpec(image_id, Path("out.raw")), image_id, image_id)
     assert "--target-imgref" not in argv
     assert f"containers-storage:{image_id}" in argv
 
@@ -69,12 +72,13 @@ def test_an_archive_is_installed_by_image_id_a_name_by_name() -> None:
     assert source_name(ImageRef("quay.io/x/y:1"), "abc123") == "quay.io/x/y:1"
 
 
-def test_stores_are_shared_read_only_each_at_its_own_path() -> None:
-    binds = store_binds((Path("/cache/storage"), Path("/var/lib/containers/host-storage")))
-    assert [(b.source, b.target, b.readonly) for b in binds] == [
-        (Path("/cache/storage"), PurePosixPath("/run/bootc-box/stores/0"), True),
-        (Path("/var/lib/containers/host-storage"), PurePosixPath("/run/bootc-box/stores/1"), True),
-    ]
+def test_the_installer_gets_one_store_read_only_with_its_own_ids() -> None:
+    [bind] = store_binds(Path("/cache/disks/.k.partial-x/graph"))
+    assert (bind.source, bind.target, bind.readonly) == (
+        Path("/cache/disks/.k.partial-x/graph"), PurePosixPath("/run/bootc-box/stores/0"), True
+    )  # fmt: skip
+    # Ids are not squashed to the store's owner: the layers' files keep theirs.
+    assert bind_owner(bind) is None
 
 
 def test_an_image_without_bootc_is_refused_before_any_vm(tmp_path: Path) -> None:

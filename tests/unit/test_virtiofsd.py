@@ -5,7 +5,13 @@ import pytest
 from bootc_box import virtiofsd
 from bootc_box.environment import Environment, probe_checks
 from bootc_box.errors import BootcBoxError
-from bootc_box.virtiofsd import Sandbox, VirtiofsdSpec, start_virtiofsd, virtiofsd_argv
+from bootc_box.virtiofsd import (
+    SANDBOX_VARIABLE,
+    Sandbox,
+    VirtiofsdSpec,
+    start_virtiofsd,
+    virtiofsd_argv,
+)
 
 
 def test_argv_shares_the_root_read_only_with_caching() -> None:
@@ -54,6 +60,7 @@ def test_the_strongest_sandbox_that_works_is_used_and_then_kept(
     binary.chmod(0o755)
     monkeypatch.setattr(virtiofsd, "find_virtiofsd", lambda: binary)
     monkeypatch.setattr(virtiofsd, "_working_sandbox", [])
+    monkeypatch.delenv(SANDBOX_VARIABLE, raising=False)
     spec = VirtiofsdSpec(tmp_path, tmp_path / "s.sock")
     with start_virtiofsd(spec, tmp_path / "log") as server:
         assert server.spec.sandbox is Sandbox.CHROOT
@@ -65,6 +72,78 @@ def test_the_strongest_sandbox_that_works_is_used_and_then_kept(
         "namespace", "chroot", "chroot"
     ]  # fmt: skip
     assert server.process.poll() is not None  # stopped with its block
+
+
+# Like virtiofsd in a container that allows neither sandbox: only
+# --sandbox=none would start.
+NO_SANDBOX = """#!/bin/sh
+echo "$@" >> "$(dirname "$0")/calls"
+touch "$2"
+case "$*" in
+*--sandbox=none*) echo 'INFO  virtiofsd] Waiting for vhost-user socket connection...' >&2
+    exec sleep 60 ;;
+esac
+echo 'ERROR virtiofsd] Error entering sandbox: Chroot(Os { code: 1 })' >&2
+exit 1
+"""
+
+
+def stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> None:
+    binary = tmp_path / "virtiofsd"
+    binary.write_text(script)
+    binary.chmod(0o755)
+    monkeypatch.setattr(virtiofsd, "find_virtiofsd", lambda: binary)
+    monkeypatch.setattr(virtiofsd, "_working_sandbox", [])
+
+
+def test_virtiofsd_never_falls_back_to_no_sandbox_unasked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stand_in(tmp_path, monkeypatch, NO_SANDBOX)
+    monkeypatch.delenv(SANDBOX_VARIABLE, raising=False)
+    spec = VirtiofsdSpec(tmp_path, tmp_path / "s.sock")
+    with pytest.raises(BootcBoxError) as err, start_virtiofsd(spec, tmp_path / "log"):
+        pass
+    assert "cannot enter its namespace or chroot sandbox here" in err.value.message
+    assert "--virtiofsd-sandbox=none" in (err.value.hint or "")
+    calls = (tmp_path / "calls").read_text()
+    assert "--sandbox=none" not in calls
+
+
+def test_no_sandbox_only_when_the_user_asks_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stand_in(tmp_path, monkeypatch, NO_SANDBOX)
+    monkeypatch.setenv(SANDBOX_VARIABLE, "none")
+    with start_virtiofsd(VirtiofsdSpec(tmp_path, tmp_path / "s.sock"), tmp_path / "log") as s:
+        assert s.spec.sandbox is Sandbox.NONE
+    assert (tmp_path / "calls").read_text().count("--sandbox=") == 1
+
+
+def test_an_unknown_sandbox_choice_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stand_in(tmp_path, monkeypatch, NO_SANDBOX)
+    monkeypatch.setenv(SANDBOX_VARIABLE, "jail")
+    spec = VirtiofsdSpec(tmp_path, tmp_path / "s.sock")
+    with (
+        pytest.raises(BootcBoxError, match="invalid BOOTC_BOX_VIRTIOFSD_SANDBOX 'jail'"),
+        start_virtiofsd(spec, tmp_path / "log"),
+    ):
+        pass
+
+
+def test_a_host_directory_maps_every_guest_id_to_its_owner() -> None:
+    spec = VirtiofsdSpec(Path("/d"), Path("/s"), readonly=False, owner=(1000, 1001))
+    argv = virtiofsd_argv(Path("/v"), spec)
+    assert [a for a in argv if a.startswith("--translate-")] == [
+        "--translate-uid=squash-guest:0:1000:4294967295",
+        "--translate-uid=host:1000:0:1",
+        "--translate-gid=squash-guest:0:1001:4294967295",
+        "--translate-gid=host:1001:0:1",
+    ]
+    image = virtiofsd_argv(Path("/v"), VirtiofsdSpec(Path("/r"), Path("/s")))
+    assert not [a for a in image if a.startswith("--translate-")]
 
 
 NATIVE = Environment(in_box=False)

@@ -65,6 +65,40 @@ def test_the_action_needs_an_image_to_boot(tmp_path: Path) -> None:
     )
 
 
+def cache_mode(given: str, private: str) -> "subprocess.CompletedProcess[str]":
+    return subprocess.run(
+        ["bash", "-c", f'source "{ROOT}/action/lib.bash"; cache_mode "$1" "$2"', "sh", given,
+         private], capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("given", "private", "kept"),
+    [("auto", "true", "true"), ("auto", "false", "images"), ("auto", "", "images"),
+     ("true", "false", "true"), ("images", "true", "images"), ("false", "true", "false")],
+)  # fmt: skip
+def test_saved_states_are_cached_by_default_only_in_private_repositories(
+    given: str, private: str, kept: str
+) -> None:
+    """A public repository's caches are readable by pull requests from forks:
+    by default they get no guest memory and no bootstrap key."""
+    assert cache_mode(given, private).stdout == f"{kept}\n"
+
+
+def test_an_unknown_cache_input_is_refused() -> None:
+    result = cache_mode("yes", "true")
+    assert result.returncode == 1
+    assert result.stderr == (
+        "::error title=bootc-box::the input 'cache' must be auto, true, images or false,"
+        " not 'yes'\n"
+    )
+
+
+def test_the_cache_input_defaults_to_auto() -> None:
+    action = yaml.safe_load((ROOT / "action.yml").read_text())
+    assert action["inputs"]["cache"]["default"] == "auto"
+
+
 NAME_ERROR = "::error title=bootc-box::the input 'name' must be"
 
 

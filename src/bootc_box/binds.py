@@ -4,7 +4,7 @@ virtiofsd and mounted in the guest at boot, with no change to the image."""
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from bootc_box.environment import Environment
+from bootc_box.environment import Environment, zero_is_host_root
 from bootc_box.errors import BootcBoxError
 
 
@@ -52,14 +52,25 @@ def bind_tag(index: int) -> str:
     return f"bind{index}"
 
 
+# Whom a guest's files in a root-owned host directory belong to.
+NOBODY = 65534
+
+
 def bind_owner(bind: Bind) -> tuple[int, int] | None:
-    """Who owns a writable host directory: every id the guest writes with
-    becomes theirs (virtiofsd.translate_args). A read-only one keeps its
-    files' own ids, which an image store shared with to-disk needs."""
+    """Whose the guest's files in a writable host directory are: its
+    owner's (virtiofsd.translate_args), or nobody's where that is the
+    host's root, so that guest root never makes a root-owned (setuid-root)
+    file on the host. A read-only one keeps its files' own ids, which an
+    image store shared with to-disk needs."""
     if bind.readonly:
         return None
     info = bind.source.stat()
-    return info.st_uid, info.st_gid
+    host_root = zero_is_host_root(Path("/proc/self/uid_map").read_text())
+    return squashed_to(info.st_uid, host_root), squashed_to(info.st_gid, host_root)
+
+
+def squashed_to(owner: int, zero_is_host_root: bool) -> int:
+    return NOBODY if owner == 0 and zero_is_host_root else owner
 
 
 def bind_kargs(binds: tuple[Bind, ...]) -> tuple[str, ...]:

@@ -1,6 +1,7 @@
 """`run -d`: hand the VM to a supervisor daemon (python-daemon) and return
 once it has the image mounted and QEMU booting, or has failed."""
 
+import contextlib
 import logging
 import os
 import shutil
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import daemon
 
+from bootc_box.console import LogReader
 from bootc_box.errors import EXIT_TOOL_FAILED, BootcBoxError
 from bootc_box.signals import Terminated, on_sigterm
 from bootc_box.terminal import PrintableWriter
@@ -89,7 +91,10 @@ def _follow_start(directory: Path, log_path: Path) -> VmState:
     follows) to our stderr while it starts."""
     started = time.monotonic()
     shown = PrintableWriter(sys.stderr.buffer)
-    with log_path.open("rb") as messages:
+    # The supervisor's log is rotated while the VM boots (a console that
+    # says much): read on across a rotation.
+    messages = LogReader(log_path)
+    with contextlib.closing(messages):
         while True:
             shown.write(messages.read())
             record = read_record(directory)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bootc_box.cache_entries import Entries, cache_dir
+from bootc_box.cache_entries import Entries, cache_dir, file_problem, read_manifest, read_regular
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.processes import last_line_of
@@ -57,7 +57,7 @@ class DiskManifest:
 
     @classmethod
     def read(cls, entry: Path) -> "DiskManifest":
-        data = json.loads((entry / MANIFEST).read_text())
+        data = json.loads(read_regular(entry / MANIFEST))
         options = data["options"]
         options["kargs"] = tuple(options["kargs"])
         return cls(data["key"], DiskOptions(**options), data["file_size"], data["created"])
@@ -68,18 +68,18 @@ def disk_entries(env: Environment) -> Entries:
 
 
 def entry_problem(entry: Path, key: str) -> str | None:
-    """Why the entry cannot be used, or None when it looks whole."""
-    try:
-        manifest = DiskManifest.read(entry)
-    except FileNotFoundError:
-        return "it has no manifest" if entry.exists() else "it is not there"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "its manifest is unreadable"
+    """Why the entry cannot be used, or None when it looks whole. Its files
+    are never followed through a link: a writer of the cache could point
+    one at any file of the box, for a kept VM's guest to read."""
+    manifest = read_manifest(entry, DiskManifest.read)
+    if isinstance(manifest, str):
+        return manifest
     if manifest.key != key:
         return "its manifest is for other options"
     disk = entry / manifest.options.file_name
-    if not disk.is_file():
-        return f"{disk.name} is missing"
+    problem = file_problem(disk)
+    if problem is not None:
+        return f"{disk.name} is {problem}"
     if disk.stat().st_size != manifest.file_size:
         return f"{disk.name} has {disk.stat().st_size} bytes, not {manifest.file_size}"
     return None

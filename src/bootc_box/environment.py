@@ -113,6 +113,14 @@ def outer_podman_is_rootless(uid_map: str) -> bool:
     return tuple(first) != FULL_ID_MAP
 
 
+def zero_is_host_root(uid_map: str) -> bool:
+    """Whether uid 0 here is the host's root: mapped to 0, over more than
+    itself. A rootless box maps its 0 to the user (and the box's entrypoint
+    mirrors that as one extent of one id), podman unshare too."""
+    inner, outer, count = [*uid_map.split("\n", 1)[0].split(), "", "", ""][:3]
+    return inner == outer == "0" and count.isdigit() and int(count) > 1
+
+
 def is_mount_point(path: Path, mountinfo: str) -> bool:
     return any(line.split()[4] == str(path) for line in mountinfo.splitlines() if line)
 

@@ -44,7 +44,12 @@ from bootc_box.qemu import Disk, Firmware, QemuSpec, disk_cmdline, kernel_cmdlin
 from bootc_box.snapshots import discard_snapshot, program_versions, snapshot_key
 from bootc_box.ssh import SshTarget, check_private_key, connect, generate_key, public_key, ssh_ready
 from bootc_box.userns import enter_podman_userns
-from bootc_box.virtiofsd import VirtiofsdSpec, find_virtiofsd, require_virtiofsd
+from bootc_box.virtiofsd import (
+    VirtiofsdSpec,
+    find_virtiofsd,
+    require_id_translation,
+    require_virtiofsd,
+)
 from bootc_box.vms import VmEntry, VmState, check_name, claim_vm_dir, new_name, supervise_vm
 from bootc_box.warm import Start, Warm, choose_start
 
@@ -200,8 +205,10 @@ def run_run(spec: RunSpec) -> int:
         ref = parse_image_ref(spec.image)
         check_archive(ref, env)
     qemu = require_qemu()
-    require_virtiofsd()
+    virtiofsd = require_virtiofsd()
     check_bind_sources(spec.binds, env)
+    if not all(bind.readonly for bind in spec.binds):
+        require_id_translation(virtiofsd)
     if spec.ssh_key:
         check_private_key(spec.ssh_key)
     enter_podman_userns(env)

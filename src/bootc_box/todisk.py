@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import secrets
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -130,7 +131,7 @@ def image_only_store(env: Environment, options: DiskOptions) -> Iterator[Path]:
     volumes (this very /cache among them), none of which the guest may see.
     It lives in a partial entry of the disk cache, so what a killed run
     leaves is removed as any partial is."""
-    with disk_entries(env).partial(options.key) as store:
+    with scratch_dir(env, options) as store:
         graph = store / "graph"
         # skip_mount_home: no private bind mount of the new store's overlay
         # directory, which would outlive this command in the mount namespace.
@@ -140,6 +141,18 @@ def image_only_store(env: Environment, options: DiskOptions) -> Iterator[Path]:
         log.info("Copying %s into a store of its own for the installer", options.image_id[:12])
         podman("push", "--quiet", options.image_id, f"{target}@{options.image_id}")
         yield graph
+
+
+@contextmanager
+def scratch_dir(env: Environment, options: DiskOptions) -> Iterator[Path]:
+    """A partial disk-cache entry; with no volume at /cache (a tmpfs, in
+    memory beside a copy of the store) a directory on the box's disk."""
+    if env.cache_kept:
+        with disk_entries(env).partial(options.key) as path:
+            yield path
+    else:
+        with tempfile.TemporaryDirectory(prefix="bootc-box-install-", dir="/var/tmp") as name:
+            yield Path(name)
 
 
 def store_binds(store: Path) -> tuple[Bind, ...]:

@@ -149,12 +149,26 @@ def copy_in(target: SshTarget, source: Path, destination: str) -> None:
             raise copy_failed(errors, f"cannot copy {source} to the VM")
 
 
-def copy_out(target: SshTarget, source: str, destination: Path) -> None:
+def copy_out_path(source: str, destination: Path) -> Path:
+    """Where SRC lands: in DST when DST is a directory, else as DST. Neither
+    DST nor the directory it lands in may be a link: an earlier copy may
+    have left one there from the guest, pointing anywhere on this host."""
+    for path in (destination, destination.parent):
+        if path.is_symlink():
+            raise BootcBoxError(
+                f"{path} is a symbolic link, which cp does not copy through",
+                f"name the directory it points to ({path.resolve()}) if you made the link",
+            )
     into = destination
     if destination.is_dir():
         into = destination / PurePosixPath(source.rstrip("/")).name
     if not into.parent.is_dir():
         raise BootcBoxError(f"no directory {into.parent}", "create it first")
+    return into
+
+
+def copy_out(target: SshTarget, source: str, destination: Path) -> None:
+    into = copy_out_path(source, destination)
     argv = ssh_argv(target, ["sh", "-c", GUEST_PACK, "sh", source])
     what = f"cannot copy {source} from the VM"
     with tempfile.TemporaryFile() as errors, unpacking_beside(into) as unpacked:

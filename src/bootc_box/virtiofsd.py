@@ -118,6 +118,28 @@ def require_virtiofsd() -> Path:
     return binary
 
 
+@functools.cache
+def translates_ids(binary: Path) -> bool:
+    """Whether this virtiofsd maps ids itself (--translate-uid, virtiofsd
+    1.13 and newer), which a writable --bind needs."""
+    try:
+        result = subprocess.run(
+            [binary, "--help"], capture_output=True, text=True, check=False, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "--translate-uid" in result.stdout
+
+
+def require_id_translation(binary: Path) -> None:
+    if not translates_ids(binary):
+        raise BootcBoxError(
+            f"{binary} cannot map the guest's ids on a writable --bind to the directory's"
+            " owner, and without that guest root would own files there",
+            "use virtiofsd 1.13 or newer (the box image has it), or make the bind read-only (:ro)",
+        )
+
+
 def find_old_virtiofsd() -> Path | None:
     """QEMU's C virtiofsd, when that is all there is."""
     return next((p for p in installed_virtiofsds() if not is_rust_virtiofsd(p)), None)

@@ -100,6 +100,25 @@ def test_a_damaged_disk_is_deleted_not_used(cache_home: Path) -> None:
     assert not (cache_home / OPTIONS.key).exists()
 
 
+@pytest.mark.parametrize("planted", ["disk.raw", "manifest.json"])
+def test_a_cached_disk_is_never_read_through_a_link(
+    cache_home: Path, tmp_path: Path, planted: str
+) -> None:
+    """A writer of the cache could point disk.raw at any file of the box, for
+    a kept VM's guest to read, or to-disk to copy into its output."""
+    with installing(NATIVE, OPTIONS) as slot:
+        entry_file = install_into(slot)
+    outside = tmp_path / "secret"
+    link = entry_file.parent / planted
+    outside.write_bytes(link.read_bytes())  # the same bytes, so only the link differs
+    link.unlink()
+    link.symlink_to(outside)
+    with find_disk(NATIVE, OPTIONS) as found:
+        assert found is None
+    assert not (cache_home / OPTIONS.key).exists()
+    assert outside.read_bytes()  # removed the link, not what it named
+
+
 def test_a_second_run_of_one_key_waits_for_the_first_and_uses_its_disk() -> None:
     started, waited = threading.Event(), []
 

@@ -2,8 +2,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from bootc_box.binds import Bind, bind_kargs, check_bind_sources, parse_bind
-from bootc_box.environment import Environment
+from bootc_box.binds import NOBODY, Bind, bind_kargs, check_bind_sources, parse_bind, squashed_to
+from bootc_box.environment import Environment, zero_is_host_root
 from bootc_box.errors import BootcBoxError
 from bootc_box.publish import Publish, parse_publish
 
@@ -87,3 +87,25 @@ def test_a_missing_bind_source_names_the_box_mount(tmp_path: Path) -> None:
         f"mount it into the box first, e.g. -v {tmp_path}/nope:{tmp_path}/nope"
     )
     check_bind_sources((parse_bind(f"{tmp_path}:/mnt"),), Environment(in_box=True))
+
+
+@pytest.mark.parametrize(
+    ("uid_map", "host_root"),
+    [
+        ("         0          0 4294967295\n", True),  # rootful podman, native root
+        ("         0          0 4294967294\n", True),  # the rootful box's own namespace
+        ("         0       1001          1\n         1     100000      65536\n", False),
+        ("         0          0          1\n         1          1      65536\n", False),
+        ("         0     100000      65536\n", False),  # podman --userns=auto
+    ],
+)
+def test_uid_0_is_the_hosts_root_only_where_it_maps_to_0_over_more_than_itself(
+    uid_map: str, host_root: bool
+) -> None:
+    assert zero_is_host_root(uid_map) is host_root
+
+
+def test_guest_files_in_a_root_owned_directory_are_nobodys_where_root_is_real() -> None:
+    assert squashed_to(0, zero_is_host_root=True) == NOBODY == 65534
+    assert squashed_to(0, zero_is_host_root=False) == 0  # the user, in a rootless box
+    assert squashed_to(1000, zero_is_host_root=True) == 1000

@@ -2,8 +2,9 @@ import os
 from pathlib import Path
 
 from bootc_box.accel import Accel
-from bootc_box.binds import parse_bind
+from bootc_box.binds import parse_bind, squashed_to
 from bootc_box.credentials import smbios_credential, write_credential
+from bootc_box.environment import zero_is_host_root
 from bootc_box.images import PullOptions
 from bootc_box.kernel import BootFiles
 from bootc_box.qemu import Disk, Firmware
@@ -79,7 +80,8 @@ def test_an_image_run_serves_its_root_and_each_bind_a_disk_boot_only_its_binds(
                      boot=BootFiles("6.12", Path("/b/vmlinuz"), Path("/b/initrd")))  # fmt: skip
     spec = RunSpec(image="img", binds=binds)
     servers = file_servers(spec, image, vm_spec(spec, image, tmp_path, 2222), tmp_path)
-    me = (os.getuid(), os.getgid())
+    host_root = zero_is_host_root(Path("/proc/self/uid_map").read_text())
+    me = (squashed_to(os.getuid(), host_root), squashed_to(os.getgid(), host_root))
     assert [(s.spec.shared_dir, s.spec.socket.name, s.spec.readonly, s.spec.host_edits,
              s.spec.owner, s.log_file.name) for s in servers] == [
         (Path("/mnt/root"), "rootfs.sock", True, False, None, "virtiofsd.log"),

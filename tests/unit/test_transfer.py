@@ -11,6 +11,7 @@ from bootc_box.transfer import (
     GUEST_UNPACK,
     Endpoint,
     copy_direction,
+    copy_out_path,
     from_guest,
     parse_endpoint,
     place,
@@ -177,3 +178,18 @@ def test_a_merge_replaces_files_and_links_but_keeps_what_the_guest_did_not_send(
     assert not (into / "l").is_symlink()
     assert (into / "l").read_text() == "file"
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_copy_never_lands_through_a_link_left_as_dst_or_its_directory(tmp_path: Path) -> None:
+    """`cp web:/out/results artifacts/` may leave artifacts/results -> /root/.ssh
+    from the guest: a later `cp web:/out/x artifacts/results` must not write there."""
+    outside, artifacts = tmp_path / "outside", tmp_path / "artifacts"
+    outside.mkdir()
+    artifacts.mkdir()
+    (artifacts / "results").symlink_to(outside)
+    for destination in (artifacts / "results", artifacts / "results" / "x"):
+        with pytest.raises(BootcBoxError, match="is a symbolic link, which cp does not copy"):
+            copy_out_path("/out/x", destination)
+    assert copy_out_path("/out/x", artifacts) == artifacts / "x"
+    assert copy_out_path("/out/x", artifacts / "y") == artifacts / "y"
+    assert list(outside.iterdir()) == []

@@ -183,3 +183,13 @@ def test_the_rust_virtiofsd_is_found_beside_an_old_one(
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(virtiofsd, "CANDIDATES", (rust,))
     assert virtiofsd.find_virtiofsd() == rust
+
+
+def test_a_virtiofsd_that_cannot_map_ids_is_refused_for_writable_binds(tmp_path: Path) -> None:
+    old = fake_program(tmp_path, "old", "virtiofsd 1.10.1")  # --help without --translate-uid
+    new = tmp_path / "new"
+    new.write_text("#!/bin/sh\necho '      --translate-uid <TRANSLATE_UID>'\n")
+    new.chmod(0o755)
+    with pytest.raises(BootcBoxError, match="cannot map the guest's ids on a writable --bind"):
+        virtiofsd.require_id_translation(old)
+    virtiofsd.require_id_translation(new)

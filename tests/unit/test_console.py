@@ -2,6 +2,9 @@ import io
 import os
 from pathlib import Path
 
+import pytest
+
+from bootc_box import console as console_module
 from bootc_box.console import (
     STALL_REPORT,
     LogReader,
@@ -151,3 +154,30 @@ def test_the_stall_watch_goes_on_after_a_rotation(tmp_path: Path) -> None:
         more.write(STALL)
     assert not watch.stalled(1)
     assert watch.stalled(21)
+
+
+def test_a_reader_between_the_steps_of_a_rotation_reads_each_line_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The console follower reads while the rotation thread rotates: a read
+    that falls between emptying the log and putting FILE.1 in place, or the
+    other way round, must neither repeat nor lose lines."""
+    log = tmp_path / "console.log"
+    log.write_bytes(b"one\n")
+    reader = LogReader(log)
+    seen = [reader.read()]
+    with log.open("ab") as f:
+        f.write(b"two\n")
+    truncate = os.truncate
+
+    def read_then_truncate(path: Path, size: int) -> None:
+        seen.append(reader.read())
+        truncate(path, size)
+
+    monkeypatch.setattr(console_module.os, "truncate", read_then_truncate)
+    assert rotate_if_large(log, limit=1)
+    with log.open("ab") as f:
+        f.write(b"three\n")
+    seen.append(reader.read())
+    reader.close()
+    assert b"".join(seen) == b"one\ntwo\nthree\n"

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 
-from bootc_box import console as console_module
 from bootc_box.console import (
     STALL_REPORT,
     LogReader,
@@ -174,7 +173,7 @@ def test_a_reader_between_the_steps_of_a_rotation_reads_each_line_once(
         seen.append(reader.read())
         truncate(path, size)
 
-    monkeypatch.setattr(console_module.os, "truncate", read_then_truncate)
+    monkeypatch.setattr(os, "truncate", read_then_truncate)
     assert rotate_if_large(log, limit=1)
     with log.open("ab") as f:
         f.write(b"three\n")

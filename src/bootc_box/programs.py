@@ -2,6 +2,7 @@
 one-line errors for the ways running them can fail."""
 
 import subprocess
+from pathlib import Path
 
 from bootc_box.errors import BootcBoxError
 
@@ -15,6 +16,18 @@ PACKAGES = {
     "setpriv": "util-linux",
     "unshare": "util-linux",
 }
+
+
+def program_says(program: str | Path, option: str) -> str:
+    """What `program option` prints on stdout ("" when it cannot be run or
+    hangs): how we tell which build of a program we have."""
+    try:
+        result = subprocess.run(
+            [program, option], capture_output=True, text=True, check=False, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return result.stdout
 
 
 def not_installed(program: str) -> BootcBoxError:

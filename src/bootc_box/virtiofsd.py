@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bootc_box.errors import BootcBoxError
 from bootc_box.processes import last_line, start_process, wait_until
-from bootc_box.programs import not_installed
+from bootc_box.programs import not_installed, program_says
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +98,7 @@ def is_rust_virtiofsd(binary: Path) -> bool:
     """The Rust virtiofsd says `virtiofsd 1.13.2`; QEMU's C one (in
     /usr/lib/qemu up to QEMU 7.2, Debian 12's) says `virtiofsd version
     7.2.x` and takes none of the options we pass."""
-    try:
-        result = subprocess.run(
-            [binary, "--version"], capture_output=True, text=True, check=False, timeout=10
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return re.match(r"virtiofsd \d", result.stdout) is not None
+    return re.match(r"virtiofsd \d", program_says(binary, "--version")) is not None
 
 
 def find_virtiofsd() -> Path | None:
@@ -122,13 +116,7 @@ def require_virtiofsd() -> Path:
 def translates_ids(binary: Path) -> bool:
     """Whether this virtiofsd maps ids itself (--translate-uid, virtiofsd
     1.13 and newer), which a writable --bind needs."""
-    try:
-        result = subprocess.run(
-            [binary, "--help"], capture_output=True, text=True, check=False, timeout=10
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return "--translate-uid" in result.stdout
+    return "--translate-uid" in program_says(binary, "--help")
 
 
 def require_id_translation(binary: Path) -> None:

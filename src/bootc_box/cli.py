@@ -227,6 +227,11 @@ def machine_options(command: F) -> F:
     help="Forward a port to the guest, on 127.0.0.1 unless IP is given (repeatable).",
 )
 @click.option(
+    "--allow-host-loopback",
+    is_flag=True,
+    help="Let the guest reach the box's 127.0.0.1 at 10.0.2.2 (closed by default).",
+)
+@click.option(
     "--bind",
     "binds",
     multiple=True,
@@ -282,6 +287,7 @@ def run(
     detach: bool,
     name: str | None,
     publish: tuple[str, ...],
+    allow_host_loopback: bool,
     binds: tuple[str, ...],
     ssh_key: Path | None,
     stop_timeout: int,
@@ -346,6 +352,7 @@ def run(
         name=name,
         detach=detach,
         publish=tuple(parse_publish(p) for p in publish),
+        allow_host_loopback=allow_host_loopback,
         binds=tuple(parse_bind(b) for b in binds),
         ssh_key=ssh_key,
         stop_timeout=float(stop_timeout),

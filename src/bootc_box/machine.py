@@ -1,5 +1,5 @@
-"""One boot attempt's machine: QEMU and the virtiofsd servers of its shares,
-started together and stopped one way, whatever ends them (the command's
+"""One boot attempt's machine: QEMU, its network (passt) and the virtiofsd
+servers of its shares, started together and stopped one way, whatever ends them (the command's
 end, an error, SIGTERM from `podman stop` or `bootc-box stop`, Ctrl-C)."""
 
 import logging
@@ -11,7 +11,8 @@ from pathlib import Path
 
 from bootc_box.console import start_log_rotation
 from bootc_box.errors import BootcBoxError
-from bootc_box.qemu import PortInUse, QemuSpec, power_off, start_qemu, wait_for_monitor
+from bootc_box.network import PortInUse, start_passt
+from bootc_box.qemu import QemuSpec, power_off, start_qemu, wait_for_monitor
 from bootc_box.virtiofsd import Virtiofsd, VirtiofsdSpec, start_virtiofsd
 
 log = logging.getLogger(__name__)
@@ -89,29 +90,36 @@ def start_machine(
     grace: float,
     console_copies: tuple[Path, ...] = (),
 ) -> Iterator[Machine]:
-    """The file servers, then QEMU, up to the point where QEMU answers on its
-    monitor (it has read the kernel and initramfs, or loaded its firmware).
+    """The network and the file servers, then QEMU, up to the point where
+    QEMU answers on its monitor (it has read the kernel and initramfs, or loaded its firmware).
     Until it stops, its console log and the logs it is copied into
     (`console_copies`: a detached supervisor's) are kept in bounds."""
     assert spec.qmp_socket is not None, "a machine is powered off over its monitor"
     with (
+        _start_network(spec, qemu_log.with_name("passt.log")),
         start_file_servers(servers) as running,
         start_qemu(spec, qemu_log, qemu) as process,
         start_log_rotation((spec.console_log, *console_copies)),
     ):
-        try:
-            wait_for_monitor(process, spec.qmp_socket, qemu_log)
-        except PortInUse as e:
-            if e.port != spec.ssh_port:
-                raise
-            # Ports are picked free, then bound by QEMU: another run may
-            # have bound this one in between.
-            raise BootAgain(f"another program took port {e.port} before QEMU could") from e
+        wait_for_monitor(process, spec.qmp_socket, qemu_log)
         machine = Machine(process, running, spec, qemu_log, graceful=graceful, grace=grace)
         try:
             yield machine
         finally:
             machine.stop()
+
+
+@contextmanager
+def _start_network(spec: QemuSpec, log_file: Path) -> Iterator[None]:
+    try:
+        with start_passt(spec.network, log_file):
+            yield
+    except PortInUse as e:
+        if e.port != spec.network.ssh_port:
+            raise
+        # Ports are picked free, then bound by passt: another run may have
+        # bound this one in between.
+        raise BootAgain(f"another program took port {e.port} before passt could") from e
 
 
 @contextmanager

@@ -62,6 +62,9 @@ class PersistentVm:
     publish: tuple[str, ...]
     binds: tuple[str, ...]
     created: str
+    # Older VMs' records have no such key: they were made before the guest
+    # could be kept from the host's loopback, and now are.
+    allow_host_loopback: bool = False
 
 
 def type_problem(vm: PersistentVm) -> str | None:
@@ -71,6 +74,8 @@ def type_problem(vm: PersistentVm) -> str | None:
             return f"{field.name} is not a string"
         if field.type is int and type(value) is not int:
             return f"{field.name} is not a number"
+        if field.type is bool and type(value) is not bool:
+            return f"{field.name} is not true or false"
         if field.type == tuple[str, ...] and not (
             isinstance(value, tuple) and all(isinstance(v, str) for v in value)
         ):
@@ -195,6 +200,7 @@ def create_persistent(env: Environment, spec: RunSpec) -> PersistentVm:
         publish=tuple(str(p) for p in spec.publish),
         binds=tuple(str(b) for b in spec.binds),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
+        allow_host_loopback=spec.allow_host_loopback,
     )
     root = kept_vms_dir(env)
 
@@ -296,6 +302,7 @@ def run_start(names: tuple[str, ...], *, detach: bool = True) -> int:
         spec = RunSpec(
             image=vm.image, name=vm.name, detach=detach, memory_mib=vm.memory_mib, cpus=vm.cpus,
             kargs=vm.kargs, publish=tuple(parse_publish(p) for p in vm.publish),
+            allow_host_loopback=vm.allow_host_loopback,
             binds=tuple(parse_bind(b) for b in vm.binds),
         )  # fmt: skip
         status = boot_persistent(env, vm, spec)

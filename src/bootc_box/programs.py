@@ -11,6 +11,7 @@ PACKAGES = {
     "qemu-system-x86_64": "qemu-system-x86",
     "qemu-img": "qemu-utils",
     "virtiofsd": "virtiofsd",
+    "passt": "passt",
     "ssh": "openssh-client",
     "ssh-keygen": "openssh-client",
     "setpriv": "util-linux",

@@ -1,5 +1,5 @@
-"""`--publish [IP:]HOSTPORT:GUESTPORT[/PROTO]`: guest ports forwarded by QEMU's
-user network, on loopback unless the user names another address."""
+"""`--publish [IP:]HOSTPORT:GUESTPORT[/PROTO]`: guest ports forwarded by the
+guest's network (network.py), on loopback unless the user names another address."""
 
 import ipaddress
 import re
@@ -17,10 +17,6 @@ class Publish:
     host_port: int
     guest_port: int
     protocol: str = "tcp"
-
-    def hostfwd(self) -> str:
-        """QEMU's `-nic user,hostfwd=` form."""
-        return f"{self.protocol}:{self.host_ip}:{self.host_port}-:{self.guest_port}"
 
     def __str__(self) -> str:
         return f"{self.host_ip}:{self.host_port}:{self.guest_port}/{self.protocol}"

@@ -19,9 +19,9 @@ from typing import Any
 
 from bootc_box.accel import Accel, option_value, pflash_args
 from bootc_box.errors import BootcBoxError
+from bootc_box.network import Network
 from bootc_box.processes import last_line, last_line_of, start_process, wait_until
 from bootc_box.programs import not_installed
-from bootc_box.publish import LOOPBACK, Publish
 from bootc_box.qmp import qmp_execute
 
 log = logging.getLogger(__name__)
@@ -69,10 +69,9 @@ class QemuSpec:
     initramfs: Path | None
     cmdline: str
     virtiofs_socket: Path | None
-    ssh_port: int
+    network: Network
     console_log: Path
     credential_files: tuple[Path, ...] = ()
-    publish: tuple[Publish, ...] = ()
     # More virtiofs shares besides the root: (tag, virtiofsd socket).
     shares: tuple[tuple[str, Path], ...] = ()
     qmp_socket: Path | None = None
@@ -136,12 +135,11 @@ def qemu_argv(spec: QemuSpec, qemu: str = QEMU) -> list[str]:
         *_boot_args(spec),
         *_virtiofs_args(spec.shares),
         *_disk_args(spec.disks, bootable=spec.firmware is not None),
-        # SSH listens on loopback only: the VM is not for the LAN. Published
-        # ports say their address (127.0.0.1 unless the user chose another).
-        "-nic", "user,model=virtio-net-pci," + ",".join(
-            f"hostfwd={fwd.hostfwd()}"
-            for fwd in (Publish(LOOPBACK, spec.ssh_port, 22), *spec.publish)
-        ),
+        # passt (network.py) is the network, and forwards SSH and the
+        # published ports.
+        "-netdev", "stream,id=net0,server=off,addr.type=unix,"
+        f"addr.path={option_value(spec.network.socket)}",
+        "-device", "virtio-net-pci,netdev=net0",
         "-display", "none",
         # Appended to, so that the log can be emptied under QEMU when it
         # grows too large (console.rotate_if_large).
@@ -293,26 +291,6 @@ def start_qemu(spec: QemuSpec, log_file: Path, binary: str) -> Iterator["subproc
         yield proc
 
 
-_FORWARDING_FAILED = re.compile(r"Could not set up host forwarding rule '(?:tcp|udp):[^']*?:(\d+)-")
-
-
-class PortInUse(BootcBoxError):
-    """A host port QEMU was to forward was taken."""
-
-    def __init__(self, port: int) -> None:
-        super().__init__(
-            f"host port {port} is already in use",
-            "publish the guest port on another host port (-p HOSTPORT:GUESTPORT)",
-        )
-        self.port = port
-
-
-def forwarding_failure(qemu_message: str) -> int | None:
-    """The host port of the forwarding QEMU could not set up, if that is why it stopped."""
-    match = _FORWARDING_FAILED.search(qemu_message)
-    return int(match[1]) if match else None
-
-
 def monitor_answers(qmp_socket: Path) -> bool:
     try:
         qmp_execute(qmp_socket, "query-status", timeout=5)
@@ -328,16 +306,11 @@ def wait_for_monitor(vm: "subprocess.Popen[bytes]", qmp_socket: Path, log_file: 
         lambda: monitor_answers(qmp_socket),
         vm,
         timeout=60,
-        on_exit=lambda status: _start_failure(status, last_line(log_file)),
+        on_exit=lambda status: BootcBoxError(
+            f"QEMU exited with status {status}: {last_line(log_file)}"
+        ),
         on_timeout=lambda: BootcBoxError("QEMU did not answer on its monitor within 60 s"),
     )
-
-
-def _start_failure(status: int, message: str) -> BootcBoxError:
-    port = forwarding_failure(message)
-    if port is not None:
-        return PortInUse(port)
-    return BootcBoxError(f"QEMU exited with status {status}: {message}")
 
 
 def power_off(vm: "subprocess.Popen[bytes]", qmp_socket: Path, grace: float) -> bool:

@@ -37,6 +37,7 @@ from bootc_box.kernel import BootFiles
 from bootc_box.locks import hold_lock
 from bootc_box.machine import BootAgain, FileServer, Machine, start_machine
 from bootc_box.migration import load_state, save_state
+from bootc_box.network import Network
 from bootc_box.processes import last_line, wait_until
 from bootc_box.progress import Progress, start_progress
 from bootc_box.publish import Publish
@@ -71,6 +72,8 @@ class RunSpec:
     name: str | None = None
     detach: bool = False
     publish: tuple[Publish, ...] = ()
+    # The guest may reach the host's loopback at 10.0.2.2 (network.py).
+    allow_host_loopback: bool = False
     binds: tuple[Bind, ...] = ()
     ssh_key: Path | None = None
     # Seconds a guest gets to shut down after its power button is pressed;
@@ -101,7 +104,7 @@ class RunSpec:
 
 
 def free_port() -> int:
-    """A loopback port nobody listens on now (QEMU binds it a moment later)."""
+    """A loopback port nobody listens on now (passt binds it a moment later)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -359,10 +362,9 @@ def vm_spec(
         # A disk's boot loader has its own options; these are added to them.
         cmdline=kernel_cmdline(kargs) if boot else disk_cmdline(kargs),
         virtiofs_socket=workdir / "rootfs.sock" if boot else None,
-        ssh_port=ssh_port,
+        network=Network(workdir / "network.sock", ssh_port, spec.publish, spec.allow_host_loopback),
         console_log=workdir / "console.log",
         credential_files=(credential or prepared.credential, *prepared.extra_credentials),
-        publish=spec.publish,
         shares=tuple((tag, workdir / f"{tag}.sock") for tag in bind_tags(spec.binds)),
         qmp_socket=workdir / "qmp.sock",
         incoming=incoming,
@@ -419,7 +421,9 @@ def boot_and_run(
         ) as machine:
             if prepared.boot_lease:
                 prepared.boot_lease.release()  # QEMU has read them
-            vm.update(state=VmState.BOOTING, ssh_port=machine_spec.ssh_port, start=start.kind)
+            vm.update(
+                state=VmState.BOOTING, ssh_port=machine_spec.network.ssh_port, start=start.kind
+            )
             target = come_up(spec, prepared, start, machine, host_keys.result, progress=progress)
             log.info("%s", progress.done(start.kind))
             vm.update(state=VmState.RUNNING)
@@ -477,7 +481,7 @@ def come_up(
             raise RestoreFailed(f"could not load the saved state ({reason})") from e
         start.loaded()
         log.debug("loaded the saved state in %.1f s", time.monotonic() - started)
-    target = SshTarget("127.0.0.1", machine.spec.ssh_port, "root", start.login_key)
+    target = SshTarget("127.0.0.1", machine.spec.network.ssh_port, "root", start.login_key)
     if start.save:
         wait_for_ssh(spec, start, machine, lambda: ssh_ready(target))
         progress.begin("save")

@@ -25,6 +25,7 @@ from bootc_box.accel import Accel
 from bootc_box.cache_entries import Entries, cache_dir, file_problem, read_manifest, read_regular
 from bootc_box.credentials import write_credential, write_private
 from bootc_box.environment import Environment
+from bootc_box.network import Network
 from bootc_box.qemu import QemuSpec, qemu_argv
 from bootc_box.ssh import generate_key, public_key
 
@@ -51,10 +52,9 @@ def machine_argv(spec: QemuSpec) -> list[str]:
         kernel=spec.kernel and Path("kernel"),
         initramfs=spec.initramfs and Path("initramfs"),
         virtiofs_socket=spec.virtiofs_socket and Path("rootfs.sock"),
-        ssh_port=0,
+        network=Network(Path("network.sock"), 0),
         console_log=Path("console.log"),
         credential_files=tuple(Path(f"credential-{i}") for i in range(len(spec.credential_files))),
-        publish=(),
         shares=tuple((tag, Path(f"{tag}.sock")) for tag, _ in spec.shares),
         qmp_socket=Path("qmp.sock") if spec.qmp_socket else None,
         incoming=False,

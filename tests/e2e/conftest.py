@@ -7,6 +7,7 @@ import secrets
 import selectors
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -190,6 +191,50 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def host_address() -> str | None:
+    """This host's address on its default route (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+        except OSError:
+            return None
+        address: str = probe.getsockname()[0]
+        return address
+
+
+@contextmanager
+def serve_secret(address: str) -> Iterator[tuple[int, bytes]]:
+    """A TCP service on `address` that writes a fresh secret to whoever
+    connects: a guest that prints the secret reached it."""
+    secret = secrets.token_hex(8).encode()
+    with socket.create_server((address, 0)) as server:
+        server.settimeout(0.5)
+        done = threading.Event()
+
+        def serve() -> None:
+            while not done.is_set():
+                try:
+                    conn, _ = server.accept()
+                except TimeoutError:
+                    continue
+                with conn:
+                    conn.sendall(secret + b"\n")
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            yield server.getsockname()[1], secret
+        finally:
+            done.set()
+            thread.join()
+
+
+def guest_reads_tcp(address: str, port: int) -> str:
+    """A guest shell command that prints what a TCP service at
+    `address:port` sends, giving up after 10 s."""
+    return f"timeout 10 bash -c 'exec 3<>/dev/tcp/{address}/{port} && cat <&3'"
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,9 @@ from tests.e2e.conftest import (
     FIXTURE,
     CacheVolume,
     box_argv,
+    guest_reads_tcp,
     podman,
+    serve_secret,
 )
 
 MARKER = "/usr/share/bootc-box-fixture-marker"
@@ -78,7 +80,7 @@ def desk(warm_volume: CacheVolume, tmp_path_factory: pytest.TempPathFactory) -> 
         desk = Desk(name, work, free_udp_port())
         started = desk.bootc_box(
             "run", "-d", "--name", "web", "--ssh-key", str(key),
-            "-p", f"{desk.udp_port}:7777/udp", FIXTURE,
+            "-p", f"{desk.udp_port}:7777/udp", "--allow-host-loopback", FIXTURE,
         )  # fmt: skip
         assert started.returncode == 0, started.stderr
         up = desk.ssh("true")
@@ -206,6 +208,14 @@ def test_a_udp_port_is_forwarded(desk: Desk) -> None:
         client.settimeout(10)
         client.sendto(b"ping", ("127.0.0.1", desk.udp_port))
         assert client.recvfrom(1024)[0] == b"echo:ping"
+
+
+def test_allow_host_loopback_opens_the_hosts_loopback_to_the_guest(desk: Desk) -> None:
+    """The desk box shares the host's network and its VM was run with
+    --allow-host-loopback (closed by default: test_vm_box.py)."""
+    with serve_secret("127.0.0.1") as (port, secret):
+        read = desk.ssh(guest_reads_tcp("10.0.2.2", port))
+    assert (read.returncode, read.stdout) == (0, secret.decode() + "\n"), read.stderr
 
 
 def test_a_chatty_guest_cannot_fill_the_boxs_memory_with_its_console(desk: Desk) -> None:

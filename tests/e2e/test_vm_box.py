@@ -23,9 +23,12 @@ from tests.e2e.conftest import (
     box_argv,
     container_logs,
     free_port,
+    guest_reads_tcp,
+    host_address,
     host_state,
     new_cache_volume,
     podman,
+    serve_secret,
 )
 
 MARKER = "bootc-box fixture"
@@ -172,17 +175,6 @@ def test_a_published_port_answers_on_the_host(vm: BoxVm) -> None:
         assert conn.recv(64).startswith(b"SSH-2.0-")
 
 
-def host_address() -> str | None:
-    """This host's address on its default route (no packet is sent)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("192.0.2.1", 9))
-        except OSError:
-            return None
-        address: str = probe.getsockname()[0]
-        return address
-
-
 def test_ports_are_on_loopback_unless_an_address_is_given(vm: BoxVm) -> None:
     address = host_address()
     if address is None or address.startswith("127."):
@@ -191,6 +183,22 @@ def test_ports_are_on_loopback_unless_an_address_is_given(vm: BoxVm) -> None:
         assert conn.recv(64).startswith(b"SSH-2.0-")
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((address, vm.published_port), timeout=30).close()
+
+
+def test_the_guest_cannot_reach_the_hosts_loopback(vm: BoxVm) -> None:
+    """This box shares the host's network (as the Action runs it): under
+    QEMU's user network 10.0.2.2 was the host's 127.0.0.1, where the host's
+    local services and other VMs' SSH listen. The same service is reachable
+    at the host's own address, as any host on the network is."""
+    address = host_address()
+    if address is None or address.startswith("127."):
+        pytest.skip("this host has no address but loopback to compare with")
+    with serve_secret("0.0.0.0") as (port, secret):
+        through_loopback = vm.exec("ssh", "--", guest_reads_tcp("10.0.2.2", port))
+        assert secret.decode() not in through_loopback.stdout
+        assert through_loopback.returncode != 0
+        outside = vm.exec("ssh", "--", guest_reads_tcp(address, port))
+        assert outside.stdout == secret.decode() + "\n", outside.stderr
 
 
 def test_inspect_is_enough_for_tmt(vm: BoxVm, tmp_path: Path) -> None:

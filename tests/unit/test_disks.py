@@ -8,6 +8,7 @@ from bootc_box.accel import Accel
 from bootc_box.disks import open_disk, parse_size
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
+from bootc_box.network import Network
 from bootc_box.qemu import Disk, Firmware, QemuSpec, qemu_argv
 
 BOX = Environment(in_box=True)
@@ -43,7 +44,8 @@ def booted(disk: Disk) -> list[str]:
     """The QEMU command line a disk boot of `disk` would run."""
     spec = QemuSpec(
         accel=Accel.TCG, memory_mib=2048, cpus=2, kernel=None, initramfs=None, cmdline="",
-        virtiofs_socket=None, ssh_port=2222, console_log=Path("/run/console.log"),
+        virtiofs_socket=None, network=Network(Path("/run/net.sock"), 2222),
+        console_log=Path("/run/console.log"),
         disks=(disk,), firmware=Firmware(Path("/fw/CODE.fd"), Path("/vm/efivars.fd")),
     )  # fmt: skip
     return qemu_argv(spec, "qemu")

@@ -1,7 +1,7 @@
 """The one stop path of a machine. Its power-off runs on real processes
 standing in for QEMU (a sleep with no monitor, or one that is gone); the
 order in which start_machine starts and stops its parts is checked with
-recording stand-ins for QEMU and virtiofsd, as no VM boots in unit tests
+recording stand-ins for QEMU, passt and virtiofsd, as no VM boots in unit tests
 (the e2e tests boot real ones)."""
 
 import logging
@@ -19,7 +19,8 @@ from bootc_box.accel import Accel
 from bootc_box.console import LOG_LIMIT_VARIABLE, rotated
 from bootc_box.errors import BootcBoxError
 from bootc_box.machine import BootAgain, FileServer, Machine, start_machine
-from bootc_box.qemu import PortInUse, QemuSpec
+from bootc_box.network import Network, PortInUse
+from bootc_box.qemu import QemuSpec
 from bootc_box.signals import Terminated
 from bootc_box.virtiofsd import VirtiofsdSpec
 
@@ -33,8 +34,8 @@ def process() -> Iterator["subprocess.Popen[bytes]"]:
 
 
 def qemu_spec(tmp_path: Path) -> QemuSpec:
-    return QemuSpec(Accel.TCG, 512, 1, None, None, "", None, 2222, tmp_path / "console.log",
-                    qmp_socket=tmp_path / "qmp.sock")  # fmt: skip
+    return QemuSpec(Accel.TCG, 512, 1, None, None, "", None, Network(tmp_path / "net.sock", 2222),
+                    tmp_path / "console.log", qmp_socket=tmp_path / "qmp.sock")  # fmt: skip
 
 
 def machine(proc: "subprocess.Popen[bytes]", tmp_path: Path, *, graceful: bool) -> Machine:
@@ -63,6 +64,14 @@ def events(monkeypatch: pytest.MonkeyPatch) -> list[str]:
             happened.append(f"stop {spec.shared_dir.name}")
 
     @contextmanager
+    def start_passt(network: Network, log_file: Path) -> Iterator[None]:
+        happened.append("start network")
+        try:
+            yield
+        finally:
+            happened.append("stop network")
+
+    @contextmanager
     def start_qemu(spec: QemuSpec, log_file: Path, binary: str) -> Iterator[Running]:
         happened.append("start qemu")
         try:
@@ -76,6 +85,7 @@ def events(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(machine_module, "start_virtiofsd", start_virtiofsd)
     monkeypatch.setattr(machine_module, "start_qemu", start_qemu)
+    monkeypatch.setattr(machine_module, "start_passt", start_passt)
     monkeypatch.setattr(machine_module, "wait_for_monitor", lambda *a: happened.append("monitor"))
     monkeypatch.setattr(machine_module, "power_off", power_off)
     return happened
@@ -102,8 +112,8 @@ def test_a_graceful_machine_is_powered_off_before_qemu_and_then_its_servers_stop
         if ending:
             raise ending("ended")
     assert events == [
-        "start root", "start bind0", "start qemu", "monitor", "up",
-        "power off within 8 s", "stop qemu", "stop bind0", "stop root",
+        "start network", "start root", "start bind0", "start qemu", "monitor", "up",
+        "power off within 8 s", "stop qemu", "stop bind0", "stop root", "stop network",
     ]  # fmt: skip
 
 
@@ -111,7 +121,7 @@ def test_a_machine_that_is_not_graceful_stops_at_once(events: list[str], tmp_pat
     with start_machine(qemu_spec(tmp_path), (), "qemu", tmp_path / "q.log", graceful=False,
                        grace=8.0):  # fmt: skip
         pass
-    assert events == ["start qemu", "monitor", "stop qemu"]
+    assert events == ["start network", "start qemu", "monitor", "stop qemu", "stop network"]
 
 
 def test_the_consoles_logs_are_kept_in_bounds_for_as_long_as_the_machine_runs(
@@ -146,7 +156,7 @@ def test_a_lost_race_for_the_ssh_port_boots_again_and_nothing_is_powered_off(
     def taken(*args: object) -> None:
         raise PortInUse(port)
 
-    monkeypatch.setattr(machine_module, "wait_for_monitor", taken)
+    monkeypatch.setattr(machine_module, "start_passt", taken)
     with (
         pytest.raises(raised) as err,
         start_machine(qemu_spec(tmp_path), servers(tmp_path)[:1], "qemu", tmp_path / "q.log",
@@ -154,7 +164,8 @@ def test_a_lost_race_for_the_ssh_port_boots_again_and_nothing_is_powered_off(
     ):  # fmt: skip
         raise AssertionError("the machine never came up")
     assert type(err.value) is raised
-    assert events == ["start root", "start qemu", "stop qemu", "stop root"]
+    # passt binds the ports before anything else starts.
+    assert events == []
 
 
 def test_a_graceful_stop_whose_power_button_cannot_be_pressed_says_so_within_its_grace(

@@ -154,6 +154,14 @@ def test_prune_leaves_a_vm_being_made_alone_and_a_failed_making_leaves_nothing(
     assert [p.name for p in dirs.iterdir()] == [".making.lock"]
 
 
+def test_a_record_from_before_the_loopback_was_closed_keeps_it_closed(dirs: Path) -> None:
+    older = {k: v for k, v in VM.__dict__.items() if k != "allow_host_loopback"}
+    (keep(dirs) / CONFIG).write_text(json.dumps(older))
+    found = find_persistent(NATIVE, "web")
+    assert found is not None
+    assert found.allow_host_loopback is False
+
+
 @pytest.mark.parametrize(
     ("change", "problem"),
     [
@@ -166,6 +174,7 @@ def test_prune_leaves_a_vm_being_made_alone_and_a_failed_making_leaves_nothing(
         ({"publish": ["8080"]}, "invalid --publish '8080'"),
         ({"binds": ["/src:src"]}, "invalid --bind '/src:src': GUESTDIR must be absolute"),
         ({"disk_key": None}, "disk_key is not a string"),
+        ({"allow_host_loopback": "yes"}, "allow_host_loopback is not true or false"),
         ({"extra": 1}, "unexpected keyword argument 'extra'"),
     ],
 )

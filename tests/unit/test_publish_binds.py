@@ -20,8 +20,9 @@ def test_publish_binds_loopback_unless_told(text: str, publish: Publish) -> None
     assert parse_publish(text) == publish
 
 
-def test_publish_becomes_a_qemu_hostfwd() -> None:
-    assert parse_publish("8080:80").hostfwd() == "tcp:127.0.0.1:8080-:80"
+def test_publish_binds_to_loopback_unless_told_otherwise() -> None:
+    assert parse_publish("8080:80") == Publish("127.0.0.1", 8080, 80, "tcp")
+    assert parse_publish("0.0.0.0:5353:53/udp") == Publish("0.0.0.0", 5353, 53, "udp")
 
 
 @pytest.mark.parametrize(

@@ -7,13 +7,12 @@ import pytest
 
 from bootc_box.accel import Accel, option_value
 from bootc_box.errors import BootcBoxError
-from bootc_box.publish import Publish
+from bootc_box.network import Network
 from bootc_box.qemu import (
     Disk,
     Firmware,
     QemuSpec,
     disk_cmdline,
-    forwarding_failure,
     kernel_cmdline,
     parse_memory,
     qemu_argv,
@@ -31,7 +30,7 @@ def spec(**overrides: object) -> QemuSpec:
         "initramfs": Path("/k/initramfs.img"),
         "cmdline": "console=ttyS0",
         "virtiofs_socket": Path("/run/root.sock"),
-        "ssh_port": 2222,
+        "network": Network(Path("/run/network.sock"), 2222),
         "console_log": Path("/run/console.log"),
         "credential_files": (Path("/run/key.smbios"),),
     }
@@ -67,9 +66,15 @@ def test_virtiofs_root_device_uses_the_socket() -> None:
     assert "tag=rootfs" in option(argv, "-device")[0]
 
 
-def test_ssh_is_forwarded_on_loopback_only() -> None:
-    (nic,) = option(qemu_argv(spec(ssh_port=40022), "qemu"), "-nic")
-    assert "hostfwd=tcp:127.0.0.1:40022-:22" in nic
+def test_the_network_is_passts_socket_on_a_virtio_nic() -> None:
+    argv = qemu_argv(spec(network=Network(Path("/run/a,b/net.sock"), 2222)), "qemu")
+    assert option(argv, "-netdev") == [
+        "stream,id=net0,server=off,addr.type=unix,addr.path=/run/a,,b/net.sock"
+    ]
+    assert "virtio-net-pci,netdev=net0" in option(argv, "-device")
+    # Not QEMU's own user network, which maps 10.0.2.2 to the host's loopback.
+    assert "-nic" not in argv
+    assert not any("user" in arg.split(",")[0] for arg in option(argv, "-netdev"))
 
 
 def test_credentials_are_passed_as_files_not_values() -> None:
@@ -114,15 +119,6 @@ def test_too_little_memory_is_refused() -> None:
         parse_memory("64M")
 
 
-def test_published_ports_follow_ssh_on_the_same_nic() -> None:
-    publish = (Publish("127.0.0.1", 8080, 80), Publish("0.0.0.0", 5353, 53, "udp"))
-    (nic,) = option(qemu_argv(spec(ssh_port=40022, publish=publish), "qemu"), "-nic")
-    assert nic == (
-        "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:40022-:22,"
-        "hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=udp:0.0.0.0:5353-:53"
-    )
-
-
 def test_each_share_gets_its_own_vhost_user_device() -> None:
     argv = qemu_argv(spec(shares=(("bind0", Path("/run/b0.sock")),)), "qemu")
     assert option(argv, "-chardev")[:2] == [
@@ -136,17 +132,6 @@ def test_qmp_listens_on_a_socket_without_waiting_for_a_client() -> None:
     assert option(qemu_argv(spec(), "qemu"), "-qmp") == []
     argv = qemu_argv(spec(qmp_socket=Path("/run/qmp.sock")), "qemu")
     assert option(argv, "-qmp") == ["unix:/run/qmp.sock,server=on,wait=off"]
-
-
-def test_a_taken_host_port_is_told_from_other_start_failures() -> None:
-    # What qemu-system-x86_64 (7.2 and 10.0) prints when it cannot bind a forward.
-    message = (
-        "qemu-system-x86_64: -nic user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:55243-:22: "
-        "Could not set up host forwarding rule 'tcp:127.0.0.1:55243-:22'"
-    )
-    assert forwarding_failure(message) == 55243
-    assert forwarding_failure("Could not set up host forwarding rule 'udp::5353-:53'") == 5353
-    assert forwarding_failure("qemu-system-x86_64: failed to initialize kvm") is None
 
 
 def test_every_start_gets_a_new_generation_id_and_a_restore_waits_for_its_state() -> None:

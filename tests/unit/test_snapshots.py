@@ -15,6 +15,7 @@ from bootc_box.accel import Accel
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.migration import migration_done
+from bootc_box.network import Network
 from bootc_box.publish import Publish
 from bootc_box.qemu import QemuSpec
 from bootc_box.snapshots import (
@@ -48,7 +49,7 @@ def machine(run: str = "run-1", **changes: Any) -> QemuSpec:
         initramfs=Path("/cache/boot") / IMAGE_ID / "initramfs.img",
         cmdline="console=ttyS0 root=virtiofs:rootfs",
         virtiofs_socket=base / "rootfs.sock",
-        ssh_port=40000 + len(run),
+        network=Network(base / "network.sock", 40000 + len(run)),
         console_log=base / "console.log",
         credential_files=(base / "ssh.authorized_keys.root.smbios",),
         shares=(("bind0", base / "bind0.sock"),),
@@ -59,7 +60,11 @@ def machine(run: str = "run-1", **changes: Any) -> QemuSpec:
 
 def test_runs_of_one_machine_share_a_key_whatever_their_paths_and_ports() -> None:
     one = machine("run-1")
-    other = machine("another-run", publish=(Publish("127.0.0.1", 8080, 80),), incoming=True)
+    other = machine(
+        "another-run",
+        network=Network(Path("/elsewhere/net.sock"), 41000, (Publish("127.0.0.1", 8080, 80),)),
+        incoming=True,
+    )
     assert machine_argv(one) == machine_argv(other)
     assert snapshot_key(IMAGE_ID, one, VERSIONS) == snapshot_key(IMAGE_ID, other, VERSIONS)
 

@@ -4,20 +4,19 @@ A disk's format is never guessed from its bytes: a raw disk's bytes are its
 guest's, and a qcow2 header written there could name any host file as a
 backing or data file, for QEMU to read and write. The format is what the
 user said (--format), or what bootc-box recorded when it made the disk, or
-else raw; a file that qemu-img reads as qcow2 is taken as qcow2 only when
-its header names no other file, and is refused otherwise."""
+else raw; a file whose header reads as qcow2 (read here, by no other
+program) is taken as qcow2 only when that header names no other file, and
+is refused otherwise."""
 
 import dataclasses
-import json
 import os
 import re
-import subprocess
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
-from bootc_box.processes import last_line_of
 from bootc_box.qemu import Disk
 
 QCOW2_MAGIC = b"QFI\xfb"
@@ -39,40 +38,101 @@ def parse_size(text: str, option: str) -> int:
 
 @dataclass(frozen=True)
 class Qcow2Header:
-    """The other files a qcow2 file's header names, as qemu-img reads them."""
+    """The other files a qcow2 file's header names. A data file of "" is
+    one the header says there is, without naming it."""
 
     backing_file: str | None
     data_file: str | None
 
 
-def qemu_img_info_argv(path: Path) -> list[str]:
-    # -f qcow2: no other driver reads the file (a probe could pick vmdk,
-    # whose descriptor names more files). Without --backing-chain qemu-img
-    # reports the backing and data files without opening them. -U: the
-    # header can be read while another VM has the disk open.
-    return ["qemu-img", "info", "--output=json", "-U", "-f", "qcow2", str(path)]
+# The header is read here, not by qemu-img: it may be a guest's bytes, and
+# qemu-img's own parser has been the way in (CVE-2024-4467). Only so much is
+# read, and nothing it names is ever opened.
+QCOW2_HEAD = 64 << 10  # QEMU's default cluster, where qemu-img puts it all
+_CLUSTER_BITS = range(9, 22)  # 512 B to 2 MiB: what QEMU opens
+_BACKING_NAME_MAX = 1023  # QEMU refuses longer
+_V2_HEADER_LENGTH, _V3_HEADER_MIN = 72, 104
+_EXTERNAL_DATA_FILE = 1 << 2  # incompatible feature bit 2
+_EXT_END, _EXT_DATA_FILE_NAME = 0, 0x44415441
 
 
-def parse_qcow2_info(text: str) -> Qcow2Header:
-    """The files named in qemu-img info's JSON of a qcow2 file."""
-    info = json.loads(text)
-    data = info.get("format-specific", {}).get("data", {})
-    return Qcow2Header(info.get("backing-filename"), data.get("data-file"))
+def parse_qcow2_header(head: bytes) -> Qcow2Header | None:
+    """The files named by the qcow2 header at the start of `head` (a file's
+    first bytes, as in QEMU's docs/interop/qcow2.rst); None without the
+    qcow2 magic. Raises ValueError, saying why in a few words, where QEMU
+    would refuse the header, or where it reaches past QCOW2_HEAD."""
+    if not head.startswith(QCOW2_MAGIC):
+        return None
+    # QEMU reads a file's end as zeros to the size it asked for.
+    head = head[:QCOW2_HEAD].ljust(QCOW2_HEAD, b"\0")
+    version, backing_offset, backing_size, cluster_bits = struct.unpack_from(">IQII", head, 4)
+    if version not in (2, 3):
+        raise ValueError(f"its version is {version}, not 2 or 3")
+    if cluster_bits not in _CLUSTER_BITS:
+        raise ValueError("its cluster size is not 512 B to 2 MiB")
+    cluster_size = 1 << cluster_bits
+    incompatible, header_length = 0, _V2_HEADER_LENGTH
+    if version == 3:
+        (incompatible,) = struct.unpack_from(">Q", head, 72)
+        (header_length,) = struct.unpack_from(">I", head, 100)
+        if header_length < _V3_HEADER_MIN:
+            raise ValueError(f"its header is shorter than {_V3_HEADER_MIN} bytes")
+    if header_length > cluster_size:
+        raise ValueError("its header is larger than its cluster")
+    backing_file = None
+    if backing_offset:
+        if backing_offset > cluster_size:
+            raise ValueError("its backing file name lies past its first cluster")
+        if backing_size > _BACKING_NAME_MAX:
+            raise ValueError(f"its backing file name is longer than {_BACKING_NAME_MAX} bytes")
+        if backing_offset + backing_size > QCOW2_HEAD:
+            raise ValueError("its backing file name lies past its first 64 KiB")
+        backing_file = _text(head[backing_offset : backing_offset + backing_size])
+    data_file = _data_file_name(head, header_length, backing_offset or cluster_size)
+    if data_file is None and incompatible & _EXTERNAL_DATA_FILE:
+        data_file = ""
+    return Qcow2Header(backing_file, data_file)
+
+
+def _data_file_name(head: bytes, start: int, end: int) -> str | None:
+    """The external data file name among the header extensions from
+    `start` on (each: type, length, data padded to 8 bytes), up to the end
+    extension or `end` (QEMU's bounds). Even without the data file flag
+    (when QEMU ignores it), a name is taken as meant."""
+    offset, name = start, None
+    while offset < end:
+        if offset + 8 > QCOW2_HEAD:
+            raise ValueError("its header extends past its first 64 KiB")
+        kind, length = struct.unpack_from(">II", head, offset)
+        offset += 8
+        if offset > end or length > end - offset:
+            raise ValueError("a header extension is too large")
+        if kind == _EXT_END:
+            break
+        if offset + length > QCOW2_HEAD:
+            raise ValueError("its header extends past its first 64 KiB")
+        if kind == _EXT_DATA_FILE_NAME:
+            name = _text(head[offset : offset + length])
+        offset += (length + 7) & ~7
+    return name
+
+
+def _text(name: bytes) -> str:
+    # For messages only, never to open: bytes that are no UTF-8 show as such.
+    return name.decode(errors="replace")
 
 
 def find_qcow2_header(path: Path) -> Qcow2Header | None:
     """What the qcow2 header of `path` names; None when it has none."""
     with path.open("rb") as f:
-        if f.read(len(QCOW2_MAGIC)) != QCOW2_MAGIC:
-            return None  # qemu-img's qcow2 driver would refuse it too
-    read = subprocess.run(qemu_img_info_argv(path), capture_output=True, text=True, check=False)
-    if read.returncode != 0:
+        head = f.read(QCOW2_HEAD)
+    try:
+        return parse_qcow2_header(head)
+    except ValueError as e:
         raise BootcBoxError(
-            f"{path} starts like a qcow2 image but cannot be read as qcow2: "
-            + last_line_of(read.stderr, f"qemu-img exited with status {read.returncode}"),
+            f"{path} starts like a qcow2 image but cannot be read as qcow2: {e}",
             "pass --format raw if it is a raw disk",
-        )
-    return parse_qcow2_info(read.stdout)
+        ) from None
 
 
 def checked_format(disk: Disk) -> str:
@@ -88,9 +148,11 @@ def checked_format(disk: Disk) -> str:
             )
         return "raw"
     # The names are the file's bytes, maybe a guest's: repr shows them inert.
-    if header.data_file:
+    if header.data_file is not None:
         refusal = f"keeps its data in {header.data_file!r}"
-    elif header.backing_file and not disk.backing:
+        if not header.data_file:  # the flag alone: QEMU would want one given
+            refusal = "keeps its data in another file"
+    elif header.backing_file is not None and not disk.backing:
         refusal = f"has a backing file ({header.backing_file!r})"
     else:
         return "qcow2"

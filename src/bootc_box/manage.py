@@ -19,6 +19,7 @@ from bootc_box.console import LogReader, rotated
 from bootc_box.detach import SUPERVISOR_LOG
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
+from bootc_box.options import GLOBAL_VALUE_OPTIONS, first_operand
 from bootc_box.persistent import (
     find_persistent,
     is_kept,
@@ -182,9 +183,16 @@ def is_run_command(argv: list[str]) -> bool:
     """`python3 -m bootc_box [OPTIONS] run ...` or `.../bootc-box [OPTIONS] run ...`."""
     for at, word in enumerate(argv[:3]):
         if word == "bootc_box" or word.endswith("/bootc-box") or word == "bootc-box":
-            rest = argv[at + 1 :]
-            return next((w for w in rest if not w.startswith("-")), None) == "run"
+            return command_name(argv[at + 1 :]) == "run"
     return False
+
+
+def command_name(args: list[str]) -> str | None:
+    """The command bootc-box's arguments `args` name: the first word past
+    the top-level options, their values and a `--` that ends them."""
+    end = first_operand(args, set(GLOBAL_VALUE_OPTIONS))
+    end += args[end : end + 1] == ["--"]
+    return args[end] if end < len(args) else None
 
 
 class Awaited(enum.Enum):

@@ -40,7 +40,13 @@ def first_operand(args: Sequence[str], value_options: set[str]) -> int:
     return scan_options(args, value_options)[1]
 
 
+# The options of cli.py's top-level group that take a value, which is no
+# command: `bootc-box --virtiofsd-sandbox none run IMAGE`. Unit tests hold
+# this, and the entrypoint's BOOTC_BOX_VALUE_OPTIONS, to the group's.
+GLOBAL_VALUE_OPTIONS = frozenset({"--virtiofsd-sandbox"})
+
+
 def wants_debug(argv: Sequence[str]) -> bool:
     """Whether `--debug` is among the options before the command name (in
     `bootc-box run IMG -- prog --debug` it is the guest program's)."""
-    return "--debug" in argv[: first_operand(argv, set())]
+    return "--debug" in argv[: first_operand(argv, set(GLOBAL_VALUE_OPTIONS))]

@@ -333,7 +333,7 @@ def install(
             "Installing %s (%s, %.1f GiB) with its own bootc",
             spec.image, options.format, options.size / GiB,
         )  # fmt: skip
-        directory = claim_vm_dir(env, new_name())
+        directory = claim_vm_dir(env, new_name(), installer=True)
         status = supervise(installer, env, qemu, parse_image_ref(options.image_id), directory)
     if status != 0:
         raise BootcBoxError(

@@ -218,9 +218,21 @@ def check_socket_room(directory: Path) -> None:
         )
 
 
-def claim_vm_dir(env: Environment, name: str, *, kept: bool = False) -> Path:
+# In the state directory of to-disk's installer VM: a step of that command,
+# which no command given no VM name means, though it is one VM of the box.
+INSTALLER_MARK = "installer"
+
+
+def is_installer(directory: Path) -> bool:
+    return (directory / INSTALLER_MARK).exists()
+
+
+def claim_vm_dir(
+    env: Environment, name: str, *, kept: bool = False, installer: bool = False
+) -> Path:
     """A new state directory for VM `name`, or an error if the name is taken
-    (also by a VM that keeps its state, unless this is that VM's run)."""
+    (also by a VM that keeps its state, unless this is that VM's run).
+    `installer`: marked as to-disk's installer, before it has a record."""
     base = vms_dir(env)
     directory = vm_dir(env, name)
     if not kept and (kept_vm_dir(env, name) / KEPT_CONFIG).exists():
@@ -237,6 +249,8 @@ def claim_vm_dir(env: Environment, name: str, *, kept: bool = False) -> Path:
             f"the name {name} is already used by a VM",
             f"pick another --name, or remove it with bootc-box rm --force {name}",
         ) from None
+    if installer:
+        (directory / INSTALLER_MARK).touch()
     return directory
 
 
@@ -307,10 +321,24 @@ def find_vm(env: Environment, name: str | None) -> tuple[Path, VmRecord]:
         if record is None:
             raise BootcBoxError(f"no VM named {name}", "see bootc-box list")
         return directory, record
-    found = [(d, r) for d, r in list_vms(env) if r is not None]
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise BootcBoxError("no VMs here", "start one with bootc-box run -d IMAGE")
-    names = ", ".join(r.name for _, r in found)
-    raise BootcBoxError(f"{len(found)} VMs here ({names})", "name the one you mean")
+    found = [(d, r, is_installer(d)) for d, r in list_vms(env) if r is not None]
+    return only_vm(found)
+
+
+def only_vm(found: list[tuple[Path, VmRecord, bool]]) -> tuple[Path, VmRecord]:
+    """The one VM of `found` (directory, record, whether it is to-disk's
+    installer) that a command given no name means: installers are there only
+    by name, so that `ssh` during a to-disk does not log in to one."""
+    vms = [(d, r) for d, r, installer in found if not installer]
+    if len(vms) == 1:
+        return vms[0]
+    if len(vms) > 1:
+        names = ", ".join(r.name for _, r in vms)
+        raise BootcBoxError(f"{len(vms)} VMs here ({names})", "name the one you mean")
+    installers = ", ".join(r.name for _, r, installer in found if installer)
+    if installers:
+        raise BootcBoxError(
+            f"no VMs here but the installer of a to-disk ({installers})",
+            "start one with bootc-box run -d IMAGE, or name the installer to reach it",
+        )
+    raise BootcBoxError("no VMs here", "start one with bootc-box run -d IMAGE")

@@ -43,6 +43,8 @@ def test_debug_counts_only_before_the_command() -> None:
     assert wants_debug(["--debug", "run", "img"])
     assert not wants_debug(["run", "img", "--", "prog", "--debug"])
     assert not wants_debug(["run", "--debug", "img"])
+    # A global option's value is no command name.
+    assert wants_debug(["--virtiofsd-sandbox", "none", "--debug", "run", "img"])
 
 
 def parse(*args: str) -> dict[str, object]:

@@ -25,3 +25,15 @@ def write_private(path: Path, data: bytes) -> Path:
 
 def write_credential(directory: Path, name: str, value: bytes) -> Path:
     return write_private(directory / f"{name}.smbios", smbios_credential(name, value).encode())
+
+
+def login_credentials(directory: Path, authorized_key: bytes, tmpfiles: bytes) -> tuple[Path, Path]:
+    """What a cold boot hands the guest to log in to it: the public half of
+    the key that logs in first (systemd's provisioning puts it in
+    /root/.ssh/authorized_keys), and systemd-tmpfiles lines (its host key;
+    on a disk also the removal of earlier boots' keys). The one place a
+    boot's credentials are written: a saved state's are the same files."""
+    return (
+        write_credential(directory, "ssh.authorized_keys.root", authorized_key),
+        write_credential(directory, "tmpfiles.extra", tmpfiles),
+    )

@@ -8,9 +8,11 @@ give it the run's key in place of that one, new host keys made on the host
 
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from bootc_box.errors import BootcBoxError
+from bootc_box.hostkeys import checked_public_key
 from bootc_box.ssh import SshTarget, ssh_argv
 
 # Run by root in the guest; $1 is the run's public key, stdin a tar of the
@@ -62,17 +64,26 @@ date -u -s "@$(cat /sys/class/rtc/rtc0/since_epoch)" >/dev/null
 SSH_FAILED = 255
 
 
-def new_host_keys() -> bytes:
-    """A tar of new SSH host keys of every default type, owned by root."""
+@dataclass(frozen=True)
+class HostKeys:
+    """New SSH host keys for a guest: a tar of every default type, owned by
+    root, and the public ed25519 key, which ssh then pins."""
+
+    tar: bytes
+    ed25519: str
+
+
+def new_host_keys() -> HostKeys:
     with tempfile.TemporaryDirectory(prefix="bootc-box-hostkeys-") as tmp:
         keys = Path(tmp) / "etc/ssh"
         keys.mkdir(parents=True)
         subprocess.run(["ssh-keygen", "-A", "-f", tmp], check=True, capture_output=True)
-        return subprocess.run(
+        tar = subprocess.run(
             ["tar", "-c", "--owner=0", "--group=0", "-C", str(keys),
              *sorted(p.name for p in keys.iterdir())],
             check=True, capture_output=True,
         ).stdout  # fmt: skip
+        return HostKeys(tar, checked_public_key((keys / "ssh_host_ed25519_key.pub").read_text()))
 
 
 def give_own_identity(bootstrap: SshTarget, public_key: bytes, host_keys: bytes) -> bool:

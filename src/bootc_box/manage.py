@@ -59,6 +59,8 @@ def describe(record: VmRecord) -> dict[str, Any]:
             "port": record.ssh_port,
             "user": record.ssh_user,
             "key": record.ssh_key,
+            # The only host key to accept ("ssh-ed25519 BASE64"); "" until it answered.
+            "host_key": record.ssh_host_key,
         },
         "publish": list(record.publish),
         "binds": list(record.binds),
@@ -231,7 +233,10 @@ def find_vm_when_started(
 
 
 def ssh_target(record: VmRecord) -> SshTarget:
-    return SshTarget(record.ssh_host, record.ssh_port, record.ssh_user, Path(record.ssh_key))
+    return SshTarget(
+        record.ssh_host, record.ssh_port, record.ssh_user, Path(record.ssh_key),
+        record.ssh_host_key or None,
+    )  # fmt: skip
 
 
 def reach_vm(env: Environment, name: str | None, timeout: float) -> SshTarget:
@@ -252,10 +257,11 @@ def run_ssh_config(env: Environment, name: str | None) -> int:
         records = [find_vm(env, name)[1]]
     else:
         records = [r for r in reap_dead(env) if current_state(r).live]
-    reachable = [r for r in records if r.ssh_port]
+    # Once its guest answered: its host key is known, and pinned in the stanza.
+    reachable = [r for r in records if r.ssh_port and r.ssh_host_key]
     if name is not None and not reachable:
         raise BootcBoxError(
-            f"VM {name} has no SSH port yet ({current_state(records[0]).value})",
+            f"VM {name} has not answered SSH yet ({current_state(records[0]).value})",
             f"wait for it with bootc-box ssh {name} -- true",
         )
     print("\n".join(ssh_config(r.name, ssh_target(r)) for r in reachable), end="")

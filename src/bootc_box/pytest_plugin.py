@@ -9,6 +9,7 @@ network is the host's so the VM's SSH port is on the host's loopback;
 
 import json
 import secrets
+import shlex
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -145,11 +146,16 @@ def bootc_vm(
         pytest.fail(f"bootc-box could not boot {image}; what it said last:\n{last}", pytrace=False)
     try:
         info = json.loads(inspect.stdout)["ssh"]
-        target = SshTarget(info["host"], info["port"], info["user"], key)
+        target = SshTarget(
+            info["host"], info["port"], info["user"], key, info.get("host_key") or None
+        )
         host = testinfra.get_host(
             f"ssh://{target.user}@{target.host}:{target.port}",
             ssh_identity_file=str(key),
-            ssh_extra_args="-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+            # testinfra hands these to a shell.
+            ssh_extra_args=" ".join(
+                shlex.quote(f"-o{name}={value}") for name, value in target.host_key_options()
+            ),
         )
         yield BootcVm(vm_name, target, host)
     finally:

@@ -17,13 +17,14 @@ from bootc_box.accel import Accel, AccelChoice, ProbeBoot, choose_accel
 from bootc_box.binds import Bind, bind_kargs, bind_owner, bind_tag, check_bind_sources
 from bootc_box.boot_cache import BootFilesLease
 from bootc_box.console import StallWatch, start_console_follower
-from bootc_box.credentials import write_credential
+from bootc_box.credentials import login_credentials
 from bootc_box.detach import SUPERVISOR_LOG, start_detached
 from bootc_box.disks import open_disk
 from bootc_box.environment import Environment, probe_environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.firmware import require_ovmf, vm_firmware
-from bootc_box.identity import give_own_identity, new_host_keys
+from bootc_box.hostkeys import find_learnt_key, host_key_tmpfiles, make_host_key
+from bootc_box.identity import HostKeys, give_own_identity, new_host_keys
 from bootc_box.images import (
     ImageRef,
     PullOptions,
@@ -43,7 +44,15 @@ from bootc_box.progress import Progress, start_progress
 from bootc_box.publish import Publish
 from bootc_box.qemu import Disk, Firmware, QemuSpec, disk_cmdline, kernel_cmdline, require_qemu
 from bootc_box.snapshots import discard_snapshot, program_versions, snapshot_key
-from bootc_box.ssh import SshTarget, check_private_key, connect, generate_key, public_key, ssh_ready
+from bootc_box.ssh import (
+    Answer,
+    SshTarget,
+    check_private_key,
+    connect,
+    generate_key,
+    public_key,
+    ssh_ready,
+)
 from bootc_box.userns import enter_podman_userns
 from bootc_box.virtiofsd import (
     VirtiofsdSpec,
@@ -142,7 +151,9 @@ class Prepared:
     """What every boot attempt of one run shares."""
 
     key: Path
-    credential: Path
+    # A cold boot's: the public half of `key`, and its host key.
+    credentials: tuple[Path, ...]
+    host_key: str
     qemu: str
     accel: Accel
     image_id: str = ""
@@ -155,7 +166,6 @@ class Prepared:
     image_kargs: tuple[str, ...] = ()
     # A disk boot: the UEFI firmware.
     firmware: Firmware | None = None
-    extra_credentials: tuple[Path, ...] = ()
 
 
 def what_to_boot(
@@ -256,7 +266,7 @@ def supervise(
                 prepared = dataclasses.replace(prepared, boot=prepared.boot_lease.take())
             attempt_dir = directory / f"boot-{attempt}"
             attempt_dir.mkdir()
-            cold = Start(prepared.credential, prepared.key)
+            cold = Start(prepared.credentials, prepared.key, prepared.host_key)
             with choose_start(env, cold, warm, attempt_dir) as start:
                 try:
                     return boot_and_run(spec, prepared, attempt_dir, vm, start, progress=progress)
@@ -297,10 +307,11 @@ def prepare_image(
     lease = stack.enter_context(BootFilesLease(env, image_id, root, spec.image))
     boot = lease.take()
     accel = choose_accel(spec.accel, qemu, ProbeBoot(kernel=boot.kernel), env.kvm_hint)
-    key, credential = run_key(spec, vm.directory)
+    key, credentials, host_key = run_keys(spec, vm.directory)
     return Prepared(
-        key, credential, qemu, accel, image_id, root, boot, lease, image_kargs(root, spec.image)
-    )
+        key, credentials, host_key, qemu, accel, image_id, root, boot, lease,
+        image_kargs(root, spec.image),
+    )  # fmt: skip
 
 
 def prepare_disk(spec: RunSpec, env: Environment, qemu: str, directory: Path) -> "Prepared":
@@ -309,11 +320,8 @@ def prepare_disk(spec: RunSpec, env: Environment, qemu: str, directory: Path) ->
     firmware = vm_firmware(ovmf, directory, spec.efi_vars)
     boot = ProbeBoot(firmware=(ovmf.code, ovmf.vars_template))
     accel = choose_accel(spec.accel, qemu, boot, env.kvm_hint)
-    key, credential = run_key(spec, directory)
-    return Prepared(
-        key, credential, qemu, accel, firmware=firmware,
-        extra_credentials=(write_credential(directory, "tmpfiles.extra", FORGET_OLD_KEYS),),
-    )  # fmt: skip
+    key, credentials, host_key = run_keys(spec, directory, forget_old_keys=True)
+    return Prepared(key, credentials, host_key, qemu, accel, firmware=firmware)
 
 
 # A disk keeps /root/.ssh/authorized_keys from its first boot, and systemd's
@@ -330,10 +338,15 @@ def already_running(name: str) -> BootcBoxError:
     )
 
 
-def run_key(spec: RunSpec, directory: Path) -> tuple[Path, Path]:
-    """The key the run logs in with, and the credential that hands the guest its public half."""
+def run_keys(
+    spec: RunSpec, directory: Path, *, forget_old_keys: bool = False
+) -> tuple[Path, tuple[Path, ...], str]:
+    """The key the run logs in with, the credentials that hand the guest
+    its public half and a new host key, and that host key's public half."""
     key = spec.ssh_key or generate_key(directory)
-    return key, write_credential(directory, "ssh.authorized_keys.root", public_key(key))
+    host_key = make_host_key()
+    tmpfiles = (FORGET_OLD_KEYS if forget_old_keys else b"") + host_key_tmpfiles(host_key)
+    return key, login_credentials(directory, public_key(key), tmpfiles), host_key.public
 
 
 def bind_tags(binds: tuple[Bind, ...]) -> list[str]:
@@ -346,7 +359,7 @@ def vm_spec(
     workdir: Path,
     ssh_port: int,
     *,
-    credential: Path | None = None,
+    credentials: tuple[Path, ...] = (),
     incoming: bool = False,
 ) -> QemuSpec:
     """The machine of one boot attempt, its sockets and logs in `workdir`:
@@ -364,7 +377,7 @@ def vm_spec(
         virtiofs_socket=workdir / "rootfs.sock" if boot else None,
         network=Network(workdir / "network.sock", ssh_port, spec.publish, spec.allow_host_loopback),
         console_log=workdir / "console.log",
-        credential_files=(credential or prepared.credential, *prepared.extra_credentials),
+        credential_files=credentials or prepared.credentials,
         shares=tuple((tag, workdir / f"{tag}.sock") for tag in bind_tags(spec.binds)),
         qmp_socket=workdir / "qmp.sock",
         incoming=incoming,
@@ -386,7 +399,7 @@ def boot_and_run(
     shell, or keep the VM up until it is stopped."""
     restore = bool(start.restore)
     machine_spec = vm_spec(
-        spec, prepared, workdir, free_port(), credential=start.credential, incoming=restore
+        spec, prepared, workdir, free_port(), credentials=start.credentials, incoming=restore
     )
     if restore:
         log.info("Restoring %s from its saved state", spec.image)
@@ -406,7 +419,7 @@ def boot_and_run(
         if following
         else nullcontext() as follower,
     ):
-        host_keys = making.submit(new_host_keys if start.login_key != prepared.key else bytes)
+        host_keys = making.submit(new_host_keys) if start.login_key != prepared.key else None
         with start_machine(
             machine_spec,
             file_servers(spec, prepared, machine_spec, workdir),
@@ -424,9 +437,16 @@ def boot_and_run(
             vm.update(
                 state=VmState.BOOTING, ssh_port=machine_spec.network.ssh_port, start=start.kind
             )
-            target = come_up(spec, prepared, start, machine, host_keys.result, progress=progress)
+            target = come_up(
+                spec,
+                prepared,
+                start,
+                machine,
+                host_keys.result if host_keys else None,
+                progress=progress,
+            )
             log.info("%s", progress.done(start.kind))
-            vm.update(state=VmState.RUNNING)
+            vm.update(state=VmState.RUNNING, ssh_host_key=target.host_key or "")
             if not spec.keeps_running:
                 if spec.tty and follower:
                     follower.stop()  # an interactive shell and the console would interleave
@@ -464,7 +484,7 @@ def come_up(
     prepared: Prepared,
     start: Start,
     machine: Machine,
-    host_keys: Callable[[], bytes],
+    host_keys: Callable[[], HostKeys] | None,
     *,
     progress: Progress,
 ) -> SshTarget:
@@ -481,29 +501,70 @@ def come_up(
             raise RestoreFailed(f"could not load the saved state ({reason})") from e
         start.loaded()
         log.debug("loaded the saved state in %.1f s", time.monotonic() - started)
-    target = SshTarget("127.0.0.1", machine.spec.network.ssh_port, "root", start.login_key)
+    target = SshTarget(
+        "127.0.0.1", machine.spec.network.ssh_port, "root", start.login_key, start.host_key
+    )
     if start.save:
-        wait_for_ssh(spec, start, machine, lambda: ssh_ready(target))
+        login = FirstLogin(target, machine.spec.console_log.with_name("known_hosts"))
+        wait_for_ssh(spec, start, machine, login)
+        target = login.target
         progress.begin("save")
-        save_for_later(spec, prepared, start, machine)
-    if start.login_key != prepared.key:
+        save_for_later(spec, prepared, start, machine, target)
+    if host_keys is not None:
         progress.begin("ssh")
         run_key = public_key(prepared.key)
+        keys: list[HostKeys] = []
+
+        def give_identity() -> bool:
+            keys[:] = keys or [host_keys()]
+            return give_own_identity(target, run_key, keys[0].tar)
+
         # A restored guest's first login is this one, with no probe before
         # it: each login costs most of a second under TCG.
         try:
-            wait_for_ssh(
-                spec, start, machine, lambda: give_own_identity(target, run_key, host_keys())
-            )
+            wait_for_ssh(spec, start, machine, give_identity)
         except RestoreFailed:
             raise
         except BootcBoxError as e:
             # Also in the run that saved the state: the state is no good.
             raise RestoreFailed(e.message) from e
         log.debug("the guest has its own keys and time")
-        return dataclasses.replace(target, key=prepared.key)
-    wait_for_ssh(spec, start, machine, lambda: ssh_ready(target))
-    return target
+        return dataclasses.replace(target, key=prepared.key, host_key=keys[0].ed25519)
+    login = FirstLogin(target, machine.spec.console_log.with_name("known_hosts"))
+    wait_for_ssh(spec, start, machine, login)
+    return login.target
+
+
+class FirstLogin:
+    """Logs in until the guest answers, checking the host key it was given.
+    A guest that shows another one (an image whose systemd ignores the
+    tmpfiles.extra credential: older than 254) has its own key learnt, once,
+    with a warning, and pinned from there on (`target`)."""
+
+    def __init__(self, target: SshTarget, known_hosts: Path) -> None:
+        self.target, self.known_hosts = target, known_hosts
+
+    def __call__(self) -> bool:
+        answer = ssh_ready(self.target)
+        if answer is Answer.KEY_REFUSED and self.target.host_key:
+            log.warning(
+                "the guest shows another SSH host key than bootc-box gave it (its systemd "
+                "ignores the tmpfiles.extra credential: older than 254?); trusting the key "
+                "it shows at this first login"
+            )
+            self.known_hosts.unlink(missing_ok=True)
+            self.target = dataclasses.replace(
+                self.target, host_key=None, known_hosts=self.known_hosts
+            )
+            answer = ssh_ready(self.target)
+        if answer is not Answer.UP:
+            return False
+        if self.target.host_key is None:
+            learnt = find_learnt_key(self.known_hosts)
+            if learnt is None:
+                raise BootcBoxError(f"ssh logged in but filed no host key in {self.known_hosts}")
+            self.target = dataclasses.replace(self.target, host_key=learnt, known_hosts=None)
+        return True
 
 
 def wait_for_ssh(
@@ -560,7 +621,9 @@ def wait_for_ssh(
     )
 
 
-def save_for_later(spec: RunSpec, prepared: Prepared, start: Start, machine: Machine) -> None:
+def save_for_later(
+    spec: RunSpec, prepared: Prepared, start: Start, machine: Machine, target: SshTarget
+) -> None:
     """Save the freshly booted guest for later runs, before any command of
     this one touches it. A failed save costs the next run its warm start,
     never this run."""
@@ -568,7 +631,10 @@ def save_for_later(spec: RunSpec, prepared: Prepared, start: Start, machine: Mac
     began = time.monotonic()
     try:
         save_state(machine.qmp_socket, machine.qemu, start.save.state)
-        start.save.commit(prepared.image_id, spec.image, machine.spec, start.versions)
+        assert target.host_key, "a login checked or learnt the saved guest's host key"
+        start.save.commit(
+            prepared.image_id, spec.image, machine.spec, start.versions, target.host_key
+        )
     except (BootcBoxError, OSError, ValueError) as e:
         log.warning("could not save the VM's state for later runs: %s", e)
         start.save.abandon()  # another run may save it

@@ -3,9 +3,10 @@ image and machine shape, saved once it answered SSH and before any user
 command ran, that later runs load instead of booting.
 
 An entry holds QEMU's state file, the bootstrap SSH key its guest trusts (a
-restored VM is reached with it once, and given the run's own key), and the
-credential file the saving QEMU was started with, so that a restoring QEMU
-is started with the very same devices."""
+restored VM is reached with it once, and given the run's own key), the host
+key the saved guest shows (that first login checks it), and the credential
+files the saving QEMU was started with, so that a restoring QEMU is started
+with the very same devices."""
 
 import dataclasses
 import fcntl
@@ -23,8 +24,10 @@ from pathlib import Path
 from bootc_box import __version__
 from bootc_box.accel import Accel
 from bootc_box.cache_entries import Entries, cache_dir, file_problem, read_manifest, read_regular
-from bootc_box.credentials import write_credential, write_private
+from bootc_box.credentials import login_credentials, write_private
 from bootc_box.environment import Environment
+from bootc_box.errors import BootcBoxError
+from bootc_box.hostkeys import checked_public_key, host_key_tmpfiles, make_host_key
 from bootc_box.network import Network
 from bootc_box.qemu import QemuSpec, qemu_argv
 from bootc_box.ssh import generate_key, public_key
@@ -33,7 +36,8 @@ log = logging.getLogger(__name__)
 
 STATE = "state"
 KEY = "id_ed25519"
-CREDENTIAL_NAME = "ssh.authorized_keys.root"
+CREDENTIALS = ("ssh.authorized_keys.root.smbios", "tmpfiles.extra.smbios")
+HOST_KEY = "ssh_host_ed25519_key.pub"
 MANIFEST = "manifest.json"
 # A run's own copy of the key, in its boot attempt's directory.
 BOOTSTRAP_KEY = "bootstrap_key"
@@ -132,17 +136,25 @@ class Snapshot:
         return self.directory / KEY
 
     @property
-    def credential(self) -> Path:
-        return self.directory / f"{CREDENTIAL_NAME}.smbios"
+    def credentials(self) -> tuple[Path, ...]:
+        return tuple(self.directory / name for name in CREDENTIALS)
 
-    def copy_out(self, workdir: Path) -> tuple[Path, Path]:
-        """The credential and the bootstrap key, copied into `workdir` for
-        QEMU and ssh: copies no writer of the cache can swap for a link."""
-        credential = workdir / f"saved.{CREDENTIAL_NAME}.smbios"
-        return (
-            write_private(credential, read_regular(self.credential)),
-            write_private(workdir / BOOTSTRAP_KEY, read_regular(self.key)),
-        )
+    @property
+    def host_key(self) -> Path:
+        return self.directory / HOST_KEY
+
+    def copy_out(self, workdir: Path) -> tuple[tuple[Path, ...], Path, str]:
+        """The credentials and the bootstrap key, copied into `workdir` for
+        QEMU and ssh (copies no writer of the cache can swap for a link), and
+        the saved guest's host key, checked before ssh is told it."""
+        read = [(c.name, read_regular(c)) for c in self.credentials]
+        key = read_regular(self.key)
+        try:
+            host_key = checked_public_key(read_regular(self.host_key).decode(errors="replace"))
+        except BootcBoxError as e:
+            raise OSError(f"{self.host_key}: {e.message}") from None
+        credentials = tuple(write_private(workdir / f"saved.{n}", data) for n, data in read)
+        return credentials, write_private(workdir / BOOTSTRAP_KEY, key), host_key
 
 
 def entry_problem(entry: Path, key: str) -> str | None:
@@ -155,10 +167,14 @@ def entry_problem(entry: Path, key: str) -> str | None:
     if manifest.key != key:
         return "its manifest is for another machine"
     snapshot = Snapshot(entry)
-    files = (snapshot.key, snapshot.credential, snapshot.state)
+    files = (snapshot.key, *snapshot.credentials, snapshot.host_key, snapshot.state)
     problems = [f"{p.name} is {problem}" for p in files if (problem := file_problem(p))]
     if problems:
         return ", ".join(problems)
+    try:
+        checked_public_key(read_regular(snapshot.host_key).decode(errors="replace"))
+    except BootcBoxError:
+        return f"{HOST_KEY} holds no ed25519 host key"
     size = snapshot.state.stat().st_size
     if size != manifest.state_size:
         return f"its state file has {size} bytes, not the {manifest.state_size} saved"
@@ -196,20 +212,29 @@ def discard_snapshot(env: Environment, key: str) -> None:
 
 class NewSnapshot:
     """A partial entry being made by the one run that saves `key`: its
-    bootstrap key and credential first, the state once the guest is up."""
+    bootstrap key, host key and credentials first, the state once the guest
+    is up."""
 
     def __init__(self, entries: Entries, key: str, partial: Path, held: ExitStack) -> None:
         self.entries, self.name, self.partial, self.held = entries, key, partial, held
         self.key = generate_key(partial)
-        self.credential = write_credential(partial, CREDENTIAL_NAME, public_key(self.key))
+        host_key = make_host_key()
+        self.host_key = host_key.public
+        self.credentials = login_credentials(
+            partial, public_key(self.key), host_key_tmpfiles(host_key)
+        )
 
     @property
     def state(self) -> Path:
         return self.partial / STATE
 
-    def commit(self, image_id: str, image: str, spec: QemuSpec, versions: dict[str, str]) -> Path:
-        """Put the entry in place for the next runs; returns the entry (the
-        bootstrap key has moved with it)."""
+    def commit(
+        self, image_id: str, image: str, spec: QemuSpec, versions: dict[str, str], host_key: str
+    ) -> Path:
+        """Put the entry in place for the next runs, with the host key the
+        saved guest showed; returns the entry (the bootstrap key has moved
+        with it)."""
+        (self.partial / HOST_KEY).write_text(checked_public_key(host_key) + "\n")
         manifest = Manifest(
             key=self.name,
             image_id=image_id,

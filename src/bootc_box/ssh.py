@@ -1,5 +1,6 @@
-"""Reaching the guest over SSH with a per-run key."""
+"""Reaching the guest over SSH with a per-run key, checking its host key."""
 
+import enum
 import logging
 import shlex
 import subprocess
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bootc_box.errors import BootcBoxError
+from bootc_box.hostkeys import KEY_REFUSED, learning_options, pinned_options
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +20,18 @@ class SshTarget:
     port: int
     user: str
     key: Path
+    # The VM's host key ("ssh-ed25519 BASE64"): the only one ssh accepts.
+    host_key: str | None = None
+    # Without one: a first login learns it into this file (hostkeys.py).
+    known_hosts: Path | None = None
+
+    def host_key_options(self) -> tuple[tuple[str, str], ...]:
+        if self.host_key:
+            return pinned_options(self.host_key)
+        if self.known_hosts:
+            return learning_options(self.known_hosts)
+        # A VM recorded by a bootc-box that did not know its key yet.
+        return (("StrictHostKeyChecking", "no"), ("UserKnownHostsFile", "/dev/null"))
 
 
 def generate_key(directory: Path) -> Path:
@@ -88,10 +102,6 @@ SSH_OPTIONS = (
     ("BatchMode", "yes"),
     ("PasswordAuthentication", "no"),
     ("KbdInteractiveAuthentication", "no"),
-    # Each VM is new, with a new host key, on a loopback port that this
-    # run forwarded to it: there is no earlier key to check against.
-    ("StrictHostKeyChecking", "no"),
-    ("UserKnownHostsFile", "/dev/null"),
     ("LogLevel", "ERROR"),
 )
 
@@ -104,7 +114,8 @@ def ssh_argv(
     connect_timeout: int = 5,
 ) -> list[str]:
     argv = ["ssh", "-i", str(target.key), "-p", str(target.port)]
-    for key, value in (*SSH_OPTIONS, ("ConnectTimeout", str(connect_timeout))):
+    options = (*SSH_OPTIONS, *target.host_key_options(), ("ConnectTimeout", str(connect_timeout)))
+    for key, value in options:
         argv += ["-o", f"{key}={value}"]
     argv += ["-t" if tty else "-T", f"{target.user}@{target.host}"]
     if command:
@@ -132,12 +143,21 @@ def ssh_config(alias: str, target: SshTarget) -> str:
         f"    Port {target.port}",
         f"    User {target.user}",
         f"    IdentityFile {target.key}",
-        *(f"    {key} {value}" for key, value in SSH_OPTIONS),
+        *(f"    {key} {value}" for key, value in (*SSH_OPTIONS, *target.host_key_options())),
     ]
     return "\n".join(lines) + "\n"
 
 
-def ssh_ready(target: SshTarget) -> bool:
+class Answer(enum.Enum):
+    """What one login attempt found."""
+
+    UP = enum.auto()
+    NOT_YET = enum.auto()
+    # The guest showed another host key than the one pinned.
+    KEY_REFUSED = enum.auto()
+
+
+def ssh_ready(target: SshTarget) -> Answer:
     """One attempt at a full login; a forwarded port accepts connections long
     before sshd answers, so only a command that ran proves the guest is up."""
     try:
@@ -146,12 +166,16 @@ def ssh_ready(target: SshTarget) -> bool:
             check=False,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             timeout=15,
         )
     except subprocess.TimeoutExpired:
-        return False
-    return result.returncode == 0
+        return Answer.NOT_YET
+    if result.returncode == 0:
+        return Answer.UP
+    if KEY_REFUSED.encode() in result.stderr:
+        return Answer.KEY_REFUSED
+    return Answer.NOT_YET
 
 
 def connect(target: SshTarget, command: Sequence[str], *, tty: bool) -> int:

@@ -60,6 +60,8 @@ class VmRecord:
     ssh_port: int = 0
     ssh_user: str = "root"
     ssh_key: str = ""
+    # The public host key its guest shows, once it answered: ssh accepts no other.
+    ssh_host_key: str = ""
     publish: tuple[str, ...] = ()
     binds: tuple[str, ...] = ()
     error: str = ""

@@ -21,8 +21,9 @@ class Start:
     """How one boot attempt brings its guest up: booted, or loaded from a
     saved state, and saved once up or not."""
 
-    credential: Path  # what QEMU hands the guest
+    credentials: tuple[Path, ...]  # what QEMU hands the guest
     login_key: Path  # what the guest lets in first
+    host_key: str  # what it shows first
     restore: Snapshot | None = None
     # Called once QEMU has loaded the state: lets go of its cache entry.
     loaded: Callable[[], None] = lambda: None
@@ -70,11 +71,11 @@ def warm_start(held: ExitStack, env: Environment, warm: Warm, workdir: Path) -> 
         loading = held.enter_context(ExitStack())
         snapshot = loading.enter_context(find_snapshot(env, warm.key))
         if snapshot:
-            credential, key = snapshot.copy_out(workdir)
-            return Start(credential, key, snapshot, loading.close)
+            credentials, key, host_key = snapshot.copy_out(workdir)
+            return Start(credentials, key, host_key, snapshot, loading.close)
         loading.close()
     new = held.enter_context(new_snapshot(env, warm.key))
     if new:
         key = write_private(workdir / BOOTSTRAP_KEY, new.key.read_bytes())
-        return Start(new.credential, key, save=new, versions=warm.versions)
+        return Start(new.credentials, key, new.host_key, save=new, versions=warm.versions)
     return None

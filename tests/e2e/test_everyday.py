@@ -183,6 +183,17 @@ def test_ssh_config_lets_ssh_and_scp_reach_the_vm_by_name(desk: Desk) -> None:
     assert copied.read_text() == "bootc-box fixture\n"
 
 
+def test_the_restored_vm_shows_host_keys_made_for_it_alone(desk: Desk) -> None:
+    """Restored from the session's saved state, the guest was given new host
+    keys made on the host: ssh pins the new key, not the saved guest's."""
+    info = json.loads(desk.bootc_box("inspect", "--json", "web").stdout)
+    shown = desk.ssh("cat /etc/ssh/ssh_host_ed25519_key.pub")
+    assert " ".join(shown.stdout.split()[:2]) == info["ssh"]["host_key"], shown.stderr
+    saved = desk.as_root_in_box("sh", "-c", "cat /cache/snapshots/*/ssh_host_ed25519_key.pub")
+    assert info["ssh"]["host_key"] not in saved
+    assert saved.startswith("ssh-ed25519 ")
+
+
 def test_the_box_prints_its_version_and_completion_without_privileges(tmp_path: Path) -> None:
     version = subprocess.run(["podman", "run", "--rm", BOX, "--version"],
                              capture_output=True, text=True, check=False)  # fmt: skip

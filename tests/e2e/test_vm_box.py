@@ -228,6 +228,25 @@ def test_inspect_is_enough_for_tmt(vm: BoxVm, tmp_path: Path) -> None:
     assert output.read_text().splitlines()[-1] == MARKER
 
 
+def test_ssh_accepts_only_the_host_key_the_vm_was_given(vm: BoxVm) -> None:
+    """This VM booted cold: its host key was made on the host and handed
+    over as a credential, so no login trusts a key on first sight. Then
+    another machine answers on its port (the same guest with a new key):
+    ssh refuses it. (Last but one here: the VM is unreachable after.)"""
+    info = json.loads(vm.exec("inspect", "--json").stdout)
+    shown = vm.exec("ssh", "--", "cat /etc/ssh/ssh_host_ed25519_key.pub")
+    assert " ".join(shown.stdout.split()[:2]) == info["ssh"]["host_key"], shown.stderr
+    swapped = vm.exec(
+        "ssh", "--",
+        "ssh-keygen -q -t ed25519 -N '' -f /tmp/k && cp /tmp/k /etc/ssh/ssh_host_ed25519_key"
+        " && cp /tmp/k.pub /etc/ssh/ssh_host_ed25519_key.pub && systemctl restart ssh",
+    )  # fmt: skip
+    assert swapped.returncode == 0, swapped.stderr
+    refused = vm.exec("ssh", "--", "true")
+    assert refused.returncode == 255
+    assert "Host key verification failed" in refused.stderr
+
+
 def test_podman_stop_powers_the_vm_off(vm: BoxVm) -> None:
     """Last here: the guest gets its ACPI power button and shuts down."""
     before = host_state()

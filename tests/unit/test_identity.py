@@ -8,8 +8,13 @@ from bootc_box.identity import GUEST_SCRIPT, new_host_keys
 
 
 def test_new_host_keys_are_root_owned_with_private_halves_for_root_alone() -> None:
-    with tarfile.open(fileobj=io.BytesIO(new_host_keys())) as tar:
+    keys = new_host_keys()
+    with tarfile.open(fileobj=io.BytesIO(keys.tar)) as tar:
         members = {m.name: m for m in tar.getmembers()}
+        public = tar.extractfile("ssh_host_ed25519_key.pub")
+        assert public is not None
+        # What ssh then pins is the key the guest is given.
+        assert public.read().decode().startswith(keys.ed25519 + " ")
     assert sorted(members) == sorted(
         f"ssh_host_{kind}_key{suffix}" for kind in ("rsa", "ecdsa", "ed25519")
         for suffix in ("", ".pub")

@@ -1,9 +1,9 @@
+import base64
 import os
 from pathlib import Path
 
 from bootc_box.accel import Accel
 from bootc_box.binds import parse_bind, squashed_to
-from bootc_box.credentials import smbios_credential, write_credential
 from bootc_box.environment import zero_is_host_root
 from bootc_box.images import PullOptions
 from bootc_box.kernel import BootFiles
@@ -13,10 +13,12 @@ from bootc_box.run import (
     Prepared,
     RunSpec,
     file_servers,
+    run_keys,
     vm_spec,
     what_to_boot,
     with_absolute_paths,
 )
+from bootc_box.ssh import generate_key, public_key
 
 
 def test_every_path_a_user_gives_is_made_absolute_before_a_supervisor_runs_in_slash() -> None:
@@ -46,12 +48,11 @@ def test_with_a_disk_what_was_taken_for_image_begins_the_command() -> None:
 
 
 def test_a_disk_boot_is_a_uefi_machine_that_rewrites_root_keys(tmp_path: Path) -> None:
-    key = tmp_path / "id_ed25519"
-    credential = write_credential(tmp_path, "ssh.authorized_keys.root", b"ssh-ed25519 AAAA x\n")
-    forget = write_credential(tmp_path, "tmpfiles.extra", FORGET_OLD_KEYS)
+    key = generate_key(tmp_path)
     firmware = Firmware(Path("/fw/CODE.fd"), tmp_path / "efivars.fd")
-    prepared = Prepared(key, credential, "qemu", Accel.TCG, firmware=firmware,
-                        extra_credentials=(forget,))  # fmt: skip
+    _, credentials, host_key = run_keys(RunSpec(image="x", ssh_key=key), tmp_path,
+                                        forget_old_keys=True)  # fmt: skip
+    prepared = Prepared(key, credentials, host_key, "qemu", Accel.TCG, firmware=firmware)
     disk = Disk(Path("/d/disk.qcow2"), "qcow2", serial="root")
     spec = RunSpec(image="/d/disk.qcow2", disk=disk, kargs=("quiet",),
                    binds=(parse_bind("/src:/src:ro"),))  # fmt: skip
@@ -59,24 +60,44 @@ def test_a_disk_boot_is_a_uefi_machine_that_rewrites_root_keys(tmp_path: Path) -
     assert (machine.kernel, machine.initramfs, machine.virtiofs_socket) == (None, None, None)
     assert machine.firmware == firmware
     assert machine.disks == (disk,)
-    assert machine.credential_files == (credential, forget)
+    assert machine.credential_files == credentials
     assert machine.cmdline == (
         "console=ttyS0 systemd.mount-extra=bind0:/src:virtiofs:ro,nosuid,nodev quiet"
     )
-    # systemd-tmpfiles removes before it creates: the credential's key wins.
-    assert forget.read_text() == smbios_credential("tmpfiles.extra", FORGET_OLD_KEYS)
+    # One tmpfiles.extra (a credential is given once): systemd-tmpfiles
+    # removes before it creates, so the credential's key wins; then the host key.
+    authorized, tmpfiles = (credential_value(c) for c in credentials)
+    assert authorized == public_key(key)
+    assert tmpfiles.startswith(FORGET_OLD_KEYS + b"f+~ /etc/ssh/ssh_host_ed25519_key 0600 ")
     assert FORGET_OLD_KEYS == b"r /root/.ssh/authorized_keys\n"
+
+
+def credential_value(path: Path) -> bytes:
+    return base64.b64decode(path.read_text().partition("=")[2])
+
+
+def test_an_image_boot_gets_its_host_key_but_keeps_its_authorized_keys(tmp_path: Path) -> None:
+    key = generate_key(tmp_path)
+    _, credentials, host_key = run_keys(RunSpec(image="x", ssh_key=key), tmp_path)
+    tmpfiles = credential_value(credentials[1])
+    assert tmpfiles.startswith(b"f+~ /etc/ssh/ssh_host_ed25519_key 0600 root root - ")
+    assert b"authorized_keys" not in tmpfiles
+    private, public = (base64.b64decode(line.split()[-1]) for line in tmpfiles.splitlines())
+    assert public.decode().startswith(host_key)
+    assert b"PRIVATE KEY" in private
+    # Credential files are the host's secrets too.
+    assert all(c.stat().st_mode & 0o777 == 0o600 for c in credentials)
 
 
 def test_an_image_run_serves_its_root_and_each_bind_a_disk_boot_only_its_binds(
     tmp_path: Path,
 ) -> None:
-    key, credential = tmp_path / "k", tmp_path / "c"
+    key, credentials, host_key = tmp_path / "k", (tmp_path / "c",), "ssh-ed25519 AAAA"
     src, out = tmp_path / "src", tmp_path / "out"
     src.mkdir()
     out.mkdir()
     binds = (parse_bind(f"{src}:/src:ro"), parse_bind(f"{out}:/out"))
-    image = Prepared(key, credential, "qemu", Accel.TCG, root=Path("/mnt/root"),
+    image = Prepared(key, credentials, host_key, "qemu", Accel.TCG, root=Path("/mnt/root"),
                      boot=BootFiles("6.12", Path("/b/vmlinuz"), Path("/b/initrd")))  # fmt: skip
     spec = RunSpec(image="img", binds=binds)
     servers = file_servers(spec, image, vm_spec(spec, image, tmp_path, 2222), tmp_path)
@@ -88,7 +109,8 @@ def test_an_image_run_serves_its_root_and_each_bind_a_disk_boot_only_its_binds(
         (src, "bind0.sock", True, True, None, "virtiofsd-bind0.log"),
         (out, "bind1.sock", False, True, me, "virtiofsd-bind1.log"),
     ]  # fmt: skip
-    disk = Prepared(key, credential, "qemu", Accel.TCG, firmware=Firmware(Path("/c"), Path("/v")))
+    disk = Prepared(key, credentials, host_key, "qemu", Accel.TCG,
+                    firmware=Firmware(Path("/c"), Path("/v")))  # fmt: skip
     spec = RunSpec(image="/d.raw", disk=Disk(Path("/d.raw")), binds=binds)
     servers = file_servers(spec, disk, vm_spec(spec, disk, tmp_path, 2222), tmp_path)
     assert [s.spec.shared_dir for s in servers] == [src, out]

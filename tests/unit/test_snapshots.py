@@ -116,7 +116,7 @@ def save(key: str, image_id: str = IMAGE_ID, state: bytes = b"\1" * 4096) -> Non
     with new_snapshot(NATIVE, key) as new:
         assert new is not None
         new.state.write_bytes(state)
-        new.commit(image_id, "localhost/fixture", machine(), VERSIONS)
+        new.commit(image_id, "localhost/fixture", machine(), VERSIONS, new.host_key)
 
 
 def test_a_saved_state_is_found_whole_with_its_bootstrap_key(cache: Path) -> None:
@@ -128,9 +128,10 @@ def test_a_saved_state_is_found_whole_with_its_bootstrap_key(cache: Path) -> Non
         assert snapshot is not None
         assert snapshot.state.read_bytes() == b"\1" * 4096
         assert snapshot.key.stat().st_mode & 0o777 == 0o600
-        assert snapshot.credential.read_text().startswith(
-            "io.systemd.credential.binary:ssh.authorized_keys.root="
-        )
+        authorized, tmpfiles = (c.read_text() for c in snapshot.credentials)
+        assert authorized.startswith("io.systemd.credential.binary:ssh.authorized_keys.root=")
+        assert tmpfiles.startswith("io.systemd.credential.binary:tmpfiles.extra=")
+        assert snapshot.host_key.read_text().startswith("ssh-ed25519 ")
     manifest = json.loads((cache / key / "manifest.json").read_text())
     assert manifest["image_id"] == IMAGE_ID
     assert manifest["state_size"] == 4096
@@ -160,7 +161,16 @@ def test_an_entry_saved_for_another_key_or_missing_files_is_not_loaded(cache: Pa
 
 
 @pytest.mark.parametrize(
-    "planted", ["ssh.authorized_keys.root.smbios", "id_ed25519", "state", "manifest.json", ""]
+    "planted",
+    [
+        "ssh.authorized_keys.root.smbios",
+        "tmpfiles.extra.smbios",
+        "ssh_host_ed25519_key.pub",
+        "id_ed25519",
+        "state",
+        "manifest.json",
+        "",
+    ],
 )
 def test_a_file_planted_as_a_link_is_not_loaded_and_its_target_stays(
     cache: Path, tmp_path: Path, planted: str
@@ -186,17 +196,34 @@ def test_a_restore_reads_copies_of_the_credential_and_key_never_through_a_link(
     save(key)
     with find_snapshot(NATIVE, key) as snapshot:
         assert snapshot is not None
-        credential, login_key = snapshot.copy_out(tmp_path)
-        assert credential.read_bytes() == snapshot.credential.read_bytes()
+        credentials, login_key, host_key = snapshot.copy_out(tmp_path)
+        assert [c.read_bytes() for c in credentials] == [
+            c.read_bytes() for c in snapshot.credentials
+        ]
         assert login_key.read_bytes() == snapshot.key.read_bytes()
-        assert {credential.parent, login_key.parent} == {tmp_path}
+        assert {*(c.parent for c in credentials), login_key.parent} == {tmp_path}
+        assert f"{host_key}\n" == snapshot.host_key.read_text()
         # Swapped for a link after it was checked.
         secret = tmp_path / "secret"
         secret.write_text("host secret")
-        snapshot.credential.unlink()
-        snapshot.credential.symlink_to(secret)
+        snapshot.credentials[1].unlink()
+        snapshot.credentials[1].symlink_to(secret)
         with pytest.raises(OSError, match="symbolic links"):
             snapshot.copy_out(tmp_path / "again")
+
+
+@pytest.mark.parametrize(
+    "planted", ["ssh-rsa AAAA", "ssh-ed25519 -oProxyCommand=sh", "ssh-ed25519 AA%hA", ""]
+)
+def test_a_host_key_that_is_no_ed25519_key_is_not_loaded(cache: Path, planted: str) -> None:
+    """The saved host key ends up in ssh's options: whoever can write the
+    cache must not put anything else there."""
+    key = snapshot_key(IMAGE_ID, machine(), VERSIONS)
+    save(key)
+    (cache / key / "ssh_host_ed25519_key.pub").write_text(planted + "\n")
+    assert entry_problem(cache / key, key) == "ssh_host_ed25519_key.pub holds no ed25519 host key"
+    with find_snapshot(NATIVE, key) as snapshot:
+        assert snapshot is None
 
 
 def test_one_run_saves_a_key_and_the_others_boot_without_saving(cache: Path) -> None:

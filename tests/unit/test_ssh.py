@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from bootc_box.errors import BootcBoxError
+from bootc_box.hostkeys import checked_public_key, find_learnt_key
 from bootc_box.ssh import SshTarget, check_private_key, remote_command, ssh_argv, ssh_config
 
 TARGET = SshTarget("127.0.0.1", 40022, "root", Path("/run/id_ed25519"))
@@ -73,8 +74,11 @@ def test_a_file_that_is_no_key_is_refused(tmp_path: Path) -> None:
         check_private_key(key)
 
 
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGt0ZXN0a2V5"
+
+
 def test_ssh_config_logs_in_as_bootc_box_does() -> None:
-    target = SshTarget("127.0.0.1", 40022, "root", Path("/run/vms/web/id_ed25519"))
+    target = SshTarget("127.0.0.1", 40022, "root", Path("/run/vms/web/id_ed25519"), HOST_KEY)
     stanza = ssh_config("web", target).splitlines()
     assert stanza[:5] == [
         "Host web",
@@ -83,12 +87,38 @@ def test_ssh_config_logs_in_as_bootc_box_does() -> None:
         "    User root",
         "    IdentityFile /run/vms/web/id_ed25519",
     ]
-    options = dict(line.split() for line in stanza[5:])
+    options = dict(line.split(maxsplit=1) for line in stanza[5:])
     argv = ssh_argv(target)
     # The same options as bootc-box's own logins, each one.
     assert {f"{k}={v}" for k, v in options.items()} <= set(argv)
     assert options["PasswordAuthentication"] == "no"
     assert options["IdentitiesOnly"] == "yes"
+    # The VM's host key, and no other, whatever port it is on today; told
+    # by a command, since the stanza is read where the box's files are not.
+    assert options["StrictHostKeyChecking"] == "yes"
+    assert options["HostKeyAlias"] == "bootc-box-vm"
+    assert options["KnownHostsCommand"] == f"/bin/echo bootc-box-vm {HOST_KEY}"
+    assert options["UserKnownHostsFile"] == "/dev/null"
+
+
+def test_a_first_login_without_a_key_to_check_learns_it_into_a_file(tmp_path: Path) -> None:
+    target = SshTarget("127.0.0.1", 2222, "root", tmp_path / "k", known_hosts=tmp_path / "kh")
+    argv = ssh_argv(target)
+    assert "StrictHostKeyChecking=accept-new" in argv
+    assert f"UserKnownHostsFile={tmp_path / 'kh'}" in argv
+    (tmp_path / "kh").write_text(f"bootc-box-vm {HOST_KEY}\n")
+    assert find_learnt_key(tmp_path / "kh") == HOST_KEY
+    assert find_learnt_key(tmp_path / "nothing") is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["ssh-rsa AAAAB3Nza", "ssh-ed25519", "ssh-ed25519 AAAA%h", "ssh-ed25519 -oProxyCommand=x", ""],
+)
+def test_only_an_ed25519_key_reaches_sshs_options(text: str) -> None:
+    with pytest.raises(BootcBoxError, match="not an ed25519 SSH host key"):
+        checked_public_key(text)
+    assert checked_public_key(f"{HOST_KEY} a comment\n") == HOST_KEY
 
 
 def in_shell(command: list[str], cwd: Path) -> str:

@@ -144,6 +144,7 @@ def test_inspect_says_how_to_connect() -> None:
         "port": 40022,
         "user": "root",
         "key": "/run/vm1/id_ed25519",
+        "host_key": "",
     }
     assert info["state"] == "running"
 

@@ -527,7 +527,7 @@ def ssh(timeout: int, args: tuple[str, ...]) -> None:
       bootc-box ssh web
       bootc-box ssh web -- systemctl --failed
       bootc-box ssh web -- 'echo hello > /root/note'
-      bootc-box ssh -- cat /etc/os-release    (the only VM)
+      bootc-box ssh -- cat /etc/os-release    # the only VM
     """
     name, command = name_and_command(args)
     sys.exit(run_ssh(probe_environment(), name, command, float(timeout)))
@@ -648,6 +648,7 @@ def completion(shell: str) -> None:
 
     \b
     Examples:
+      mkdir -p ~/.local/share/bash-completion/completions
       bootc-box completion bash > ~/.local/share/bash-completion/completions/bootc-box
       bootc-box completion zsh > "${fpath[1]}/_bootc-box"
       bootc-box completion fish > ~/.config/fish/completions/bootc-box.fish

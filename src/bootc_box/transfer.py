@@ -51,7 +51,9 @@ set -eu
 src=${1%/}
 [ -e "$src" ] || { echo "$src: no such file or directory in the VM" >&2; exit 1; }
 cd -- "$(dirname -- "$src")"
-exec tar -cf - -- "$(basename -- "$src")"
+# GNU tar's status 1 is "file changed as we read it" (a live journal, a
+# log): copied as read, as podman cp does; 2 is a fatal error.
+tar -cf - -- "$(basename -- "$src")" || { status=$?; [ "$status" -eq 1 ] || exit "$status"; }
 """
 
 

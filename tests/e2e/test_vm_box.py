@@ -129,11 +129,21 @@ def test_virtiofsd_runs_without_network_or_the_boxs_processes(vm: BoxVm) -> None
     this box (rootful, the host's store mounted) allows the namespace one, so
     not QEMU's network. (Where it does not, chroot: test_rootless.py.)"""
 
+    # This box's processes only (its cgroup), whatever else runs on the host.
+    init = podman("inspect", "--format", "{{.State.Pid}}", vm.container)
+    box_cgroup = Path(f"/proc/{init}/cgroup").read_text()
+
+    def in_box(pid: str) -> bool:
+        try:
+            return Path(f"/proc/{pid}/cgroup").read_text() == box_cgroup
+        except FileNotFoundError:
+            return False
+
     def pids(pattern: str) -> list[str]:
         found = subprocess.run(
             ["pgrep", "-f", pattern], capture_output=True, text=True, check=False
         )
-        return found.stdout.split()
+        return [pid for pid in found.stdout.split() if in_box(pid)]
 
     (qemu,) = pids("^[^ ]*qemu-system-x86_64 ")
     qemu_net = os.readlink(f"/proc/{qemu}/ns/net")

@@ -47,10 +47,6 @@ def root(tmp_path: Path) -> Path:
     return tmp_path / "root"
 
 
-def test_the_box_keeps_boot_files_on_the_volume() -> None:
-    assert cache_dir(Environment(in_box=True), "boot") == Path("/cache/boot")
-
-
 def test_a_first_use_extracts_a_verified_copy(
     cache: Path, root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

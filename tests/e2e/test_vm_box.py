@@ -129,6 +129,8 @@ def test_virtiofsd_runs_without_network_or_the_boxs_processes(vm: BoxVm) -> None
     this box (rootful, the host's store mounted) allows the namespace one, so
     not QEMU's network. (Where it does not, chroot: test_rootless.py.)"""
 
+    up = vm.exec("ssh", "--", "true")  # QEMU and its servers run from here on
+    assert up.returncode == 0, up.stderr
     # This box's processes only (its cgroup), whatever else runs on the host.
     init = podman("inspect", "--format", "{{.State.Pid}}", vm.container)
     box_cgroup = Path(f"/proc/{init}/cgroup").read_text()

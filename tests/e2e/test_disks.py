@@ -309,8 +309,10 @@ def test_a_disk_too_small_fails_with_the_installer_lines_and_leaves_nothing(
 ) -> None:
     before = host_state()
     output = tmp_path / "small.raw"
-    result = box(cache_volume, tmp_path, "to-disk", "--disk-size", "700M", INSTALLABLE,
-                 str(output))  # fmt: skip
+    # A root partition far smaller than the image: the installer runs out of
+    # room within its first seconds of copying, as a too small disk would.
+    result = box(cache_volume, tmp_path, "to-disk", "--disk-size", "700M", "--root-size", "24M",
+                 INSTALLABLE, str(output))  # fmt: skip
     assert result.returncode == 125
     assert "No space left on device" in result.stdout + result.stderr
     assert result.stderr.splitlines()[-1].startswith(

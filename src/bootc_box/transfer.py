@@ -34,6 +34,8 @@ _REMOTE = re.compile(rf"(?P<name>{VM_NAME}):(?P<path>.*)")
 GUEST_UNPACK = r"""
 set -eu
 dst=${1%/}; name=$2
+# DST/ names a directory, as podman cp takes it: never a new file DST.
+case $1 in */) [ -d "$dst" ] || { echo "no directory $dst in the VM" >&2; exit 1; } ;; esac
 if [ -d "$dst" ]; then dst=$dst/$name; fi
 parent=$(dirname -- "$dst")
 [ -d "$parent" ] || { echo "no directory $parent in the VM" >&2; exit 1; }

@@ -80,6 +80,31 @@ def test_a_file_that_changed_while_packed_is_copied_as_read(
     assert (packed.returncode, packed.stdout) == (status, "archive\n")
 
 
+def unpack_in_shell(destination: str, stream: bytes) -> "subprocess.CompletedProcess[str]":
+    """GUEST_UNPACK run here by sh, as the guest's shell runs it."""
+    return subprocess.run(
+        ["sh", "-c", GUEST_UNPACK, "sh", destination, "app.conf"],
+        input=stream.decode("latin-1"), capture_output=True, text=True, check=False,
+        encoding="latin-1",
+    )  # fmt: skip
+
+
+def test_a_destination_with_a_slash_must_be_a_directory(tmp_path: Path) -> None:
+    """`cp app.conf web:/etc/app/` where /etc/app is missing: refused, as
+    podman cp refuses it, rather than written as a file named /etc/app."""
+    stream = archive(("app.conf", "", b"key=value\n")).getvalue()
+    refused = unpack_in_shell(f"{tmp_path}/app/", stream)
+    assert refused.returncode == 1
+    assert refused.stderr == f"no directory {tmp_path}/app in the VM\n"
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "app").mkdir()
+    assert unpack_in_shell(f"{tmp_path}/app/", stream).returncode == 0
+    assert (tmp_path / "app/app.conf").read_text() == "key=value\n"
+    # Without the slash, a new name is the file's.
+    assert unpack_in_shell(f"{tmp_path}/renamed.conf", stream).returncode == 0
+    assert (tmp_path / "renamed.conf").read_text() == "key=value\n"
+
+
 def archive(*members: tuple[str, str, bytes]) -> io.BytesIO:
     """A tar stream of (name, symlink target or "", file content) members."""
     data = io.BytesIO()

@@ -9,7 +9,6 @@ slirp's addresses, so a guest sees the network it always saw."""
 
 import logging
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from bootc_box.errors import BootcBoxError
 from bootc_box.processes import last_line, start_process, wait_until
-from bootc_box.programs import not_installed
+from bootc_box.programs import require_program
 from bootc_box.publish import LOOPBACK, Publish
 
 log = logging.getLogger(__name__)
@@ -70,17 +69,6 @@ def passt_argv(network: Network, binary: str = PASST) -> list[str]:
     return argv
 
 
-def find_passt() -> str | None:
-    return shutil.which(PASST)
-
-
-def require_passt() -> str:
-    passt = find_passt()
-    if passt is None:
-        raise not_installed(PASST)
-    return passt
-
-
 class PortInUse(BootcBoxError):
     """A host port the guest's network was to forward was taken."""
 
@@ -113,7 +101,7 @@ def start_passt(network: Network, log_file: Path) -> Iterator["subprocess.Popen[
     """passt, listening for QEMU on its socket. It binds the forwarded ports
     before its socket, so a socket means the ports are ours. Nothing may
     connect to them before QEMU does: passt then fails."""
-    binary = require_passt()
+    binary = require_program(PASST)
     network.socket.unlink(missing_ok=True)
     with (
         log_file.open("ab") as out,

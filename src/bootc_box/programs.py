@@ -1,6 +1,7 @@
 """The programs bootc-box runs, the Debian packages that hold them, and the
 one-line errors for the ways running them can fail."""
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -29,6 +30,14 @@ def program_says(program: str | Path, option: str) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return result.stdout
+
+
+def require_program(program: str) -> str:
+    """`program`'s path on PATH, or the one-line error naming its package."""
+    path = shutil.which(program)
+    if path is None:
+        raise not_installed(program)
+    return path
 
 
 def not_installed(program: str) -> BootcBoxError:

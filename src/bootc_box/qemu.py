@@ -21,7 +21,7 @@ from bootc_box.accel import Accel, option_value, pflash_args
 from bootc_box.errors import BootcBoxError
 from bootc_box.network import Network
 from bootc_box.processes import last_line, last_line_of, start_process, wait_until
-from bootc_box.programs import not_installed
+from bootc_box.programs import require_program
 from bootc_box.qmp import qmp_execute
 
 log = logging.getLogger(__name__)
@@ -247,10 +247,7 @@ def find_qemu() -> str | None:
 
 
 def require_qemu() -> str:
-    qemu = find_qemu()
-    if qemu is None:
-        raise not_installed(QEMU)
-    return qemu
+    return require_program(QEMU)
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from bootc_box.disks import open_disk
 from bootc_box.environment import Environment, probe_environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.firmware import require_ovmf, vm_firmware
-from bootc_box.hostkeys import find_learnt_key, host_key_tmpfiles, make_host_key
+from bootc_box.hostkeys import host_key_tmpfiles, make_host_key
 from bootc_box.identity import HostKeys, give_own_identity, new_host_keys
 from bootc_box.images import (
     ImageRef,
@@ -45,13 +45,12 @@ from bootc_box.publish import Publish
 from bootc_box.qemu import Disk, Firmware, QemuSpec, disk_cmdline, kernel_cmdline, require_qemu
 from bootc_box.snapshots import discard_snapshot, program_versions, snapshot_key
 from bootc_box.ssh import (
-    Answer,
+    FirstLogin,
     SshTarget,
     check_private_key,
     connect,
     generate_key,
     public_key,
-    ssh_ready,
 )
 from bootc_box.userns import enter_podman_userns
 from bootc_box.virtiofsd import (
@@ -533,38 +532,6 @@ def come_up(
     login = FirstLogin(target, machine.spec.console_log.with_name("known_hosts"))
     wait_for_ssh(spec, start, machine, login)
     return login.target
-
-
-class FirstLogin:
-    """Logs in until the guest answers, checking the host key it was given.
-    A guest that shows another one (an image whose systemd ignores the
-    tmpfiles.extra credential: older than 254) has its own key learnt, once,
-    with a warning, and pinned from there on (`target`)."""
-
-    def __init__(self, target: SshTarget, known_hosts: Path) -> None:
-        self.target, self.known_hosts = target, known_hosts
-
-    def __call__(self) -> bool:
-        answer = ssh_ready(self.target)
-        if answer is Answer.KEY_REFUSED and self.target.host_key:
-            log.warning(
-                "the guest shows another SSH host key than bootc-box gave it (its systemd "
-                "ignores the tmpfiles.extra credential: older than 254?); trusting the key "
-                "it shows at this first login"
-            )
-            self.known_hosts.unlink(missing_ok=True)
-            self.target = dataclasses.replace(
-                self.target, host_key=None, known_hosts=self.known_hosts
-            )
-            answer = ssh_ready(self.target)
-        if answer is not Answer.UP:
-            return False
-        if self.target.host_key is None:
-            learnt = find_learnt_key(self.known_hosts)
-            if learnt is None:
-                raise BootcBoxError(f"ssh logged in but filed no host key in {self.known_hosts}")
-            self.target = dataclasses.replace(self.target, host_key=learnt, known_hosts=None)
-        return True
 
 
 def wait_for_ssh(

@@ -1,5 +1,6 @@
 """Reaching the guest over SSH with a per-run key, checking its host key."""
 
+import dataclasses
 import enum
 import logging
 import shlex
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bootc_box.errors import BootcBoxError
-from bootc_box.hostkeys import KEY_REFUSED, learning_options, pinned_options
+from bootc_box.hostkeys import KEY_REFUSED, find_learnt_key, learning_options, pinned_options
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,38 @@ def ssh_ready(target: SshTarget) -> Answer:
     if KEY_REFUSED.encode() in result.stderr:
         return Answer.KEY_REFUSED
     return Answer.NOT_YET
+
+
+class FirstLogin:
+    """Logs in until the guest answers, checking the host key it was given.
+    A guest that shows another one (an image whose systemd ignores the
+    tmpfiles.extra credential: older than 254) has its own key learnt, once,
+    with a warning, and pinned from there on (`target`)."""
+
+    def __init__(self, target: SshTarget, known_hosts: Path) -> None:
+        self.target, self.known_hosts = target, known_hosts
+
+    def __call__(self) -> bool:
+        answer = ssh_ready(self.target)
+        if answer is Answer.KEY_REFUSED and self.target.host_key:
+            log.warning(
+                "the guest shows another SSH host key than bootc-box gave it (its systemd "
+                "ignores the tmpfiles.extra credential: older than 254?); trusting the key "
+                "it shows at this first login"
+            )
+            self.known_hosts.unlink(missing_ok=True)
+            self.target = dataclasses.replace(
+                self.target, host_key=None, known_hosts=self.known_hosts
+            )
+            answer = ssh_ready(self.target)
+        if answer is not Answer.UP:
+            return False
+        if self.target.host_key is None:
+            learnt = find_learnt_key(self.known_hosts)
+            if learnt is None:
+                raise BootcBoxError(f"ssh logged in but filed no host key in {self.known_hosts}")
+            self.target = dataclasses.replace(self.target, host_key=learnt, known_hosts=None)
+        return True
 
 
 def connect(target: SshTarget, command: Sequence[str], *, tty: bool) -> int:

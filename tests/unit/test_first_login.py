@@ -1,4 +1,4 @@
-"""run.FirstLogin: a cold boot's first login checks the host key the guest
+"""ssh.FirstLogin: a cold boot's first login checks the host key the guest
 was given, and learns the guest's own key when its systemd ignored the
 credential (older than 254). No guest with so old a systemd can be built
 here offline, so ssh's answers are stood in for; the e2e tests log in to
@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bootc_box import run as run_module
+from bootc_box import ssh as ssh_module
 from bootc_box.errors import BootcBoxError
-from bootc_box.run import FirstLogin
-from bootc_box.ssh import Answer, SshTarget
+from bootc_box.ssh import Answer, FirstLogin, SshTarget
 
 GIVEN = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdpdmVu"
 OWN = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG93bg"
@@ -32,7 +31,7 @@ def answers(
             target.known_hosts.write_text(f"bootc-box-vm {learnt}\n")
         return answer
 
-    monkeypatch.setattr(run_module, "ssh_ready", ssh_ready)
+    monkeypatch.setattr(ssh_module, "ssh_ready", ssh_ready)
     return asked
 
 

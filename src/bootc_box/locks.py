@@ -27,6 +27,9 @@ def flock_within(fd: int, operation: int, timeout: float) -> bool:
     the shared lock first, so a failed try leaves nothing held. Unlock, then
     lock exclusively, then look again at what the lock protects."""
     deadline = time.monotonic() + timeout
+    # Most holders are brief (a prune deleting a file, a run taking its
+    # place): look again soon, then back off to spare the CPU behind a long one.
+    pause = 0.005
     while True:
         try:
             fcntl.flock(fd, operation | fcntl.LOCK_NB)
@@ -34,9 +37,11 @@ def flock_within(fd: int, operation: int, timeout: float) -> bool:
         except OSError as e:
             if e.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
-        if time.monotonic() >= deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             return False
-        time.sleep(0.2)
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, 0.2)
 
 
 def names_locked_file(fd: int, path: Path) -> bool:

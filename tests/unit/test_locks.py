@@ -3,6 +3,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,8 +59,12 @@ def test_run_locks_live_with_the_store_they_protect(monkeypatch: pytest.MonkeyPa
 
 
 def prune_until(stop: threading.Event, path: Path) -> None:
+    # A pruner that never lets go of the GIL would hold the lock nearly all the
+    # time, which no real prune does (it visits each file once); a yield keeps
+    # it hostile to the open-to-flock window and nothing else.
     while not stop.is_set():
         delete_if_unused(path)
+        time.sleep(0)
 
 
 def test_a_lock_file_deleted_before_it_was_locked_is_not_relied_on(tmp_path: Path) -> None:

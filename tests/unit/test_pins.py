@@ -1,0 +1,218 @@
+# ruff: noqa: E501  (QEMU's JSON options are pinned whole, as QEMU gets them)
+"""Pins: the QEMU lines and the saved-state key of two machines, as literals.
+
+A redesign of how specs are built must leave what QEMU is given, and the
+key under which saved states are found, exactly as they were: a changed
+key orphans every saved state in users' caches."""
+
+from pathlib import Path
+
+from bootc_box.accel import Accel
+from bootc_box.network import Network
+from bootc_box.publish import parse_publish
+from bootc_box.qemu import Disk, Firmware, QemuSpec, disk_cmdline, kernel_cmdline, qemu_argv
+from bootc_box.snapshots import machine_argv, snapshot_key
+
+KERNEL_BOOT_ARGV = [
+    "qemu",
+    "-machine",
+    "q35,accel=tcg",
+    "-cpu",
+    "max",
+    "-nodefaults",
+    "-m",
+    "1024M",
+    "-smp",
+    "1",
+    "-object",
+    "memory-backend-memfd,id=mem,share=on,size=1024M",
+    "-numa",
+    "node,memdev=mem",
+    "-kernel",
+    "/b/vmlinuz",
+    "-initrd",
+    "/b/initramfs.img",
+    "-append",
+    "console=ttyS0 root=virtiofs:rootfs systemd.volatile=overlay selinux=0 quiet",
+    "-chardev",
+    "socket,id=rootfs,path=/w/rootfs.sock",
+    "-device",
+    "vhost-user-fs-pci,queue-size=1024,chardev=rootfs,tag=rootfs",
+    "-chardev",
+    "socket,id=bind0,path=/w/bind0.sock",
+    "-device",
+    "vhost-user-fs-pci,queue-size=1024,chardev=bind0,tag=bind0",
+    "-blockdev",
+    '{"node-name": "disk0", "driver": "raw", "discard": "unmap", "file": {"driver": "file", "filename": "/o/out.raw", "discard": "unmap"}}',
+    "-device",
+    "virtio-blk-pci,drive=disk0,serial=output",
+    "-netdev",
+    "stream,id=net0,server=off,addr.type=unix,addr.path=/w/network.sock",
+    "-device",
+    "virtio-net-pci,netdev=net0",
+    "-display",
+    "none",
+    "-chardev",
+    "file,id=console,path=/w/console.log,append=on",
+    "-serial",
+    "chardev:console",
+    "-no-reboot",
+    "-device",
+    "vmgenid",
+    "-smbios",
+    "type=11,path=/w/a.smbios",
+    "-smbios",
+    "type=11,path=/w/b.smbios",
+    "-qmp",
+    "unix:/w/qmp.sock,server=on,wait=off",
+]
+
+DISK_BOOT_ARGV = [
+    "qemu",
+    "-machine",
+    "q35,accel=kvm",
+    "-cpu",
+    "host",
+    "-nodefaults",
+    "-m",
+    "2048M",
+    "-smp",
+    "2",
+    "-object",
+    "memory-backend-memfd,id=mem,share=on,size=2048M",
+    "-numa",
+    "node,memdev=mem",
+    "-drive",
+    "if=pflash,format=raw,unit=0,readonly=on,file=/f/CODE.fd",
+    "-drive",
+    "if=pflash,format=raw,unit=1,file=/v/efivars.fd",
+    "-smbios",
+    "type=11,value=io.systemd.boot.kernel-cmdline-extra=console=ttyS0 a=b",
+    "-blockdev",
+    '{"node-name": "disk0", "driver": "qcow2", "discard": "unmap", "file": {"driver": "file", "filename": "/v/disk.qcow2", "discard": "unmap"}, "backing": {"driver": "raw", "read-only": true, "file": {"driver": "file", "filename": "/d/base.raw", "read-only": true}}}',
+    "-device",
+    "virtio-blk-pci,drive=disk0,bootindex=0",
+    "-netdev",
+    "stream,id=net0,server=off,addr.type=unix,addr.path=/w/network.sock",
+    "-device",
+    "virtio-net-pci,netdev=net0",
+    "-display",
+    "none",
+    "-chardev",
+    "file,id=console,path=/w/console.log,append=on",
+    "-serial",
+    "chardev:console",
+    "-no-reboot",
+    "-device",
+    "vmgenid",
+    "-smbios",
+    "type=11,path=/w/a.smbios",
+    "-qmp",
+    "unix:/w/qmp.sock,server=on,wait=off",
+]
+
+SAVED_MACHINE_ARGV = [
+    "qemu",
+    "-machine",
+    "q35,accel=tcg",
+    "-cpu",
+    "max",
+    "-nodefaults",
+    "-m",
+    "1024M",
+    "-smp",
+    "1",
+    "-object",
+    "memory-backend-memfd,id=mem,share=on,size=1024M",
+    "-numa",
+    "node,memdev=mem",
+    "-kernel",
+    "kernel",
+    "-initrd",
+    "initramfs",
+    "-append",
+    "console=ttyS0 root=virtiofs:rootfs systemd.volatile=overlay selinux=0 quiet",
+    "-chardev",
+    "socket,id=rootfs,path=rootfs.sock",
+    "-device",
+    "vhost-user-fs-pci,queue-size=1024,chardev=rootfs,tag=rootfs",
+    "-chardev",
+    "socket,id=bind0,path=bind0.sock",
+    "-device",
+    "vhost-user-fs-pci,queue-size=1024,chardev=bind0,tag=bind0",
+    "-blockdev",
+    '{"node-name": "disk0", "driver": "raw", "discard": "unmap", "file": {"driver": "file", "filename": "/o/out.raw", "discard": "unmap"}}',
+    "-device",
+    "virtio-blk-pci,drive=disk0,serial=output",
+    "-netdev",
+    "stream,id=net0,server=off,addr.type=unix,addr.path=network.sock",
+    "-device",
+    "virtio-net-pci,netdev=net0",
+    "-display",
+    "none",
+    "-chardev",
+    "file,id=console,path=console.log,append=on",
+    "-serial",
+    "chardev:console",
+    "-no-reboot",
+    "-device",
+    "vmgenid",
+    "-smbios",
+    "type=11,path=credential-0",
+    "-smbios",
+    "type=11,path=credential-1",
+    "-qmp",
+    "unix:qmp.sock,server=on,wait=off",
+]
+
+
+def kernel_machine() -> QemuSpec:
+    return QemuSpec(
+        accel=Accel.TCG,
+        memory_mib=1024,
+        cpus=1,
+        kernel=Path("/b/vmlinuz"),
+        initramfs=Path("/b/initramfs.img"),
+        cmdline=kernel_cmdline(("quiet",)),
+        virtiofs_socket=Path("/w/rootfs.sock"),
+        network=Network(Path("/w/network.sock"), 2222, (parse_publish("8080:80"),)),
+        console_log=Path("/w/console.log"),
+        credential_files=(Path("/w/a.smbios"), Path("/w/b.smbios")),
+        shares=(("bind0", Path("/w/bind0.sock")),),
+        qmp_socket=Path("/w/qmp.sock"),
+        disks=(Disk(Path("/o/out.raw"), "raw", serial="output"),),
+    )
+
+
+def disk_machine() -> QemuSpec:
+    return QemuSpec(
+        accel=Accel.KVM,
+        memory_mib=2048,
+        cpus=2,
+        kernel=None,
+        initramfs=None,
+        cmdline=disk_cmdline(("a=b",)),
+        virtiofs_socket=None,
+        network=Network(Path("/w/network.sock"), 2223),
+        console_log=Path("/w/console.log"),
+        credential_files=(Path("/w/a.smbios"),),
+        qmp_socket=Path("/w/qmp.sock"),
+        disks=(Disk(Path("/v/disk.qcow2"), "qcow2", backing=Disk(Path("/d/base.raw"), "raw")),),
+        firmware=Firmware(Path("/f/CODE.fd"), Path("/v/efivars.fd")),
+    )
+
+
+def test_a_kernel_boot_gives_qemu_this_line() -> None:
+    assert qemu_argv(kernel_machine(), "qemu") == KERNEL_BOOT_ARGV
+
+
+def test_a_disk_boot_gives_qemu_this_line() -> None:
+    assert qemu_argv(disk_machine(), "qemu") == DISK_BOOT_ARGV
+
+
+def test_a_saved_state_is_keyed_by_this_line_and_this_key() -> None:
+    assert machine_argv(kernel_machine()) == SAVED_MACHINE_ARGV
+    assert (
+        snapshot_key("sha256:abc", kernel_machine(), {"qemu": "9"})
+        == "39d555dab9b1b40b83adbf6e2863ad49"
+    )

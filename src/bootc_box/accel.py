@@ -10,6 +10,7 @@ no kernel to hand: there the UEFI firmware is started, and it must write to
 the serial console (it clears the screen first thing) within the deadline.
 """
 
+import dataclasses
 import enum
 import logging
 import os
@@ -19,25 +20,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bootc_box.boot import Boot, Firmware, FirmwareBoot
 from bootc_box.errors import BootcBoxError
 from bootc_box.processes import spawn, stop
+from bootc_box.qemu import Accel, probe_argv
 
 log = logging.getLogger(__name__)
 
 KVM_DEVICE = Path("/dev/kvm")
 PROBE_TIMEOUT = 8.0
-
-
-class Accel(enum.Enum):
-    KVM = "kvm"
-    TCG = "tcg"
-
-    def qemu_args(self) -> list[str]:
-        if self is Accel.KVM:
-            return ["-machine", "q35,accel=kvm", "-cpu", "host"]
-        # "max" gives the guest every feature TCG can emulate, like x86-64-v2+
-        # baselines that current distribution kernels and glibc expect.
-        return ["-machine", "q35,accel=tcg", "-cpu", "max"]
 
 
 class AccelChoice(enum.Enum):
@@ -52,47 +43,6 @@ class ProbeResult:
     reason: str
 
 
-@dataclass(frozen=True)
-class ProbeBoot:
-    """What the probe boots: the guest's kernel, or UEFI firmware (code, a
-    variable store the probe may write)."""
-
-    kernel: Path | None = None
-    firmware: tuple[Path, Path] | None = None
-
-
-def option_value(value: object) -> str:
-    """`value` inside a QEMU option list, where a comma ends the value unless doubled."""
-    return str(value).replace(",", ",,")
-
-
-def pflash_args(code: Path, variables: Path) -> list[str]:
-    """UEFI firmware: its read-only code, and a variable store it may write."""
-    return [
-        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={option_value(code)}",
-        "-drive", f"if=pflash,format=raw,unit=1,file={option_value(variables)}",
-    ]  # fmt: skip
-
-
-def kvm_probe_argv(qemu: str, boot: ProbeBoot, console: Path) -> list[str]:
-    if boot.kernel:
-        guest = ["-kernel", str(boot.kernel), "-append", "console=ttyS0 panic=-1"]
-    else:
-        assert boot.firmware
-        guest = pflash_args(*boot.firmware)
-    return [
-        qemu,
-        *Accel.KVM.qemu_args(),
-        "-m", "256",
-        "-nodefaults",
-        "-display", "none",
-        "-no-reboot",
-        # file: takes the rest as the path, commas too: nothing to double.
-        "-serial", f"file:{console}",
-        *guest,
-    ]  # fmt: skip
-
-
 def kvm_unusable_reason(kvm: Path) -> str | None:
     """Why /dev/kvm cannot even be opened, or None."""
     if not kvm.exists():
@@ -102,19 +52,22 @@ def kvm_unusable_reason(kvm: Path) -> str | None:
     return None
 
 
-def probe_kvm(qemu: str, boot: ProbeBoot, timeout: float = PROBE_TIMEOUT) -> ProbeResult:
+def probe_kvm(qemu: str, boot: Boot, timeout: float = PROBE_TIMEOUT) -> ProbeResult:
     with tempfile.TemporaryDirectory(prefix="bootc-box-probe-") as tmp:
         console, errors = Path(tmp, "console"), Path(tmp, "stderr")
-        if boot.firmware:
+        if isinstance(boot, FirmwareBoot):
+            # The firmware writes its variables: to a copy, never to a VM's own.
             variables = Path(tmp, "vars.fd")
-            shutil.copyfile(boot.firmware[1], variables)
-            boot = ProbeBoot(firmware=(boot.firmware[0], variables))
+            shutil.copyfile(boot.firmware.vars, variables)
+            boot = dataclasses.replace(boot, firmware=Firmware(boot.firmware.code, variables))
 
         def firmware_spoke() -> bool:
-            return boot.firmware is not None and console.exists() and console.stat().st_size > 0
+            return (
+                isinstance(boot, FirmwareBoot) and console.exists() and console.stat().st_size > 0
+            )
 
         with errors.open("wb") as err:
-            proc = spawn(kvm_probe_argv(qemu, boot, console), stdout=err, stderr=err)
+            proc = spawn(probe_argv(qemu, boot, console), stdout=err, stderr=err)
         try:
             deadline = time.monotonic() + timeout
             while proc.poll() is None and time.monotonic() < deadline:
@@ -135,7 +88,7 @@ def probe_kvm(qemu: str, boot: ProbeBoot, timeout: float = PROBE_TIMEOUT) -> Pro
         return ProbeResult(False, f"QEMU under KVM failed: {first_error}")
 
 
-def choose_accel(choice: AccelChoice, qemu: str, boot: ProbeBoot, hint_kvm_device: str) -> Accel:
+def choose_accel(choice: AccelChoice, qemu: str, boot: Boot, hint_kvm_device: str) -> Accel:
     """The accelerator to boot with; warns loudly when `auto` falls back to TCG."""
     if choice is AccelChoice.TCG:
         return Accel.TCG

@@ -1,11 +1,13 @@
 """The command line: click only; each command hands a spec to its run_* function."""
 
+import dataclasses
+import functools
 import logging
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 from click.shell_completion import CompletionItem, get_completion_class
@@ -13,6 +15,7 @@ from click.shell_completion import CompletionItem, get_completion_class
 from bootc_box import __version__
 from bootc_box.accel import AccelChoice
 from bootc_box.binds import parse_bind
+from bootc_box.boot import FORMATS, Disk
 from bootc_box.bootable import run_images
 from bootc_box.cache import run_cache_ls, run_cache_prune
 from bootc_box.disks import parse_size
@@ -20,6 +23,8 @@ from bootc_box.doctor import run_doctor
 from bootc_box.environment import probe_environment
 from bootc_box.errors import EXIT_TOOL_FAILED
 from bootc_box.images import PullOptions, PullPolicy, run_pull
+from bootc_box.launch import run_vm
+from bootc_box.machine_options import MachineOptions
 from bootc_box.manage import (
     run_inspect,
     run_list,
@@ -34,10 +39,10 @@ from bootc_box.options import bare_to_true, first_operand, wants_debug
 from bootc_box.persistent import run_persistent, run_start
 from bootc_box.programs import as_user_error
 from bootc_box.publish import parse_publish
-from bootc_box.qemu import FORMATS, Disk, parse_memory
-from bootc_box.run import RunSpec, run_run, what_to_boot
+from bootc_box.qemu import parse_memory
+from bootc_box.run_spec import DiskSource, ImageSource, RunSpec, what_to_boot
 from bootc_box.signals import Terminated, raise_on_sigterm
-from bootc_box.todisk import FILESYSTEMS, ToDiskSpec, run_to_disk
+from bootc_box.todisk import FILESYSTEMS, InstallSpec, ToDiskSpec, run_to_disk
 from bootc_box.transfer import run_cp
 from bootc_box.virtiofsd import SANDBOX_CHOICES, SANDBOX_VARIABLE
 
@@ -173,7 +178,25 @@ def pull(
 
 
 def machine_options(command: F) -> F:
-    """The options of the VM a command boots (run, and to-disk's installer)."""
+    """The options of the VM a command boots (run, and to-disk's installer),
+    handed to it as one `machine` (MachineOptions), and --pull."""
+
+    @functools.wraps(command)
+    def with_machine(
+        *,
+        memory: str,
+        cpus: int,
+        kargs: tuple[str, ...],
+        accel: str,
+        console: bool,
+        timeout: int,
+        **rest: Any,
+    ) -> Any:
+        machine = MachineOptions(
+            parse_memory(memory), cpus, kargs, AccelChoice(accel), console, float(timeout)
+        )
+        return command(machine=machine, **rest)
+
     for option in reversed(
         [
             click.option(
@@ -211,8 +234,8 @@ def machine_options(command: F) -> F:
             ),
         ]
     ):
-        command = option(command)
-    return command
+        with_machine = option(with_machine)
+    return cast(F, with_machine)
 
 
 @cli.command(cls=_PodmanStyle, context_settings={"allow_interspersed_args": False})
@@ -292,12 +315,7 @@ def run(
     ssh_key: Path | None,
     stop_timeout: int,
     warm: str,
-    memory: str,
-    cpus: int,
-    kargs: tuple[str, ...],
-    accel: str,
-    console: bool,
-    timeout: int,
+    machine: MachineOptions,
     pull_policy: str,
     tls_verify: bool | None,
     cert_dir: Path | None,
@@ -338,14 +356,9 @@ def run(
     if detach and command:
         raise click.UsageError("a detached VM runs no command; use bootc-box ssh NAME -- CMD")
     spec = RunSpec(
-        image=image,
+        DiskSource(Disk(disk, disk_format, transient=transient)) if disk else ImageSource(image),
         command=command,
-        memory_mib=parse_memory(memory),
-        cpus=cpus,
-        kargs=kargs,
-        accel=AccelChoice(accel),
-        console=console,
-        timeout=float(timeout),
+        machine=machine,
         # A detached VM has no terminal, whatever started it.
         tty=sys.stdin.isatty() and sys.stdout.isatty() and not detach,
         pull=PullOptions(PullPolicy(pull_policy), tls_verify, cert_dir, authfile),
@@ -357,9 +370,8 @@ def run(
         ssh_key=ssh_key,
         stop_timeout=float(stop_timeout),
         warm=warm == "auto",
-        disk=Disk(disk, disk_format, transient=transient) if disk else None,
     )
-    sys.exit(run_persistent(spec) if persistent else run_run(spec))
+    sys.exit(run_persistent(spec) if persistent else run_vm(spec))
 
 
 @cli.command()
@@ -417,12 +429,7 @@ def to_disk(
     filesystem: str,
     root_size: str | None,
     force: bool,
-    memory: str,
-    cpus: int,
-    kargs: tuple[str, ...],
-    accel: str,
-    console: bool,
-    timeout: int,
+    machine: MachineOptions,
     pull_policy: str,
     tls_verify: bool | None,
     cert_dir: Path | None,
@@ -442,22 +449,18 @@ def to_disk(
       bootc-box to-disk --format qcow2 --disk-size 20G localhost/my-image /out/disk.qcow2
       bootc-box run --disk /out/disk.raw -- cat /etc/os-release
     """
-    spec = ToDiskSpec(
+    install = InstallSpec(
         image=image,
-        output=output,
         format=disk_format,
         disk_size=parse_size(disk_size, "--disk-size") if disk_size else None,
         filesystem=filesystem,
         root_size=root_size,
-        kargs=kargs,
-        force=force,
+        # --karg is the installed system's; the installer boots without.
+        kargs=machine.kargs,
         pull=PullOptions(PullPolicy(pull_policy), tls_verify, cert_dir, authfile),
-        memory_mib=parse_memory(memory),
-        cpus=cpus,
-        accel=AccelChoice(accel),
-        console=console,
-        timeout=float(timeout),
+        machine=dataclasses.replace(machine, kargs=()),
     )
+    spec = ToDiskSpec(install, output, force=force)
     sys.exit(run_to_disk(spec))
 
 

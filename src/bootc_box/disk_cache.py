@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bootc_box.boot import FORMATS, Disk
 from bootc_box.cache_entries import Entries, cache_dir, file_problem, read_manifest, read_regular
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.processes import last_line_of
-from bootc_box.qemu import FORMATS, Disk
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from bootc_box.boot import Disk
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
-from bootc_box.qemu import Disk
 
 QCOW2_MAGIC = b"QFI\xfb"
 # Every MBR, and GPT's protective MBR, ends its first sector so.

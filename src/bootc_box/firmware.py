@@ -4,8 +4,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from bootc_box.boot import Firmware
 from bootc_box.errors import BootcBoxError
-from bootc_box.qemu import Firmware
 
 OVMF_DIR = Path("/usr/share/OVMF")
 # Without Secure Boot: a disk bootc-box makes or a user brings boots

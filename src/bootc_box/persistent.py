@@ -19,18 +19,22 @@ from typing import Any
 
 from bootc_box import cache_entries
 from bootc_box.binds import parse_bind
+from bootc_box.boot import Disk
 from bootc_box.cache_entries import Entries, partial_key, read_regular
 from bootc_box.disk_cache import recorded_disk
 from bootc_box.environment import Environment, probe_environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.firmware import EFI_VARS
+from bootc_box.launch import run_vm
 from bootc_box.locks import hold_lock, is_held
+from bootc_box.machine_options import MachineOptions
 from bootc_box.publish import parse_publish
-from bootc_box.qemu import Disk, parse_memory, qemu_img_create, qemu_img_create_argv
-from bootc_box.run import RunSpec, already_running, run_run, with_absolute_paths
-from bootc_box.todisk import ToDiskSpec, disk_options, prepare_host, with_cached_disk
+from bootc_box.qemu import parse_memory, qemu_img_create, qemu_img_create_argv
+from bootc_box.run_spec import DiskSource, ImageSource, RunSpec
+from bootc_box.todisk import InstallSpec, disk_options, prepare_host, with_cached_disk
 from bootc_box.vms import (
     KEPT_CONFIG,
+    already_running,
     check_name,
     current_state,
     is_vm_name,
@@ -65,6 +69,11 @@ class PersistentVm:
     # Older VMs' records have no such key: they were made before the guest
     # could be kept from the host's loopback, and now are.
     allow_host_loopback: bool = False
+
+    @property
+    def machine(self) -> MachineOptions:
+        """The machine it was made with; the rest of the options are each run's."""
+        return MachineOptions(memory_mib=self.memory_mib, cpus=self.cpus, kargs=self.kargs)
 
 
 def type_problem(vm: PersistentVm) -> str | None:
@@ -159,7 +168,9 @@ def run_persistent(spec: RunSpec) -> int:
         raise BootcBoxError("--persistent needs --name NAME", "name the VM, e.g. --name web")
     name = check_name(spec.name)
     # Kept as given for `start`, which may run anywhere.
-    spec = with_absolute_paths(spec, Path.cwd())
+    spec = spec.absolute(Path.cwd())
+    assert isinstance(spec.source, ImageSource), "a kept VM is made from an image"
+    image = spec.source.image
     env = probe_environment()
     if not env.cache_kept:
         raise BootcBoxError(
@@ -169,34 +180,34 @@ def run_persistent(spec: RunSpec) -> int:
     vm = find_persistent(env, name)
     if vm is None:
         with making_here(env, name):
-            vm = create_persistent(env, spec)
-    elif spec.image not in (vm.image, vm.image_id):
+            vm = create_persistent(env, spec, image)
+    elif image not in (vm.image, vm.image_id):
         raise BootcBoxError(
-            f"VM {name} keeps its state from {vm.image}, not {spec.image}",
+            f"VM {name} keeps its state from {vm.image}, not {image}",
             f"start it with bootc-box start {name}, or remove it with bootc-box rm {name}",
         )
     return boot_persistent(env, vm, spec)
 
 
-def create_persistent(env: Environment, spec: RunSpec) -> PersistentVm:
-    """The VM's overlay on the image's cached base disk (installed first when
-    it is not cached) and its config, put in place whole while the base disk
-    is held, so that no prune can take it in between."""
+def create_persistent(env: Environment, spec: RunSpec, image: str) -> PersistentVm:
+    """The VM's overlay on the cached base disk of `image` (installed first
+    when it is not cached) and its config, put in place whole while the base
+    disk is held, so that no prune can take it in between."""
     assert spec.name
-    installer = ToDiskSpec(
-        image=spec.image, output=Path("-"), pull=spec.pull, memory_mib=spec.memory_mib,
-        cpus=spec.cpus, accel=spec.accel, console=spec.console, timeout=spec.timeout,
-    )  # fmt: skip
-    qemu = prepare_host(env, installer)
+    # The installer's machine is this run's; the kargs are the VM's own.
+    installer = InstallSpec(
+        image, pull=spec.pull, machine=dataclasses.replace(spec.machine, kargs=())
+    )
+    prepare_host(env, installer)
     options = disk_options(installer, env)
     vm = PersistentVm(
         name=spec.name,
-        image=spec.image,
+        image=image,
         image_id=options.image_id,
         disk_key=options.key,
-        memory_mib=spec.memory_mib,
-        cpus=spec.cpus,
-        kargs=spec.kargs,
+        memory_mib=spec.machine.memory_mib,
+        cpus=spec.machine.cpus,
+        kargs=spec.machine.kargs,
         publish=tuple(str(p) for p in spec.publish),
         binds=tuple(str(b) for b in spec.binds),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -215,7 +226,7 @@ def create_persistent(env: Environment, spec: RunSpec) -> PersistentVm:
                 raise BootcBoxError(f"VM {vm.name} was made by another run meanwhile",
                                     f"start it with bootc-box start {vm.name}") from e  # fmt: skip
 
-    with_cached_disk(installer, options, env, qemu, make)
+    with_cached_disk(installer, options, env, make)
     log.info("Made VM %s, which keeps its state, from %s", vm.name, vm.image)
     return vm
 
@@ -265,16 +276,9 @@ def prune_half_made(env: Environment) -> int:
 def boot_persistent(env: Environment, vm: PersistentVm, spec: RunSpec) -> int:
     directory = kept_vm_dir(env, vm.name)
     forget_stopped(env, vm.name)
-    return run_run(
-        dataclasses.replace(
-            spec,
-            image=vm.image,
-            disk=Disk(directory / OVERLAY, "qcow2", backing=recorded_disk(env, vm.disk_key)),
-            efi_vars=directory / EFI_VARS,
-            persistent_lock=directory / LOCK,
-            label=vm.image,
-        )
-    )
+    overlay = Disk(directory / OVERLAY, "qcow2", backing=recorded_disk(env, vm.disk_key))
+    source = DiskSource(overlay, efi_vars=directory / EFI_VARS, lock=directory / LOCK)
+    return run_vm(dataclasses.replace(spec, source=source, label=vm.image))
 
 
 def forget_stopped(env: Environment, name: str) -> None:
@@ -300,8 +304,8 @@ def run_start(names: tuple[str, ...], *, detach: bool = True) -> int:
                 "only VMs made with run --persistent --name NAME start again; see bootc-box list",
             )
         spec = RunSpec(
-            image=vm.image, name=vm.name, detach=detach, memory_mib=vm.memory_mib, cpus=vm.cpus,
-            kargs=vm.kargs, publish=tuple(parse_publish(p) for p in vm.publish),
+            ImageSource(vm.image), name=vm.name, detach=detach, machine=vm.machine,
+            publish=tuple(parse_publish(p) for p in vm.publish),
             allow_host_loopback=vm.allow_host_loopback,
             binds=tuple(parse_bind(b) for b in vm.binds),
         )  # fmt: skip

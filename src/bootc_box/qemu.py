@@ -1,8 +1,9 @@
-"""QEMU: the one place a VM is assembled. Either a direct kernel boot of an
-image's kernel with the image shared over virtiofs as the root, or a UEFI
-boot of a disk; either with extra disks and shares."""
+"""QEMU: the one place a VM is assembled, from a QemuSpec whose `boot`
+(boot.py) says how it boots, with extra disks and shares; and the one
+place QEMU runs."""
 
 import dataclasses
+import enum
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bootc_box.accel import Accel, option_value, pflash_args
+from bootc_box.boot import FORMATS, ROOT_TAG, Boot, Disk, Firmware, FirmwareBoot, KernelBoot
 from bootc_box.errors import BootcBoxError
 from bootc_box.network import Network
 from bootc_box.processes import last_line, last_line_of, start_process, wait_until
@@ -27,35 +28,18 @@ from bootc_box.qmp import qmp_execute
 log = logging.getLogger(__name__)
 
 QEMU = "qemu-system-x86_64"
-ROOT_TAG = "rootfs"
-# The disk formats bootc-box opens: others (vmdk, vhdx...) name more files.
-FORMATS = ("raw", "qcow2")
 
 
-@dataclass(frozen=True)
-class Disk:
-    """A disk image on virtio-blk; the guest sees /dev/disk/by-id/virtio-SERIAL."""
+class Accel(enum.Enum):
+    KVM = "kvm"
+    TCG = "tcg"
 
-    path: Path
-    # raw or qcow2, as bootc-box made it or the user said; None until
-    # disks.open_disk has found it. Never guessed from the file's bytes: a
-    # raw disk's first bytes are its guest's.
-    format: str | None = "raw"
-    serial: str = ""
-    # Writes go to a throwaway qcow2 overlay, never to the file: QEMU gets
-    # the disk through transient_overlays.
-    transient: bool = False
-    # A qcow2 overlay's base, opened as said here; a name in the overlay's
-    # header is never followed.
-    backing: "Disk | None" = None
-
-
-@dataclass(frozen=True)
-class Firmware:
-    """UEFI: the firmware's read-only code and the VM's own variable store."""
-
-    code: Path
-    vars: Path
+    def qemu_args(self) -> list[str]:
+        if self is Accel.KVM:
+            return ["-machine", "q35,accel=kvm", "-cpu", "host"]
+        # "max" gives the guest every feature TCG can emulate, like x86-64-v2+
+        # baselines that current distribution kernels and glibc expect.
+        return ["-machine", "q35,accel=tcg", "-cpu", "max"]
 
 
 @dataclass(frozen=True)
@@ -63,12 +47,7 @@ class QemuSpec:
     accel: Accel
     memory_mib: int
     cpus: int
-    # Direct kernel boot, with the image's root on virtiofs; or, with all
-    # three None, a firmware boot from the first disk.
-    kernel: Path | None
-    initramfs: Path | None
-    cmdline: str
-    virtiofs_socket: Path | None
+    boot: Boot
     network: Network
     console_log: Path
     credential_files: tuple[Path, ...] = ()
@@ -77,8 +56,21 @@ class QemuSpec:
     qmp_socket: Path | None = None
     # Wait for a saved state (migration.load_state) instead of booting.
     incoming: bool = False
+    # More disks besides a firmware boot's own (to-disk's output).
     disks: tuple[Disk, ...] = ()
-    firmware: Firmware | None = None
+
+    @property
+    def drives(self) -> tuple[Disk, ...]:
+        """Every disk QEMU attaches, the one a firmware boots from first."""
+        return (*self.boot.drives, *self.disks)
+
+    def with_drives(self, drives: tuple[Disk, ...]) -> "QemuSpec":
+        """This machine with `drives` (as many as `self.drives`) in their place."""
+        assert len(drives) == len(self.drives)
+        boot = self.boot
+        if isinstance(boot, FirmwareBoot):
+            boot = dataclasses.replace(boot, disk=drives[0])
+        return dataclasses.replace(self, boot=boot, disks=drives[len(self.boot.drives) :])
 
 
 _MEMORY = re.compile(r"(\d+)(?:([mg])(?:i?b)?)?", re.IGNORECASE)
@@ -100,25 +92,17 @@ def parse_memory(text: str) -> int:
     return mib
 
 
-def kernel_cmdline(kargs: tuple[str, ...] = ()) -> str:
-    base = [
-        "console=ttyS0",
-        # dracut's virtiofs module mounts this tag as /sysroot.
-        f"root=virtiofs:{ROOT_TAG}",
-        # The image must stay untouched while /etc and /var (and the rest)
-        # are writable: systemd puts a tmpfs overlay over the read-only root
-        # in the initramfs, so every write is per-run and vanishes on exit.
-        "systemd.volatile=overlay",
-        # Image labels mean nothing on a virtiofs root.
-        "selinux=0",
-    ]
-    return " ".join([*base, *kargs])
+def option_value(value: object) -> str:
+    """`value` inside a QEMU option list, where a comma ends the value unless doubled."""
+    return str(value).replace(",", ",,")
 
 
-def disk_cmdline(kargs: tuple[str, ...] = ()) -> str:
-    """What a disk boot adds to its boot entry's own options: the serial
-    console, so that `logs` and --console show the boot as for an image."""
-    return " ".join(["console=ttyS0", *kargs])
+def pflash_args(firmware: Firmware) -> list[str]:
+    """UEFI firmware: its read-only code, and a variable store it may write."""
+    return [
+        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={option_value(firmware.code)}",
+        "-drive", f"if=pflash,format=raw,unit=1,file={option_value(firmware.vars)}",
+    ]  # fmt: skip
 
 
 def qemu_argv(spec: QemuSpec, qemu: str = QEMU) -> list[str]:
@@ -132,9 +116,9 @@ def qemu_argv(spec: QemuSpec, qemu: str = QEMU) -> list[str]:
         # vhost-user devices need guest memory that virtiofsd can map.
         "-object", f"memory-backend-memfd,id=mem,share=on,size={memory}",
         "-numa", "node,memdev=mem",
-        *_boot_args(spec),
+        *_boot_args(spec.boot),
         *_virtiofs_args(spec.shares),
-        *_disk_args(spec.disks, bootable=spec.firmware is not None),
+        *_disk_args(spec.drives, bootable=isinstance(spec.boot, FirmwareBoot)),
         # passt (network.py) is the network, and forwards SSH and the
         # published ports.
         "-netdev", "stream,id=net0,server=off,addr.type=unix,"
@@ -165,23 +149,39 @@ def qemu_argv(spec: QemuSpec, qemu: str = QEMU) -> list[str]:
 BOOT_CMDLINE_EXTRA = "io.systemd.boot.kernel-cmdline-extra"
 
 
-def _boot_args(spec: QemuSpec) -> list[str]:
-    if spec.firmware is None:
-        assert spec.kernel, "a direct kernel boot needs a kernel"
-        assert spec.initramfs, "and an initramfs"
-        assert spec.virtiofs_socket, "and a root file system"
-        return [
-            "-kernel", str(spec.kernel),
-            "-initrd", str(spec.initramfs),
-            "-append", spec.cmdline,
-            *_virtiofs_args(((ROOT_TAG, spec.virtiofs_socket),)),
-        ]  # fmt: skip
-    assert spec.kernel is None, "a firmware boot has no kernel of ours"
-    assert spec.disks, "a firmware boot needs a disk"
-    args = pflash_args(spec.firmware.code, spec.firmware.vars)
-    if spec.cmdline:
-        args += ["-smbios", f"type=11,value={option_value(f'{BOOT_CMDLINE_EXTRA}={spec.cmdline}')}"]
-    return args
+def _boot_args(boot: Boot) -> list[str]:
+    match boot:
+        case KernelBoot():
+            return [
+                "-kernel", str(boot.kernel),
+                "-initrd", str(boot.initramfs),
+                "-append", boot.cmdline,
+                *_virtiofs_args(((ROOT_TAG, boot.root_socket),)),
+            ]  # fmt: skip
+        case FirmwareBoot():
+            extra = option_value(f"{BOOT_CMDLINE_EXTRA}={boot.cmdline}")
+            return [*pflash_args(boot.firmware), "-smbios", f"type=11,value={extra}"]
+
+
+def probe_argv(qemu: str, boot: Boot, console: Path) -> list[str]:
+    """The KVM probe (accel.py): `boot`'s kernel with no root, which panics
+    at once, or its firmware with no disk, which writes to the console."""
+    match boot:
+        case KernelBoot():
+            guest = ["-kernel", str(boot.kernel), "-append", "console=ttyS0 panic=-1"]
+        case FirmwareBoot():
+            guest = pflash_args(boot.firmware)
+    return [
+        qemu,
+        *Accel.KVM.qemu_args(),
+        "-m", "256",
+        "-nodefaults",
+        "-display", "none",
+        "-no-reboot",
+        # file: takes the rest as the path, commas too: nothing to double.
+        "-serial", f"file:{console}",
+        *guest,
+    ]  # fmt: skip
 
 
 def _disk_args(disks: tuple[Disk, ...], *, bootable: bool) -> list[str]:
@@ -251,21 +251,22 @@ def require_qemu() -> str:
 
 
 @contextmanager
-def transient_overlays(disks: tuple[Disk, ...]) -> Iterator[tuple[Disk, ...]]:
-    """`disks` with each transient one replaced by a new qcow2 overlay on
+def transient_overlays(spec: QemuSpec) -> Iterator[QemuSpec]:
+    """`spec` with each transient drive replaced by a new qcow2 overlay on
     it, which takes the guest's writes; the overlays are removed when the
     block ends. -blockdev has no snapshot=on: this is what it did, where it
     did it ($TMPDIR or /var/tmp, on disk rather than the runtime directory's
     tmpfs), with the base opened in its known format."""
-    if not any(disk.transient for disk in disks):
-        yield disks
+    drives = spec.drives
+    if not any(disk.transient for disk in drives):
+        yield spec
         return
     scratch = os.environ.get("TMPDIR") or "/var/tmp"
     with tempfile.TemporaryDirectory(prefix="bootc-box-overlays-", dir=scratch) as directory:
-        yield tuple(
+        yield spec.with_drives(tuple(
             _new_overlay(disk, Path(directory, f"disk{i}.qcow2")) if disk.transient else disk
-            for i, disk in enumerate(disks)
-        )
+            for i, disk in enumerate(drives)
+        ))  # fmt: skip
 
 
 def _new_overlay(disk: Disk, path: Path) -> Disk:
@@ -279,11 +280,9 @@ def start_qemu(spec: QemuSpec, log_file: Path, binary: str) -> Iterator["subproc
     """Run the VM; on exit QEMU is terminated outright (machine.py powers a
     guest off first when it has something to keep)."""
     with (
-        transient_overlays(spec.disks) as disks,
+        transient_overlays(spec) as overlaid,
         log_file.open("ab") as out,
-        start_process(
-            qemu_argv(dataclasses.replace(spec, disks=disks), binary), stdout=out, stderr=out
-        ) as proc,
+        start_process(qemu_argv(overlaid, binary), stdout=out, stderr=out) as proc,
     ):
         yield proc
 

@@ -22,15 +22,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bootc_box import __version__
-from bootc_box.accel import Accel
 from bootc_box.cache_entries import Entries, cache_dir, file_problem, read_manifest, read_regular
-from bootc_box.credentials import login_credentials, write_private
+from bootc_box.credentials import Login, new_login, write_private
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
-from bootc_box.hostkeys import checked_public_key, host_key_tmpfiles, make_host_key
+from bootc_box.hostkeys import checked_public_key
 from bootc_box.network import Network
-from bootc_box.qemu import QemuSpec, qemu_argv
-from bootc_box.ssh import generate_key, public_key
+from bootc_box.qemu import Accel, QemuSpec, qemu_argv
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +51,7 @@ def machine_argv(spec: QemuSpec) -> list[str]:
     saved, and so what a restoring QEMU must give it again."""
     placeholders = dataclasses.replace(
         spec,
-        kernel=spec.kernel and Path("kernel"),
-        initramfs=spec.initramfs and Path("initramfs"),
-        virtiofs_socket=spec.virtiofs_socket and Path("rootfs.sock"),
+        boot=spec.boot.placeholders(),
         network=Network(Path("network.sock"), 0),
         console_log=Path("console.log"),
         credential_files=tuple(Path(f"credential-{i}") for i in range(len(spec.credential_files))),
@@ -143,7 +139,7 @@ class Snapshot:
     def host_key(self) -> Path:
         return self.directory / HOST_KEY
 
-    def copy_out(self, workdir: Path) -> tuple[tuple[Path, ...], Path, str]:
+    def copy_out(self, workdir: Path) -> Login:
         """The credentials and the bootstrap key, copied into `workdir` for
         QEMU and ssh (copies no writer of the cache can swap for a link), and
         the saved guest's host key, checked before ssh is told it."""
@@ -154,7 +150,7 @@ class Snapshot:
         except BootcBoxError as e:
             raise OSError(f"{self.host_key}: {e.message}") from None
         credentials = tuple(write_private(workdir / f"saved.{n}", data) for n, data in read)
-        return credentials, write_private(workdir / BOOTSTRAP_KEY, key), host_key
+        return Login(write_private(workdir / BOOTSTRAP_KEY, key), credentials, host_key)
 
 
 def entry_problem(entry: Path, key: str) -> str | None:
@@ -217,12 +213,8 @@ class NewSnapshot:
 
     def __init__(self, entries: Entries, key: str, partial: Path, held: ExitStack) -> None:
         self.entries, self.name, self.partial, self.held = entries, key, partial, held
-        self.key = generate_key(partial)
-        host_key = make_host_key()
-        self.host_key = host_key.public
-        self.credentials = login_credentials(
-            partial, public_key(self.key), host_key_tmpfiles(host_key)
-        )
+        # Its files are the entry's KEY and CREDENTIALS.
+        self.login = new_login(partial)
 
     @property
     def state(self) -> Path:
@@ -241,7 +233,7 @@ class NewSnapshot:
             image=image,
             memory_mib=spec.memory_mib,
             cpus=spec.cpus,
-            cmdline=spec.cmdline,
+            cmdline=spec.boot.cmdline,
             versions=versions,
             state_size=self.state.stat().st_size,
             created=datetime.now(UTC).isoformat(timespec="seconds"),

@@ -4,6 +4,7 @@ installer VM, the output file is attached to it as a disk, the store that
 holds the image is shared into it, and there the image runs as a privileged
 container doing `bootc install to-disk`."""
 
+import dataclasses
 import logging
 import os
 import re
@@ -15,8 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from bootc_box.accel import AccelChoice
 from bootc_box.binds import Bind
+from bootc_box.boot import Disk
 from bootc_box.disk_cache import (
     DiskOptions,
     commit_disk,
@@ -37,11 +38,12 @@ from bootc_box.images import (
     resolve_image,
 )
 from bootc_box.kernel import resolve_in_root
-from bootc_box.qemu import Disk, qemu_img_create, qemu_img_create_argv, require_qemu
-from bootc_box.run import RunSpec, supervise
+from bootc_box.launch import run_vm
+from bootc_box.machine_options import MachineOptions
+from bootc_box.qemu import qemu_img_create, qemu_img_create_argv, require_qemu
+from bootc_box.run_spec import ImageSource, RunSpec
 from bootc_box.userns import enter_podman_userns
 from bootc_box.virtiofsd import require_virtiofsd
-from bootc_box.vms import claim_vm_dir, new_name
 
 log = logging.getLogger(__name__)
 
@@ -83,21 +85,26 @@ exec podman run --rm --pull=never --privileged --pid=host --network=none \
 
 
 @dataclass(frozen=True)
-class ToDiskSpec:
+class InstallSpec:
+    """What to install and how: the disk bootc makes of `image`, and the
+    machine of the installer VM (`machine.kargs` are the installer's; `kargs`
+    go to the installed system's boot entry)."""
+
     image: str
-    output: Path
     format: str = "raw"
     disk_size: int | None = None  # bytes; default: the larger of 2x the image and 10 GiB
     filesystem: str = "ext4"
     root_size: str | None = None
     kargs: tuple[str, ...] = ()
-    force: bool = False
     pull: PullOptions = field(default_factory=PullOptions)
-    memory_mib: int = 2048
-    cpus: int = 2
-    accel: AccelChoice = AccelChoice.AUTO
-    console: bool = False
-    timeout: float = 600.0
+    machine: MachineOptions = field(default_factory=MachineOptions)
+
+
+@dataclass(frozen=True)
+class ToDiskSpec:
+    install: InstallSpec
+    output: Path
+    force: bool = False
 
 
 def check_output(output: Path, *, force: bool) -> None:
@@ -159,7 +166,7 @@ def store_binds(store: Path) -> tuple[Bind, ...]:
     return (Bind(store, GUEST_STORES / "0", readonly=True),)
 
 
-def install_argv(spec: ToDiskSpec, image_id: str, source: str) -> tuple[str, ...]:
+def install_argv(spec: InstallSpec, image_id: str, source: str) -> tuple[str, ...]:
     """The command the installer VM runs: GUEST_INSTALL with bootc's arguments.
     The image is installed by its ID, the only image in the store shared
     into the VM; `source` is what the installed system updates from."""
@@ -230,14 +237,14 @@ def run_to_disk(spec: ToDiskSpec) -> int:
     output = Path.cwd() / spec.output
     check_output(output, force=spec.force)
     env = probe_environment()
-    qemu = prepare_host(env, spec)
+    prepare_host(env, spec.install)
     began = time.monotonic()
-    options = disk_options(spec, env)
+    options = disk_options(spec.install, env)
     with partial_output(output) as partial:
         if env.cache_kept:
-            cached = with_cached_disk(spec, options, env, qemu, lambda d: copy_disk(d, partial))
+            cached = with_cached_disk(spec.install, options, env, lambda d: copy_disk(d, partial))
         else:
-            install(spec, options, partial, env, qemu)
+            install(spec.install, options, partial, env)
             cached = False
         partial.rename(output)
     how = "copied from the cache" if cached else "installed"
@@ -245,16 +252,15 @@ def run_to_disk(spec: ToDiskSpec) -> int:
     return 0
 
 
-def prepare_host(env: Environment, spec: ToDiskSpec) -> str:
-    """The checks that need no image, then podman's namespace; QEMU's path."""
+def prepare_host(env: Environment, spec: InstallSpec) -> None:
+    """The checks that need no image, then podman's namespace."""
     check_archive(parse_image_ref(spec.image), env)
-    qemu = require_qemu()
+    require_qemu()
     require_virtiofsd()
     enter_podman_userns(env)
-    return qemu
 
 
-def disk_options(spec: ToDiskSpec, env: Environment) -> DiskOptions:
+def disk_options(spec: InstallSpec, env: Environment) -> DiskOptions:
     """The image found (pulled, loaded) and checked, and what its disk is made of."""
     ref = parse_image_ref(spec.image)
     image_id = resolve_image(ref, env, spec.pull)
@@ -279,10 +285,9 @@ def disk_options(spec: ToDiskSpec, env: Environment) -> DiskOptions:
 
 
 def with_cached_disk(
-    spec: ToDiskSpec,
+    spec: InstallSpec,
     options: DiskOptions,
     env: Environment,
-    qemu: str,
     use: Callable[[Path], None],
 ) -> bool:
     """Call `use` with the cached disk of `options`, held against deletion,
@@ -293,7 +298,7 @@ def with_cached_disk(
     with installing(env, options) as slot:
         if use_cached(env, options, use):
             return True
-        install(spec, options, slot / options.file_name, env, qemu)
+        install(spec, options, slot / options.file_name, env)
         commit_disk(env, options, slot)
     if not use_cached(env, options, use):
         raise BootcBoxError(
@@ -310,20 +315,14 @@ def use_cached(env: Environment, options: DiskOptions, use: Callable[[Path], Non
         return True
 
 
-def install(
-    spec: ToDiskSpec, options: DiskOptions, target: Path, env: Environment, qemu: str
-) -> None:
+def install(spec: InstallSpec, options: DiskOptions, target: Path, env: Environment) -> None:
     """Boot the image as the installer VM with `target` as its output disk."""
     create_disk(target, options.format, options.size)
     with image_only_store(env, options) as store:
         installer = RunSpec(
-            image=options.image_id,
+            ImageSource(options.image_id),
             command=install_argv(spec, options.image_id, options.source),
-            memory_mib=spec.memory_mib,
-            cpus=spec.cpus,
-            accel=spec.accel,
-            console=spec.console,
-            timeout=spec.timeout,
+            machine=dataclasses.replace(spec.machine, kargs=()),
             binds=store_binds(store),
             disks=(Disk(target, options.format, serial=OUTPUT_SERIAL),),
             warm=False,
@@ -333,8 +332,7 @@ def install(
             "Installing %s (%s, %.1f GiB) with its own bootc",
             spec.image, options.format, options.size / GiB,
         )  # fmt: skip
-        directory = claim_vm_dir(env, new_name(), installer=True)
-        status = supervise(installer, env, qemu, parse_image_ref(options.image_id), directory)
+        status = run_vm(installer, installer=True)
     if status != 0:
         raise BootcBoxError(
             f"bootc install to-disk failed in the installer VM (status {status})",

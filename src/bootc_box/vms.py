@@ -229,6 +229,13 @@ def is_installer(directory: Path) -> bool:
     return (directory / INSTALLER_MARK).exists()
 
 
+def already_running(name: str) -> BootcBoxError:
+    return BootcBoxError(
+        f"VM {name} is already running (here or in another box)",
+        f"stop it first: bootc-box stop {name}",
+    )
+
+
 def claim_vm_dir(
     env: Environment, name: str, *, kept: bool = False, installer: bool = False
 ) -> Path:

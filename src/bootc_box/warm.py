@@ -2,6 +2,7 @@
 machine, or booted cold and saved for the runs after it (see snapshots.py
 for the entries, migration.py for saving and loading)."""
 
+import dataclasses
 import logging
 import subprocess
 from collections.abc import Callable, Iterator
@@ -9,7 +10,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bootc_box.credentials import write_private
+from bootc_box.credentials import Login, write_private
 from bootc_box.environment import Environment
 from bootc_box.snapshots import BOOTSTRAP_KEY, NewSnapshot, Snapshot, find_snapshot, new_snapshot
 
@@ -21,9 +22,8 @@ class Start:
     """How one boot attempt brings its guest up: booted, or loaded from a
     saved state, and saved once up or not."""
 
-    credentials: tuple[Path, ...]  # what QEMU hands the guest
-    login_key: Path  # what the guest lets in first
-    host_key: str  # what it shows first
+    # What QEMU hands the guest, the key it lets in first, the host key it shows first.
+    login: Login
     restore: Snapshot | None = None
     # Called once QEMU has loaded the state: lets go of its cache entry.
     loaded: Callable[[], None] = lambda: None
@@ -71,11 +71,12 @@ def warm_start(held: ExitStack, env: Environment, warm: Warm, workdir: Path) -> 
         loading = held.enter_context(ExitStack())
         snapshot = loading.enter_context(find_snapshot(env, warm.key))
         if snapshot:
-            credentials, key, host_key = snapshot.copy_out(workdir)
-            return Start(credentials, key, host_key, snapshot, loading.close)
+            return Start(snapshot.copy_out(workdir), snapshot, loading.close)
         loading.close()
     new = held.enter_context(new_snapshot(env, warm.key))
     if new:
-        key = write_private(workdir / BOOTSTRAP_KEY, new.key.read_bytes())
-        return Start(new.credentials, key, new.host_key, save=new, versions=warm.versions)
+        # The run's own copy of the key: the entry may be deleted once saved.
+        key = write_private(workdir / BOOTSTRAP_KEY, new.login.key.read_bytes())
+        login = dataclasses.replace(new.login, key=key)
+        return Start(login, save=new, versions=warm.versions)
     return None

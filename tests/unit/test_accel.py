@@ -4,30 +4,31 @@ from pathlib import Path
 import pytest
 
 from bootc_box import accel
-from bootc_box.accel import (
-    Accel,
-    AccelChoice,
-    ProbeBoot,
-    choose_accel,
-    kvm_probe_argv,
-    kvm_unusable_reason,
-)
+from bootc_box.accel import AccelChoice, choose_accel, kvm_unusable_reason
+from bootc_box.boot import Disk, Firmware, FirmwareBoot, KernelBoot
 from bootc_box.errors import BootcBoxError
+from bootc_box.qemu import Accel, probe_argv
+
+KERNEL = KernelBoot(Path("/k"), Path("/i"), Path("/r.sock"))
 
 
 def test_probe_boots_the_guest_kernel_to_a_panic_that_ends_qemu() -> None:
-    argv = kvm_probe_argv("qemu", ProbeBoot(kernel=Path("/k/vmlinuz")), Path("/t/console"))
+    boot = KernelBoot(Path("/k/vmlinuz"), Path("/k/initramfs.img"), Path("/r.sock"), ("quiet",))
+    argv = probe_argv("qemu", boot, Path("/t/console"))
     assert argv[argv.index("-kernel") + 1] == "/k/vmlinuz"
     assert "-initrd" not in argv
     assert "-no-reboot" in argv
-    assert "panic=-1" in argv[argv.index("-append") + 1].split()
+    # No root to find: the kernel panics, and QEMU ends.
+    assert argv[argv.index("-append") + 1] == "console=ttyS0 panic=-1"
+    assert not any("vhost-user-fs" in a for a in argv)
     assert argv[argv.index("-machine") + 1] == "q35,accel=kvm"
 
 
 def test_a_disk_boot_probes_with_the_firmware_and_its_own_variables() -> None:
-    boot = ProbeBoot(firmware=(Path("/fw/CODE.fd"), Path("/t/vars.fd")))
-    argv = kvm_probe_argv("qemu", boot, Path("/t/console"))
+    firmware = Firmware(Path("/fw/CODE.fd"), Path("/t/vars.fd"))
+    argv = probe_argv("qemu", FirmwareBoot(firmware, Disk(Path("/d.raw"))), Path("/t/console"))
     assert "-kernel" not in argv
+    assert "-blockdev" not in argv
     drives = [argv[i + 1] for i, a in enumerate(argv) if a == "-drive"]
     assert drives == [
         "if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.fd",
@@ -45,7 +46,7 @@ def test_kvm_device_checks(tmp_path: Path) -> None:
 
 def test_tcg_is_chosen_without_probing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(accel, "probe_kvm", pytest.fail)
-    assert choose_accel(AccelChoice.TCG, "qemu", ProbeBoot(kernel=Path("/k")), "hint") is Accel.TCG
+    assert choose_accel(AccelChoice.TCG, "qemu", KERNEL, "hint") is Accel.TCG
 
 
 def test_missing_kvm_fails_when_kvm_is_required(
@@ -53,7 +54,7 @@ def test_missing_kvm_fails_when_kvm_is_required(
 ) -> None:
     monkeypatch.setattr(accel, "KVM_DEVICE", tmp_path / "kvm")
     with pytest.raises(BootcBoxError, match="does not exist") as err:
-        choose_accel(AccelChoice.KVM, "qemu", ProbeBoot(kernel=Path("/k")), "add --device /dev/kvm")
+        choose_accel(AccelChoice.KVM, "qemu", KERNEL, "add --device /dev/kvm")
     assert err.value.hint is not None
     assert err.value.hint.startswith("add --device /dev/kvm")
 
@@ -63,9 +64,7 @@ def test_missing_kvm_falls_back_to_tcg_with_a_warning(
 ) -> None:
     monkeypatch.setattr(accel, "KVM_DEVICE", tmp_path / "kvm")
     with caplog.at_level(logging.WARNING):
-        choice = choose_accel(
-            AccelChoice.AUTO, "qemu", ProbeBoot(kernel=Path("/k")), "add --device /dev/kvm"
-        )
+        choice = choose_accel(AccelChoice.AUTO, "qemu", KERNEL, "add --device /dev/kvm")
     assert choice is Accel.TCG
     assert "does not exist; falling back to TCG" in caplog.text
     assert "add --device /dev/kvm" in caplog.text

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from bootc_box.boot import Disk
 from bootc_box.disk_cache import (
     DiskOptions,
     commit_disk,
@@ -17,7 +18,6 @@ from bootc_box.disk_cache import (
 )
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
-from bootc_box.qemu import Disk
 
 NATIVE = Environment(in_box=False)
 OPTIONS = DiskOptions("sha256id", "localhost/img", "raw", 10 << 30, "ext4", None, ("quiet",))

@@ -4,12 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from bootc_box.accel import Accel
+from bootc_box.boot import Disk, Firmware, FirmwareBoot
 from bootc_box.disks import open_disk, parse_size
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.network import Network
-from bootc_box.qemu import Disk, Firmware, QemuSpec, qemu_argv
+from bootc_box.qemu import Accel, QemuSpec, qemu_argv
 
 BOX = Environment(in_box=True)
 HOST = Environment(in_box=False)
@@ -42,11 +42,10 @@ def guest_written(path: Path, head: Path) -> Path:
 
 def booted(disk: Disk) -> list[str]:
     """The QEMU command line a disk boot of `disk` would run."""
+    firmware = Firmware(Path("/fw/CODE.fd"), Path("/vm/efivars.fd"))
     spec = QemuSpec(
-        accel=Accel.TCG, memory_mib=2048, cpus=2, kernel=None, initramfs=None, cmdline="",
-        virtiofs_socket=None, network=Network(Path("/run/net.sock"), 2222),
-        console_log=Path("/run/console.log"),
-        disks=(disk,), firmware=Firmware(Path("/fw/CODE.fd"), Path("/vm/efivars.fd")),
+        accel=Accel.TCG, memory_mib=2048, cpus=2, boot=FirmwareBoot(firmware, disk),
+        network=Network(Path("/run/net.sock"), 2222), console_log=Path("/run/console.log"),
     )  # fmt: skip
     return qemu_argv(spec, "qemu")
 

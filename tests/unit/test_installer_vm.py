@@ -12,11 +12,19 @@ from bootc_box import todisk
 from bootc_box.disk_cache import DiskOptions
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
-from bootc_box.images import ImageRef
 from bootc_box.manage import find_vm_when_started
-from bootc_box.run import RunSpec
-from bootc_box.todisk import ToDiskSpec
-from bootc_box.vms import VmRecord, VmState, find_vm, list_vms, only_vm, supervise_vm
+from bootc_box.run_spec import RunSpec
+from bootc_box.todisk import InstallSpec
+from bootc_box.vms import (
+    VmRecord,
+    VmState,
+    claim_vm_dir,
+    find_vm,
+    list_vms,
+    new_name,
+    only_vm,
+    supervise_vm,
+)
 
 NATIVE = Environment(in_box=False)
 IMAGE_ID = "a" * 64
@@ -40,18 +48,19 @@ def install_with(
     def store(env: Environment, options: DiskOptions) -> Iterator[Path]:
         yield tmp_path / "store"
 
-    def supervise(
-        spec: RunSpec, env: Environment, qemu: str, ref: ImageRef | None, directory: Path
-    ) -> int:
+    def run_vm(spec: RunSpec, *, installer: bool = False) -> int:
+        # launch.run_vm's claim and record, without the checks and the VM
+        # (no QEMU where the unit tests run).
+        directory = claim_vm_dir(NATIVE, new_name(), installer=installer)
         with supervise_vm(directory, spec.title, detached=spec.detach):
             while_installing()
         return 0
 
     monkeypatch.setattr(todisk, "image_only_store", store)
-    monkeypatch.setattr(todisk, "supervise", supervise)
+    monkeypatch.setattr(todisk, "run_vm", run_vm)
     target = tmp_path / "disk.raw"
     options = DiskOptions(IMAGE_ID, "quay.io/x/y:1", "raw", 1 << 20, "ext4", None, ())
-    todisk.install(ToDiskSpec("quay.io/x/y:1", target), options, target, NATIVE, "qemu")
+    todisk.install(InstallSpec("quay.io/x/y:1"), options, target, NATIVE)
 
 
 def test_ssh_without_a_name_does_not_log_in_to_a_running_installer(

@@ -15,12 +15,12 @@ import pytest
 
 from bootc_box import console as console_module
 from bootc_box import machine as machine_module
-from bootc_box.accel import Accel
+from bootc_box.boot import KernelBoot
 from bootc_box.console import LOG_LIMIT_VARIABLE, rotated
 from bootc_box.errors import BootcBoxError
 from bootc_box.machine import BootAgain, FileServer, Machine, start_machine
 from bootc_box.network import Network, PortInUse
-from bootc_box.qemu import QemuSpec
+from bootc_box.qemu import Accel, QemuSpec
 from bootc_box.signals import Terminated
 from bootc_box.virtiofsd import VirtiofsdSpec
 
@@ -34,7 +34,8 @@ def process() -> Iterator["subprocess.Popen[bytes]"]:
 
 
 def qemu_spec(tmp_path: Path) -> QemuSpec:
-    return QemuSpec(Accel.TCG, 512, 1, None, None, "", None, Network(tmp_path / "net.sock", 2222),
+    boot = KernelBoot(tmp_path / "vmlinuz", tmp_path / "initramfs.img", tmp_path / "rootfs.sock")
+    return QemuSpec(Accel.TCG, 512, 1, boot, Network(tmp_path / "net.sock", 2222),
                     tmp_path / "console.log", qmp_socket=tmp_path / "qmp.sock")  # fmt: skip
 
 

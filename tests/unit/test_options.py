@@ -2,7 +2,7 @@ import pytest
 
 from bootc_box.cli import cli
 from bootc_box.options import bare_to_true, first_operand, wants_debug
-from bootc_box.run import what_to_boot
+from bootc_box.run_spec import what_to_boot
 
 RUN_VALUES = {"--memory", "-m", "--name", "--tls-verify", "--karg", "--timeout"}
 

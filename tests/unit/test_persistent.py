@@ -7,10 +7,12 @@ import psutil
 import pytest
 
 from bootc_box import persistent
+from bootc_box.boot import Disk
 from bootc_box.disk_cache import DiskOptions, commit_disk, installing
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.locks import hold_lock
+from bootc_box.machine_options import MachineOptions
 from bootc_box.manage import run_rm
 from bootc_box.persistent import (
     CONFIG,
@@ -27,8 +29,8 @@ from bootc_box.persistent import (
     running_elsewhere,
     used_disk_keys,
 )
-from bootc_box.qemu import Disk, qemu_img_create, qemu_img_create_argv
-from bootc_box.run import RunSpec
+from bootc_box.qemu import qemu_img_create, qemu_img_create_argv
+from bootc_box.run_spec import DiskSource, ImageSource, RunSpec
 from bootc_box.vms import VmRecord, VmState, being_made_here, write_record
 
 NATIVE = Environment(in_box=False)
@@ -81,14 +83,17 @@ def test_a_kept_vm_boots_its_overlay_on_the_base_disk_as_recorded_not_as_its_hea
     directory = keep(dirs, dataclasses.replace(VM, disk_key=options.key))
     booted: list[RunSpec] = []
 
-    def run_run(spec: RunSpec) -> int:
+    def run_vm(spec: RunSpec) -> int:
         booted.append(spec)
         return 0
 
-    monkeypatch.setattr(persistent, "run_run", run_run)
+    monkeypatch.setattr(persistent, "run_vm", run_vm)
     assert run_start(("web",)) == 0
     [spec] = booted
-    assert spec.disk == Disk(directory / "disk.qcow2", "qcow2", backing=Disk(base, "raw"))
+    assert isinstance(spec.source, DiskSource)
+    assert spec.source.disk == Disk(directory / "disk.qcow2", "qcow2", backing=Disk(base, "raw"))
+    assert (spec.source.efi_vars, spec.source.lock) == (directory / "efivars.fd", directory / LOCK)
+    assert spec.machine == MachineOptions(VM.memory_mib, VM.cpus, VM.kargs)
 
 
 def test_removing_a_kept_vm_deletes_its_disk_unless_it_runs(dirs: Path) -> None:
@@ -121,10 +126,10 @@ def test_a_stopped_record_gives_its_name_back_a_live_one_does_not(tmp_path: Path
 def test_a_vm_is_kept_for_the_image_it_was_made_from(dirs: Path) -> None:
     keep(dirs)
     with pytest.raises(BootcBoxError, match="keeps its state from localhost/img, not other") as err:
-        run_persistent(RunSpec(image="other", name="web"))
+        run_persistent(RunSpec(ImageSource("other"), name="web"))
     assert err.value.hint == "start it with bootc-box start web, or remove it with bootc-box rm web"
     with pytest.raises(BootcBoxError, match="--persistent needs --name NAME"):
-        run_persistent(RunSpec(image="localhost/img"))
+        run_persistent(RunSpec(ImageSource("localhost/img")))
 
 
 def test_prune_removes_what_a_killed_run_half_made_and_frees_the_disk_it_named(
@@ -205,7 +210,7 @@ def test_a_record_naming_a_path_deletes_or_boots_nothing_outside(
 ) -> None:
     (keep(dirs) / CONFIG).write_text(json.dumps({**VM.__dict__, "name": "../../x"}))
     booted: list[RunSpec] = []
-    monkeypatch.setattr(persistent, "run_run", booted.append)
+    monkeypatch.setattr(persistent, "run_vm", booted.append)
     assert run_rm(NATIVE, (), force=False, remove_all=True, timeout=1) == 0
     with pytest.raises(BootcBoxError, match="the state of VM web is unreadable"):
         run_start(("web",))
@@ -230,13 +235,13 @@ def test_a_vm_is_known_to_be_made_here_while_its_image_installs(
     """What `ssh web` waits for, right after `run --persistent --name web`."""
     seen: list[bool] = []
 
-    def create(env: Environment, spec: RunSpec) -> PersistentVm:
+    def create(env: Environment, spec: RunSpec, image: str) -> PersistentVm:
         seen.append(being_made_here(env, "web"))
         return VM
 
     monkeypatch.setattr(persistent, "create_persistent", create)
     monkeypatch.setattr(persistent, "boot_persistent", lambda env, vm, spec: 0)
-    assert run_persistent(RunSpec(image="localhost/img", name="web")) == 0
+    assert run_persistent(RunSpec(ImageSource("localhost/img"), name="web")) == 0
     assert seen == [True]
     assert not being_made_here(NATIVE, "web")
 

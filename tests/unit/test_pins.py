@@ -7,10 +7,10 @@ key orphans every saved state in users' caches."""
 
 from pathlib import Path
 
-from bootc_box.accel import Accel
+from bootc_box.boot import Disk, Firmware, FirmwareBoot, KernelBoot
 from bootc_box.network import Network
 from bootc_box.publish import parse_publish
-from bootc_box.qemu import Disk, Firmware, QemuSpec, disk_cmdline, kernel_cmdline, qemu_argv
+from bootc_box.qemu import Accel, QemuSpec, qemu_argv
 from bootc_box.snapshots import machine_argv, snapshot_key
 
 KERNEL_BOOT_ARGV = [
@@ -171,10 +171,9 @@ def kernel_machine() -> QemuSpec:
         accel=Accel.TCG,
         memory_mib=1024,
         cpus=1,
-        kernel=Path("/b/vmlinuz"),
-        initramfs=Path("/b/initramfs.img"),
-        cmdline=kernel_cmdline(("quiet",)),
-        virtiofs_socket=Path("/w/rootfs.sock"),
+        boot=KernelBoot(
+            Path("/b/vmlinuz"), Path("/b/initramfs.img"), Path("/w/rootfs.sock"), ("quiet",), "6.1"
+        ),
         network=Network(Path("/w/network.sock"), 2222, (parse_publish("8080:80"),)),
         console_log=Path("/w/console.log"),
         credential_files=(Path("/w/a.smbios"), Path("/w/b.smbios")),
@@ -189,16 +188,15 @@ def disk_machine() -> QemuSpec:
         accel=Accel.KVM,
         memory_mib=2048,
         cpus=2,
-        kernel=None,
-        initramfs=None,
-        cmdline=disk_cmdline(("a=b",)),
-        virtiofs_socket=None,
+        boot=FirmwareBoot(
+            Firmware(Path("/f/CODE.fd"), Path("/v/efivars.fd")),
+            Disk(Path("/v/disk.qcow2"), "qcow2", backing=Disk(Path("/d/base.raw"), "raw")),
+            ("a=b",),
+        ),
         network=Network(Path("/w/network.sock"), 2223),
         console_log=Path("/w/console.log"),
         credential_files=(Path("/w/a.smbios"),),
         qmp_socket=Path("/w/qmp.sock"),
-        disks=(Disk(Path("/v/disk.qcow2"), "qcow2", backing=Disk(Path("/d/base.raw"), "raw")),),
-        firmware=Firmware(Path("/f/CODE.fd"), Path("/v/efivars.fd")),
     )
 
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from bootc_box.boot import Disk
 from bootc_box.disks import Qcow2Header, find_qcow2_header, open_disk
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
-from bootc_box.qemu import Disk
 
 HOST = Environment(in_box=False)
 MAGIC = b"QFI\xfb"

@@ -5,15 +5,13 @@ from typing import Any
 
 import pytest
 
-from bootc_box.accel import Accel, option_value
+from bootc_box.boot import Disk, Firmware, FirmwareBoot, KernelBoot, kernel_cmdline
 from bootc_box.errors import BootcBoxError
 from bootc_box.network import Network
 from bootc_box.qemu import (
-    Disk,
-    Firmware,
+    Accel,
     QemuSpec,
-    disk_cmdline,
-    kernel_cmdline,
+    option_value,
     parse_memory,
     qemu_argv,
     qemu_img_create_argv,
@@ -26,10 +24,7 @@ def spec(**overrides: object) -> QemuSpec:
         "accel": Accel.TCG,
         "memory_mib": 2048,
         "cpus": 2,
-        "kernel": Path("/k/vmlinuz"),
-        "initramfs": Path("/k/initramfs.img"),
-        "cmdline": "console=ttyS0",
-        "virtiofs_socket": Path("/run/root.sock"),
+        "boot": KernelBoot(Path("/k/vmlinuz"), Path("/k/initramfs.img"), Path("/run/root.sock")),
         "network": Network(Path("/run/network.sock"), 2222),
         "console_log": Path("/run/console.log"),
         "credential_files": (Path("/run/key.smbios"),),
@@ -50,7 +45,9 @@ def test_direct_kernel_boot_of_the_image_kernel() -> None:
     argv = qemu_argv(spec(), "qemu")
     assert option(argv, "-kernel") == ["/k/vmlinuz"]
     assert option(argv, "-initrd") == ["/k/initramfs.img"]
-    assert option(argv, "-append") == ["console=ttyS0"]
+    assert option(argv, "-append") == [
+        "console=ttyS0 root=virtiofs:rootfs systemd.volatile=overlay selinux=0"
+    ]
 
 
 def test_memory_is_shared_memfd_of_the_same_size() -> None:
@@ -150,17 +147,14 @@ def test_the_console_is_appended_to_so_it_can_be_emptied_under_qemu() -> None:
     assert option(argv, "-serial") == ["chardev:console"]
 
 
-def disk_boot(**overrides: object) -> QemuSpec:
-    values: dict[str, object] = {
-        "kernel": None,
-        "initramfs": None,
-        "virtiofs_socket": None,
-        "cmdline": disk_cmdline(("quiet",)),
-        "disks": (Disk(Path("/d/disk.qcow2"), "qcow2", serial="root"),),
-        "firmware": Firmware(Path("/fw/CODE.fd"), Path("/vm/efivars.fd")),
-    }
-    values.update(overrides)
-    return spec(**values)
+ROOT_DISK = Disk(Path("/d/disk.qcow2"), "qcow2", serial="root")
+
+
+def disk_boot(
+    disk: Disk = ROOT_DISK, kargs: tuple[str, ...] = ("quiet",), **overrides: object
+) -> QemuSpec:
+    firmware = Firmware(Path("/fw/CODE.fd"), Path("/vm/efivars.fd"))
+    return spec(boot=FirmwareBoot(firmware, disk, kargs), **overrides)
 
 
 def test_a_disk_boots_under_uefi_with_no_kernel_or_root_share_of_ours() -> None:
@@ -186,7 +180,7 @@ def test_a_qcow2_disk_never_opens_a_file_its_header_names() -> None:
 def test_an_overlay_opens_the_base_bootc_box_names_read_only_in_its_format() -> None:
     base = Disk(Path("/cache/disks/k/disk.raw"), "raw")
     overlay = Disk(Path("/cache/vms/web/disk.qcow2"), "qcow2", serial="root", backing=base)
-    (node,) = blockdevs(qemu_argv(disk_boot(disks=(overlay,)), "qemu"))
+    (node,) = blockdevs(qemu_argv(disk_boot(overlay), "qemu"))
     assert node["file"]["filename"] == "/cache/vms/web/disk.qcow2"
     assert node["backing"] == {
         "driver": "raw", "read-only": True,
@@ -195,7 +189,7 @@ def test_an_overlay_opens_the_base_bootc_box_names_read_only_in_its_format() -> 
 
 
 def test_a_disk_boot_hands_kargs_to_systemd_boot_over_smbios() -> None:
-    argv = qemu_argv(disk_boot(cmdline=disk_cmdline(("a=1,2", "quiet"))), "qemu")
+    argv = qemu_argv(disk_boot(kargs=("a=1,2", "quiet")), "qemu")
     assert (
         "type=11,value=io.systemd.boot.kernel-cmdline-extra=console=ttyS0 a=1,,2 quiet"
         in option(argv, "-smbios")
@@ -224,8 +218,9 @@ def test_a_transient_disk_writes_to_an_overlay_of_its_own_for_each_start(
     subprocess.run(qemu_img_create_argv(path, disk_format, 1 << 20), check=True)
     disk = Disk(path, disk_format, serial="root", transient=True)
     with pytest.raises(AssertionError, match="overlay"):
-        qemu_argv(disk_boot(disks=(disk,)), "qemu")
-    with transient_overlays((disk,)) as (overlay,):
+        qemu_argv(disk_boot(disk), "qemu")
+    with transient_overlays(disk_boot(disk)) as overlaid:
+        (overlay,) = overlaid.drives
         assert overlay.serial == "root"
         assert overlay.backing == Disk(path, disk_format)
         info = subprocess.run(
@@ -233,7 +228,7 @@ def test_a_transient_disk_writes_to_an_overlay_of_its_own_for_each_start(
             capture_output=True, text=True, check=True,
         )  # fmt: skip
         assert json.loads(info.stdout)["backing-filename-format"] == disk_format
-        (node,) = blockdevs(qemu_argv(disk_boot(disks=(overlay,)), "qemu"))
+        (node,) = blockdevs(qemu_argv(overlaid, "qemu"))
         assert (node["driver"], node["backing"]["file"]["filename"]) == ("qcow2", str(path))
     assert list((tmp_path / "tmp").iterdir()) == []
 
@@ -248,7 +243,7 @@ def test_paths_in_option_lists_double_their_commas() -> None:
     argv = qemu_argv(
         spec(
             console_log=Path("/r,1/console.log"),
-            virtiofs_socket=Path("/r,1/root.sock"),
+            boot=KernelBoot(Path("/k"), Path("/i"), Path("/r,1/root.sock")),
             credential_files=(Path("/r,1/key.smbios"),),
             qmp_socket=Path("/r,1/qmp.sock"),
         ),
@@ -267,6 +262,20 @@ def test_option_values_double_their_commas() -> None:
     assert option_value("plain") == "plain"
 
 
-def test_a_firmware_boot_without_a_disk_is_a_programming_error() -> None:
-    with pytest.raises(AssertionError, match="needs a disk"):
-        qemu_argv(disk_boot(disks=()), "qemu")
+def test_a_transient_extra_disk_of_a_kernel_boot_gets_its_overlay_too(tmp_path: Path) -> None:
+    path = tmp_path / "out.raw"
+    subprocess.run(qemu_img_create_argv(path, "raw", 1 << 20), check=True)
+    machine = spec(disks=(Disk(path, "raw", serial="output", transient=True),))
+    with transient_overlays(machine) as overlaid:
+        assert overlaid.boot == machine.boot
+        (overlay,) = overlaid.disks
+        assert (overlay.format, overlay.serial, overlay.backing) == ("qcow2", "output", Disk(path))
+
+
+def test_only_a_firmware_boot_boots_from_a_disk_of_its_own() -> None:
+    argv = qemu_argv(disk_boot(), "qemu")
+    assert [d for d in option(argv, "-device") if "bootindex" in d] == [
+        "virtio-blk-pci,drive=disk0,serial=root,bootindex=0"
+    ]
+    assert disk_boot().drives == (ROOT_DISK,)
+    assert spec().drives == ()

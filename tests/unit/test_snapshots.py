@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from bootc_box.accel import Accel
+from bootc_box.boot import KernelBoot
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.migration import migration_done
 from bootc_box.network import Network
 from bootc_box.publish import Publish
-from bootc_box.qemu import QemuSpec
+from bootc_box.qemu import Accel, QemuSpec
 from bootc_box.snapshots import (
     entry_problem,
     find_snapshot,
@@ -45,10 +45,12 @@ def machine(run: str = "run-1", **changes: Any) -> QemuSpec:
         accel=Accel.TCG,
         memory_mib=2048,
         cpus=2,
-        kernel=Path("/cache/boot") / IMAGE_ID / "vmlinuz",
-        initramfs=Path("/cache/boot") / IMAGE_ID / "initramfs.img",
-        cmdline="console=ttyS0 root=virtiofs:rootfs",
-        virtiofs_socket=base / "rootfs.sock",
+        boot=KernelBoot(
+            Path("/cache/boot") / IMAGE_ID / "vmlinuz",
+            Path("/cache/boot") / IMAGE_ID / "initramfs.img",
+            base / "rootfs.sock",
+            kver=run,
+        ),
         network=Network(base / "network.sock", 40000 + len(run)),
         console_log=base / "console.log",
         credential_files=(base / "ssh.authorized_keys.root.smbios",),
@@ -75,7 +77,7 @@ def test_runs_of_one_machine_share_a_key_whatever_their_paths_and_ports() -> Non
         {"memory_mib": 4096},
         {"cpus": 1},
         {"accel": Accel.KVM},
-        {"cmdline": "console=ttyS0 root=virtiofs:rootfs quiet"},
+        {"boot": KernelBoot(Path("/k"), Path("/i"), Path("/r.sock"), ("quiet",))},
         {"shares": ()},
     ],
 )
@@ -116,7 +118,7 @@ def save(key: str, image_id: str = IMAGE_ID, state: bytes = b"\1" * 4096) -> Non
     with new_snapshot(NATIVE, key) as new:
         assert new is not None
         new.state.write_bytes(state)
-        new.commit(image_id, "localhost/fixture", machine(), VERSIONS, new.host_key)
+        new.commit(image_id, "localhost/fixture", machine(), VERSIONS, new.login.host_key)
 
 
 def test_a_saved_state_is_found_whole_with_its_bootstrap_key(cache: Path) -> None:
@@ -196,7 +198,8 @@ def test_a_restore_reads_copies_of_the_credential_and_key_never_through_a_link(
     save(key)
     with find_snapshot(NATIVE, key) as snapshot:
         assert snapshot is not None
-        credentials, login_key, host_key = snapshot.copy_out(tmp_path)
+        login = snapshot.copy_out(tmp_path)
+        credentials, login_key, host_key = login.credentials, login.key, login.host_key
         assert [c.read_bytes() for c in credentials] == [
             c.read_bytes() for c in snapshot.credentials
         ]

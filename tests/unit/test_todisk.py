@@ -8,7 +8,7 @@ from bootc_box.images import ImageRef
 from bootc_box.todisk import (
     GUEST_INSTALL,
     MIN_DISK_SIZE,
-    ToDiskSpec,
+    InstallSpec,
     check_installable,
     check_output,
     create_disk,
@@ -44,8 +44,7 @@ def test_the_default_size_is_twice_the_image_but_at_least_10_gib() -> None:
 
 
 def test_the_installer_runs_bootc_from_the_image_against_the_output_disk() -> None:
-    spec = ToDiskSpec("localhost/img", Path("out.raw"), filesystem="xfs", root_size="5G",
-                      kargs=("quiet", "a=b c"))  # fmt: skip
+    spec = InstallSpec("localhost/img", filesystem="xfs", root_size="5G", kargs=("quiet", "a=b c"))
     image_id = "b" * 64
     argv = install_argv(spec, image_id, "localhost/img")
     # By ID: the only image in the store the VM is given; updates follow the name.
@@ -62,7 +61,7 @@ def test_the_installer_runs_bootc_from_the_image_against_the_output_disk() -> No
 
 def test_an_image_by_id_has_no_registry_to_update_from() -> None:
     image_id = "a" * 64
-    argv = install_argv(ToDiskSpec(image_id, Path("out.raw")), image_id, image_id)
+    argv = install_argv(InstallSpec(image_id), image_id, image_id)
     assert "--target-imgref" not in argv
     assert f"containers-storage:{image_id}" in argv
 

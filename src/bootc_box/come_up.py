@@ -1,0 +1,178 @@
+"""From a started machine to a guest that answers: a saved state loaded,
+or a cold boot waited for (and saved for later runs), then the guest given
+its own identity when it began as a saved one's."""
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bootc_box.console import StallWatch
+from bootc_box.errors import BootcBoxError
+from bootc_box.identity import HostKeys, give_own_identity
+from bootc_box.machine import BootAgain, Machine
+from bootc_box.migration import load_state, save_state
+from bootc_box.processes import last_line, wait_until
+from bootc_box.progress import Progress
+from bootc_box.run_spec import RunSpec
+from bootc_box.ssh import FirstLogin, SshTarget, public_key
+from bootc_box.warm import Start
+
+log = logging.getLogger(__name__)
+
+# A restored guest answers SSH within seconds; one that does not in this
+# long is not going to, and a cold boot is the way on.
+RESTORE_TIMEOUT = 60.0
+
+
+class RestoreFailed(BootAgain):
+    """A saved state did not come up; the run boots cold instead."""
+
+
+class GuestStalled(BootAgain):
+    """The guest kernel reported CPUs that stopped running."""
+
+
+def report_waiting(what: str, every: float = 15.0) -> Callable[[float], None]:
+    """A tick callback that says `what` with the elapsed time now and then."""
+    next_report = [every]
+
+    def tick(elapsed: float) -> None:
+        if elapsed >= next_report[0]:
+            log.info("%s (%d s)", what, elapsed)
+            next_report[0] += every
+
+    return tick
+
+
+def come_up(
+    spec: RunSpec,
+    start: Start,
+    machine: Machine,
+    host_keys: Callable[[], HostKeys] | None,
+    *,
+    key: Path,
+    image_id: str,
+    progress: Progress,
+) -> SshTarget:
+    """From a started QEMU to a guest that lets the run's `key` in: load
+    the saved state, or wait for the boot and save it (as a state of
+    `image_id`); then give the guest its own identity if it began as a
+    snapshot's."""
+    started = time.monotonic()
+    if start.restore:
+        try:
+            load_state(machine.qmp_socket, machine.qemu, start.restore.state)
+        except (BootcBoxError, OSError, ValueError) as e:
+            # A QEMU that refused the state may be gone before it says why.
+            reason = last_line(machine.qemu_log) or str(e)
+            raise RestoreFailed(f"could not load the saved state ({reason})") from e
+        start.loaded()
+        log.debug("loaded the saved state in %.1f s", time.monotonic() - started)
+    target = SshTarget(
+        "127.0.0.1", machine.spec.network.ssh_port, "root", start.login.key, start.login.host_key
+    )
+    if start.save:
+        login = FirstLogin(target, machine.spec.console_log.with_name("known_hosts"))
+        wait_for_ssh(spec, start, machine, login)
+        target = login.target
+        progress.begin("save")
+        save_for_later(spec, image_id, start, machine, target)
+    if host_keys is not None:
+        progress.begin("ssh")
+        run_key = public_key(key)
+        keys: list[HostKeys] = []
+
+        def give_identity() -> bool:
+            keys[:] = keys or [host_keys()]
+            return give_own_identity(target, run_key, keys[0].tar)
+
+        # A restored guest's first login is this one, with no probe before
+        # it: each login costs most of a second under TCG.
+        try:
+            wait_for_ssh(spec, start, machine, give_identity)
+        except RestoreFailed:
+            raise
+        except BootcBoxError as e:
+            # Also in the run that saved the state: the state is no good.
+            raise RestoreFailed(e.message) from e
+        log.debug("the guest has its own keys and time")
+        return dataclasses.replace(target, key=key, host_key=keys[0].ed25519)
+    login = FirstLogin(target, machine.spec.console_log.with_name("known_hosts"))
+    wait_for_ssh(spec, start, machine, login)
+    return login.target
+
+
+def wait_for_ssh(
+    spec: RunSpec, start: Start, machine: Machine, answered: Callable[[], bool]
+) -> None:
+    """Wait until the guest `answered` over SSH; a restored guest that does
+    not, within RESTORE_TIMEOUT, is given up for a cold boot."""
+    console_log = machine.spec.console_log
+    stalls = StallWatch(console_log)
+
+    def booted() -> bool:
+        try:
+            machine.check_servers()
+            if stalls.stalled(time.monotonic()):
+                raise GuestStalled(
+                    "the guest's CPUs stalled while booting",
+                    "rerun; if it keeps happening, try --cpus 1 or a host with KVM",
+                )
+            return answered()
+        except BootcBoxError as e:
+            if start.restore and not isinstance(e, RestoreFailed):
+                raise RestoreFailed(e.message) from e  # whatever it was, boot cold
+            raise
+
+    def stopped(status: int) -> BootcBoxError:
+        message = last_line(machine.qemu_log) or last_line(console_log)
+        if start.restore:
+            return RestoreFailed(f"the restored VM stopped (QEMU status {status}: {message})")
+        return BootcBoxError(
+            f"the VM stopped while booting (QEMU status {status}): {message}",
+            "rerun with --console to see the boot",
+        )
+
+    def timed_out() -> BootcBoxError:
+        if start.restore:
+            return RestoreFailed(
+                f"the restored VM did not answer SSH within {RESTORE_TIMEOUT:.0f} s"
+            )
+        return BootcBoxError(
+            f"the VM did not answer SSH within {spec.machine.timeout:.0f} s "
+            f"(console: {last_line(console_log)!r})",
+            "rerun with --console to see the boot, or raise --timeout",
+        )
+
+    wait_until(
+        booted,
+        machine.qemu,
+        min(spec.machine.timeout, RESTORE_TIMEOUT) if start.restore else spec.machine.timeout,
+        # A restored guest answers within a second or two: ask it often.
+        interval=0.1 if start.restore else 1.0,
+        on_exit=stopped,
+        on_timeout=timed_out,
+        on_tick=report_waiting("Waiting for the VM to answer SSH"),
+    )
+
+
+def save_for_later(
+    spec: RunSpec, image_id: str, start: Start, machine: Machine, target: SshTarget
+) -> None:
+    """Save the freshly booted guest for later runs, before any command of
+    this one touches it. A failed save costs the next run its warm start,
+    never this run."""
+    assert start.save is not None
+    began = time.monotonic()
+    try:
+        save_state(machine.qmp_socket, machine.qemu, start.save.state)
+        assert target.host_key, "a login checked or learnt the saved guest's host key"
+        start.save.commit(image_id, spec.title, machine.spec, start.versions, target.host_key)
+    except (BootcBoxError, OSError, ValueError) as e:
+        log.warning("could not save the VM's state for later runs: %s", e)
+        start.save.abandon()  # another run may save it
+        return
+    took = time.monotonic() - began
+    log.info("Saved the VM's state for the next runs of %s in %.0f s", spec.title, took)

@@ -1,0 +1,343 @@
+"""The one entry every VM boots through (run_vm): `run`, to-disk's installer
+and a kept VM's start hand it a RunSpec. It checks what it can before
+anything is allocated, claims the VM's directory, and supervises its boot
+attempts here or under a detached supervisor: each attempt is one machine
+(machine.py), started cold or from a saved state (warm.py), brought up
+(come_up.py), then running the command, a shell, or nothing until stopped."""
+
+import dataclasses
+import itertools
+import logging
+import socket
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+from bootc_box.accel import choose_accel
+from bootc_box.binds import bind_kargs, bind_owner, bind_tag, check_bind_sources
+from bootc_box.boot import Boot, FirmwareBoot, KernelBoot
+from bootc_box.boot_cache import BootFilesLease
+from bootc_box.come_up import RestoreFailed, come_up
+from bootc_box.console import start_console_follower
+from bootc_box.credentials import Login, new_login
+from bootc_box.detach import SUPERVISOR_LOG, start_detached
+from bootc_box.disks import open_disk
+from bootc_box.environment import Environment, probe_environment
+from bootc_box.firmware import require_ovmf, vm_firmware
+from bootc_box.identity import new_host_keys
+from bootc_box.images import check_archive, mount_image, parse_image_ref, resolve_image
+from bootc_box.kargs import image_kargs
+from bootc_box.locks import hold_lock
+from bootc_box.machine import BootAgain, FileServer, start_machine
+from bootc_box.network import Network
+from bootc_box.processes import last_line
+from bootc_box.progress import Progress, start_progress
+from bootc_box.qemu import Accel, QemuSpec, require_qemu
+from bootc_box.run_spec import DiskSource, ImageSource, RunSpec
+from bootc_box.snapshots import discard_snapshot, program_versions, snapshot_key
+from bootc_box.ssh import check_private_key, connect
+from bootc_box.userns import enter_podman_userns
+from bootc_box.virtiofsd import (
+    VirtiofsdSpec,
+    find_virtiofsd,
+    require_id_translation,
+    require_virtiofsd,
+)
+from bootc_box.vms import (
+    VmEntry,
+    VmState,
+    already_running,
+    check_name,
+    claim_vm_dir,
+    new_name,
+    supervise_vm,
+)
+from bootc_box.warm import Start, Warm, choose_start
+
+log = logging.getLogger(__name__)
+
+BOOT_ATTEMPTS = 2
+
+
+def run_vm(spec: RunSpec, *, installer: bool = False) -> int:
+    """Boot `spec`'s VM and run its command, or keep it up: here, or under a
+    detached supervisor. `installer`: to-disk's installer VM."""
+    spec = spec.absolute(Path.cwd())
+    env = probe_environment()
+    match spec.source:
+        case DiskSource() as source:
+            spec = dataclasses.replace(
+                spec, source=dataclasses.replace(source, disk=open_disk(source.disk, env))
+            )
+            require_ovmf()
+        case ImageSource(image):
+            check_archive(parse_image_ref(image), env)
+    qemu = require_qemu()
+    virtiofsd = require_virtiofsd()
+    check_bind_sources(spec.binds, env)
+    if not all(bind.readonly for bind in spec.binds):
+        require_id_translation(virtiofsd)
+    if spec.ssh_key:
+        check_private_key(spec.ssh_key)
+    enter_podman_userns(env)
+    kept = isinstance(spec.source, DiskSource) and spec.source.lock is not None
+    name = check_name(spec.name) if spec.name else new_name()
+    directory = claim_vm_dir(env, name, kept=kept, installer=installer)
+    if spec.detach:
+        return start_detached(directory, lambda: supervise(spec, env, qemu, directory))
+    return supervise(spec, env, qemu, directory)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (passt binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What every boot attempt of one run shares."""
+
+    login: Login
+    qemu: str
+    accel: Accel
+    # Chosen once; a kernel boot's root socket is each attempt's (in_dir).
+    boot: Boot
+    image_id: str = ""
+    # An image run: the mounted image, and the hold of its kernel and
+    # initramfs on the cache (taken for each boot until QEMU has read them).
+    root: Path | None = None
+    boot_lease: BootFilesLease | None = None
+
+    def retaken(self) -> "Prepared":
+        """Ready for another attempt: the boot files held again, after an
+        earlier QEMU let go of them."""
+        if self.boot_lease is None:
+            return self
+        files = self.boot_lease.take()
+        assert isinstance(self.boot, KernelBoot)
+        boot = dataclasses.replace(self.boot, kernel=files.kernel, initramfs=files.initramfs)
+        return dataclasses.replace(self, boot=boot)
+
+
+def supervise(spec: RunSpec, env: Environment, qemu: str, directory: Path) -> int:
+    with ExitStack() as stack:
+        vm = stack.enter_context(supervise_vm(directory, spec.title, detached=spec.detach))
+        progress = stack.enter_context(start_progress(spec.machine.console or spec.keeps_running))
+        match spec.source:
+            case DiskSource() as source:
+                if source.lock:
+                    assert spec.name, "a VM that keeps its state has a name"
+                    stack.enter_context(hold_lock(source.lock, already_running(spec.name)))
+                prepared = prepare_disk(spec, source, env, qemu, directory)
+            case ImageSource(image):
+                prepared = prepare_image(
+                    spec, image, env, qemu, vm=vm, progress=progress, stack=stack
+                )
+        vm.update(
+            ssh_key=str(prepared.login.key),
+            publish=tuple(str(p) for p in spec.publish),
+            binds=tuple(str(b) for b in spec.binds),
+        )
+        warm = None
+        # A disk changes under a saved state: disk boots and runs with disks
+        # attached always boot.
+        if (
+            spec.warm
+            and env.cache_kept
+            and isinstance(prepared.boot, KernelBoot)
+            and not spec.disks
+        ):
+            versions = program_versions(qemu, find_virtiofsd() or Path("virtiofsd"), prepared.accel)
+            machine = vm_spec(spec, prepared, Path("/vm"), 0)
+            warm = Warm(snapshot_key(prepared.image_id, machine, versions), versions)
+        cold_attempts = 0
+        # Ends: a failed restore turns restores off, a failed save turns
+        # warm starts off, and cold boots are tried BOOT_ATTEMPTS times.
+        for attempt in itertools.count(1):
+            prepared = prepared.retaken()
+            attempt_dir = directory / f"boot-{attempt}"
+            attempt_dir.mkdir()
+            with choose_start(env, Start(prepared.login), warm, attempt_dir) as start:
+                try:
+                    return boot_and_run(spec, prepared, attempt_dir, vm, start, progress=progress)
+                except RestoreFailed as failed:
+                    log.warning("%s; booting cold", failed.message)
+                    assert warm is not None
+                    start.loaded()
+                    discard_snapshot(env, warm.key)
+                    # What this run saved did not work: it saves nothing more.
+                    warm = None if start.save else dataclasses.replace(warm, restore=False)
+                except BootAgain as failed:
+                    cold_attempts += 1
+                    if cold_attempts == BOOT_ATTEMPTS:
+                        raise
+                    log.warning("%s; booting it again", failed.message)
+    raise AssertionError("unreachable")
+
+
+def prepare_image(
+    spec: RunSpec,
+    image: str,
+    env: Environment,
+    qemu: str,
+    *,
+    vm: VmEntry,
+    progress: Progress,
+    stack: ExitStack,
+) -> Prepared:
+    """The image pulled (if need be) and mounted (on `stack`), its boot files
+    found and held, the accelerator chosen, the login made."""
+    pulled = [""]  # podman's last line: which layer it copies
+    progress.begin("pull", lambda: pulled[-1])
+    image_id = resolve_image(parse_image_ref(image), env, spec.pull, pulled.append)
+    vm.update(image_id=image_id)
+    progress.begin("mount")
+    root = stack.enter_context(mount_image(image_id, env))
+    progress.begin("boot files")
+    lease = stack.enter_context(BootFilesLease(env, image_id, root, image))
+    files = lease.take()
+    kargs = (*bind_kargs(spec.binds), *image_kargs(root, image), *spec.machine.kargs)
+    boot = KernelBoot(files.kernel, files.initramfs, Path("rootfs.sock"), kargs, files.kver)
+    accel = choose_accel(spec.machine.accel, qemu, boot, env.kvm_hint)
+    login = new_login(vm.directory, spec.ssh_key)
+    return Prepared(login, qemu, accel, boot, image_id, root, lease)
+
+
+def prepare_disk(
+    spec: RunSpec, source: DiskSource, env: Environment, qemu: str, directory: Path
+) -> Prepared:
+    """UEFI firmware with the VM's own variable store, the accelerator, the login."""
+    firmware = vm_firmware(require_ovmf(), directory, source.efi_vars)
+    boot = FirmwareBoot(firmware, source.disk, (*bind_kargs(spec.binds), *spec.machine.kargs))
+    accel = choose_accel(spec.machine.accel, qemu, boot, env.kvm_hint)
+    login = new_login(directory, spec.ssh_key, forget_old_keys=True)
+    return Prepared(login, qemu, accel, boot)
+
+
+def bind_tags(spec: RunSpec) -> list[str]:
+    return [bind_tag(i) for i in range(len(spec.binds))]
+
+
+def vm_spec(
+    spec: RunSpec,
+    prepared: Prepared,
+    workdir: Path,
+    ssh_port: int,
+    *,
+    credentials: tuple[Path, ...] = (),
+    incoming: bool = False,
+) -> QemuSpec:
+    """The machine of one boot attempt, its sockets and logs in `workdir`."""
+    return QemuSpec(
+        accel=prepared.accel,
+        memory_mib=spec.machine.memory_mib,
+        cpus=spec.machine.cpus,
+        boot=prepared.boot.in_dir(workdir),
+        network=Network(workdir / "network.sock", ssh_port, spec.publish, spec.allow_host_loopback),
+        console_log=workdir / "console.log",
+        credential_files=credentials or prepared.login.credentials,
+        shares=tuple((tag, workdir / f"{tag}.sock") for tag in bind_tags(spec)),
+        qmp_socket=workdir / "qmp.sock",
+        incoming=incoming,
+        disks=spec.disks,
+    )
+
+
+def boot_and_run(
+    spec: RunSpec,
+    prepared: Prepared,
+    workdir: Path,
+    vm: VmEntry,
+    start: Start,
+    *,
+    progress: Progress,
+) -> int:
+    """One boot (or restore): the machine, wait for SSH, then the command or
+    shell, or keep the VM up until it is stopped."""
+    restore = bool(start.restore)
+    machine_spec = vm_spec(
+        spec, prepared, workdir, free_port(), credentials=start.login.credentials, incoming=restore
+    )
+    if restore:
+        log.info("Restoring %s from its saved state", spec.title)
+    else:
+        boot = machine_spec.boot.describe()
+        log.info("Booting %s (%s, %s)", spec.title, boot, prepared.accel.name)
+    console_log = machine_spec.console_log
+    progress.begin("restore" if restore else "boot", lambda: last_line(console_log))
+    following = spec.machine.console or spec.keeps_running
+    with (
+        # Made while QEMU starts, if the guest will need them: ~0.3 s that a
+        # restore would otherwise wait.
+        ThreadPoolExecutor(1) as making,
+        # Outside the machine, so that its power-off is followed too.
+        start_console_follower(console_log, sys.stderr.buffer)
+        if following
+        else nullcontext() as follower,
+    ):
+        fresh = start.login.key == prepared.login.key
+        host_keys = None if fresh else making.submit(new_host_keys)
+        with start_machine(
+            machine_spec,
+            file_servers(spec, prepared, machine_spec, workdir),
+            prepared.qemu,
+            workdir / "qemu.log",
+            # A disk keeps what the guest writes, so it always ends with a
+            # power-off, even after a command: stopping QEMU outright would
+            # lose what the guest still holds in its page cache.
+            graceful=machine_spec.boot.keeps_writes,
+            grace=spec.stop_timeout,
+            console_copies=(workdir.parent / SUPERVISOR_LOG,),
+        ) as machine:
+            if prepared.boot_lease:
+                prepared.boot_lease.release()  # QEMU has read them
+            vm.update(
+                state=VmState.BOOTING, ssh_port=machine_spec.network.ssh_port, start=start.kind
+            )
+            target = come_up(
+                spec,
+                start,
+                machine,
+                host_keys.result if host_keys else None,
+                key=prepared.login.key,
+                image_id=prepared.image_id,
+                progress=progress,
+            )
+            log.info("%s", progress.done(start.kind))
+            vm.update(state=VmState.RUNNING, ssh_host_key=target.host_key or "")
+            if not spec.keeps_running:
+                if spec.tty and follower:
+                    follower.stop()  # an interactive shell and the console would interleave
+                return connect(target, spec.command, tty=spec.tty)
+            # From here a stop is a power-off: the guest gets its ACPI power
+            # button and a few seconds before QEMU is stopped.
+            machine.graceful = True
+            log.info("VM %s is running; stop it with bootc-box stop or podman stop", vm.record.name)
+            return machine.wait()
+
+
+def file_servers(
+    spec: RunSpec, prepared: Prepared, machine: QemuSpec, workdir: Path
+) -> tuple[FileServer, ...]:
+    """virtiofsd for the image's root (on a kernel boot) and for each --bind."""
+    root = []
+    if isinstance(machine.boot, KernelBoot):
+        assert prepared.root is not None, "a kernel boot's root is the mounted image"
+        root.append(FileServer(
+            VirtiofsdSpec(prepared.root, machine.boot.root_socket), workdir / "virtiofsd.log"
+        ))  # fmt: skip
+    binds = [
+        FileServer(
+            VirtiofsdSpec(
+                bind.source, path, bind.readonly, host_edits=True, owner=bind_owner(bind)
+            ),
+            workdir / f"virtiofsd-{tag}.log",
+        )
+        for bind, (tag, path) in zip(spec.binds, machine.shares, strict=True)
+    ]
+    return (*root, *binds)

@@ -1,0 +1,19 @@
+"""What a user says about the machine, whatever it boots: one set of
+options for `run`, to-disk's installer and a kept VM (bcvk's CommonVmOpts)."""
+
+from dataclasses import dataclass
+
+from bootc_box.accel import AccelChoice
+
+
+@dataclass(frozen=True)
+class MachineOptions:
+    memory_mib: int = 2048
+    cpus: int = 2
+    # Added to the kernel's command line, after the image's own.
+    kargs: tuple[str, ...] = ()
+    accel: AccelChoice = AccelChoice.AUTO
+    # Show the guest's console as it boots.
+    console: bool = False
+    # Seconds the guest gets to answer SSH after a cold boot.
+    timeout: float = 600.0

@@ -1,0 +1,107 @@
+"""What a run boots and how: the one request run, to-disk's installer and a
+kept VM's start hand to launch.run_vm."""
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bootc_box.binds import Bind
+from bootc_box.boot import Disk
+from bootc_box.images import PullOptions, parse_image_ref
+from bootc_box.machine_options import MachineOptions
+from bootc_box.publish import Publish
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """An image to boot by its own kernel, with the image as the root."""
+
+    image: str
+
+
+@dataclass(frozen=True)
+class DiskSource:
+    """A disk to boot under UEFI."""
+
+    disk: Disk
+    # A kept VM's: its own UEFI variable store, and the lock it holds while
+    # it runs, so that it runs once at a time. Else a fresh store per run.
+    efi_vars: Path | None = None
+    lock: Path | None = None
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    source: ImageSource | DiskSource
+    command: tuple[str, ...] = ()
+    machine: MachineOptions = field(default_factory=MachineOptions)
+    tty: bool = False
+    pull: PullOptions = field(default_factory=PullOptions)
+    name: str | None = None
+    detach: bool = False
+    publish: tuple[Publish, ...] = ()
+    # The guest may reach the host's loopback at 10.0.2.2 (network.py).
+    allow_host_loopback: bool = False
+    binds: tuple[Bind, ...] = ()
+    ssh_key: Path | None = None
+    # Seconds a guest gets to shut down after its power button is pressed;
+    # below podman stop's default 10 s so the clean-up still fits.
+    stop_timeout: float = 8.0
+    # Restore a saved state of this image and machine when there is one,
+    # and save one after a cold boot (--warm=auto); never: always boot.
+    warm: bool = True
+    # More disks to attach (to-disk's output).
+    disks: tuple[Disk, ...] = ()
+    # What the run boots, in messages and `list`, when not IMAGE or the disk.
+    label: str = ""
+
+    @property
+    def title(self) -> str:
+        if self.label:
+            return self.label
+        if isinstance(self.source, DiskSource):
+            return f"disk {self.source.disk.path}"
+        return self.source.image
+
+    @property
+    def keeps_running(self) -> bool:
+        """No command and no terminal: the VM stays up until it is stopped."""
+        return self.detach or not (self.command or self.tty)
+
+    def absolute(self, cwd: Path) -> "RunSpec":
+        """This spec with every path the user gave made absolute against
+        `cwd`: a detached supervisor runs in /, where `--ssh-key ./k` names
+        nothing, and a kept VM starts again from anywhere."""
+
+        def absolute(path: Path | None) -> Path | None:
+            return None if path is None else cwd / path
+
+        source = self.source
+        if isinstance(source, DiskSource):
+            source = dataclasses.replace(
+                source, disk=dataclasses.replace(source.disk, path=cwd / source.disk.path)
+            )
+        elif (ref := parse_image_ref(source.image)).transport:
+            source = ImageSource(f"{ref.transport}:{cwd / ref.path}{ref.name[len(ref.path) :]}")
+        pull = self.pull
+        return dataclasses.replace(
+            self,
+            source=source,
+            ssh_key=absolute(self.ssh_key),
+            pull=dataclasses.replace(
+                pull, cert_dir=absolute(pull.cert_dir), authfile=absolute(pull.authfile)
+            ),
+            binds=tuple(dataclasses.replace(b, source=cwd / b.source) for b in self.binds),
+        )
+
+
+def what_to_boot(
+    disk: Path | None, image: str | None, args: tuple[str, ...]
+) -> tuple[str, tuple[str, ...]] | None:
+    """`run`'s IMAGE and COMMAND from its operands; with --disk no IMAGE is
+    named, so what was taken for one begins the command. None: no IMAGE."""
+    if disk:
+        image, args = str(disk), (image, *args) if image else args
+    if image is None:
+        return None
+    return image, args[1:] if args[:1] == ("--",) else args

@@ -1,0 +1,132 @@
+import base64
+import os
+from pathlib import Path
+
+from bootc_box.binds import parse_bind, squashed_to
+from bootc_box.boot import Disk, Firmware, FirmwareBoot, KernelBoot
+from bootc_box.credentials import Login, new_login
+from bootc_box.environment import zero_is_host_root
+from bootc_box.images import PullOptions
+from bootc_box.launch import Prepared, file_servers, vm_spec
+from bootc_box.machine_options import MachineOptions
+from bootc_box.qemu import Accel, qemu_argv
+from bootc_box.run_spec import DiskSource, ImageSource, RunSpec, what_to_boot
+from bootc_box.ssh import generate_key, public_key
+
+
+def test_every_path_a_user_gives_is_made_absolute_before_a_supervisor_runs_in_slash() -> None:
+    spec = RunSpec(
+        ImageSource("oci:layout:tag"),
+        ssh_key=Path("keys/k"),
+        pull=PullOptions(cert_dir=Path("certs"), authfile=Path("/etc/auth.json")),
+        binds=(parse_bind(".:/mnt/here"), parse_bind("/srv:/mnt/srv:ro")),
+    )
+    done = spec.absolute(Path("/home/u/work"))
+    assert done.source == ImageSource("oci:/home/u/work/layout:tag")
+    assert done.ssh_key == Path("/home/u/work/keys/k")
+    assert done.pull.cert_dir == Path("/home/u/work/certs")
+    assert done.pull.authfile == Path("/etc/auth.json")
+    assert [str(b) for b in done.binds] == ["/home/u/work:/mnt/here:rw", "/srv:/mnt/srv:ro"]
+    plain = RunSpec(ImageSource("quay.io/x/y:1")).absolute(Path("/w"))
+    assert plain.source == ImageSource("quay.io/x/y:1")
+    assert plain.ssh_key is None
+    disk = RunSpec(DiskSource(Disk(Path("d.raw"), None))).absolute(Path("/w"))
+    assert disk.source == DiskSource(Disk(Path("/w/d.raw"), None))
+    assert disk.title == "disk /w/d.raw"
+
+
+def test_with_a_disk_what_was_taken_for_image_begins_the_command() -> None:
+    disk = Path("/d/disk.raw")
+    assert what_to_boot(disk, "uname", ("-r",)) == ("/d/disk.raw", ("uname", "-r"))
+    assert what_to_boot(disk, None, ()) == ("/d/disk.raw", ())
+    assert what_to_boot(None, "img", ("--", "uname")) == ("img", ("uname",))
+    assert what_to_boot(None, None, ()) is None
+
+
+def credential_value(path: Path) -> bytes:
+    return base64.b64decode(path.read_text().partition("=")[2])
+
+
+def test_a_disk_boot_is_a_uefi_machine_whose_guest_forgets_earlier_keys(tmp_path: Path) -> None:
+    key = generate_key(tmp_path)
+    login = new_login(tmp_path, key, forget_old_keys=True)
+    firmware = Firmware(Path("/fw/CODE.fd"), tmp_path / "efivars.fd")
+    disk = Disk(Path("/d/disk.qcow2"), "qcow2", serial="root")
+    boot = FirmwareBoot(firmware, disk, ("quiet",))
+    spec = RunSpec(DiskSource(disk), machine=MachineOptions(kargs=("quiet",)))
+    machine = vm_spec(spec, Prepared(login, "qemu", Accel.TCG, boot), tmp_path, 2222)
+    assert machine.boot == boot
+    assert machine.drives == (disk,)
+    assert machine.credential_files == login.credentials
+    argv = qemu_argv(machine, "qemu")
+    assert "-kernel" not in argv
+    assert "type=11,value=io.systemd.boot.kernel-cmdline-extra=console=ttyS0 quiet" in argv
+    # One tmpfiles.extra (a credential is given once): systemd-tmpfiles
+    # removes before it creates, so the credential's key wins; then the host key.
+    authorized, tmpfiles = (credential_value(c) for c in login.credentials)
+    assert authorized == public_key(key)
+    assert tmpfiles.startswith(
+        b"r /root/.ssh/authorized_keys\nf+~ /etc/ssh/ssh_host_ed25519_key 0600 "
+    )
+
+
+def test_an_image_boot_gets_its_host_key_but_keeps_its_authorized_keys(tmp_path: Path) -> None:
+    key = generate_key(tmp_path)
+    login = new_login(tmp_path, key)
+    assert login.key == key
+    tmpfiles = credential_value(login.credentials[1])
+    assert tmpfiles.startswith(b"f+~ /etc/ssh/ssh_host_ed25519_key 0600 root root - ")
+    assert b"authorized_keys" not in tmpfiles
+    private, public = (base64.b64decode(line.split()[-1]) for line in tmpfiles.splitlines())
+    assert public.decode().startswith(login.host_key)
+    assert b"PRIVATE KEY" in private
+    # Credential files are the host's secrets too.
+    assert all(c.stat().st_mode & 0o777 == 0o600 for c in login.credentials)
+
+
+def test_a_login_without_a_key_makes_one_of_its_own(tmp_path: Path) -> None:
+    login = new_login(tmp_path)
+    assert login.key == tmp_path / "id_ed25519"
+    assert login.key.stat().st_mode & 0o777 == 0o600
+    assert credential_value(login.credentials[0]) == public_key(login.key)
+
+
+def test_each_attempt_serves_the_root_in_its_own_directory(tmp_path: Path) -> None:
+    login = Login(tmp_path / "k", (tmp_path / "c",), "ssh-ed25519 AAAA")
+    boot = KernelBoot(Path("/b/vmlinuz"), Path("/b/initrd"), Path("rootfs.sock"), ("quiet",))
+    prepared = Prepared(login, "qemu", Accel.TCG, boot, root=Path("/mnt/root"))
+    spec = RunSpec(ImageSource("img"))
+    one = vm_spec(spec, prepared, tmp_path / "boot-1", 2222)
+    two = vm_spec(spec, prepared, tmp_path / "boot-2", 2223)
+    assert isinstance(one.boot, KernelBoot)
+    assert isinstance(two.boot, KernelBoot)
+    assert one.boot.root_socket == tmp_path / "boot-1/rootfs.sock"
+    assert two.boot.root_socket == tmp_path / "boot-2/rootfs.sock"
+    assert boot.root_socket == Path("rootfs.sock")
+
+
+def test_an_image_run_serves_its_root_and_each_bind_a_disk_boot_only_its_binds(
+    tmp_path: Path,
+) -> None:
+    login = Login(tmp_path / "k", (tmp_path / "c",), "ssh-ed25519 AAAA")
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    binds = (parse_bind(f"{src}:/src:ro"), parse_bind(f"{out}:/out"))
+    boot = KernelBoot(Path("/b/vmlinuz"), Path("/b/initrd"), Path("rootfs.sock"))
+    image = Prepared(login, "qemu", Accel.TCG, boot, root=Path("/mnt/root"))
+    spec = RunSpec(ImageSource("img"), binds=binds)
+    servers = file_servers(spec, image, vm_spec(spec, image, tmp_path, 2222), tmp_path)
+    host_root = zero_is_host_root(Path("/proc/self/uid_map").read_text())
+    me = (squashed_to(os.getuid(), host_root), squashed_to(os.getgid(), host_root))
+    assert [(s.spec.shared_dir, s.spec.socket, s.spec.readonly, s.spec.host_edits,
+             s.spec.owner, s.log_file.name) for s in servers] == [
+        (Path("/mnt/root"), tmp_path / "rootfs.sock", True, False, None, "virtiofsd.log"),
+        (src, tmp_path / "bind0.sock", True, True, None, "virtiofsd-bind0.log"),
+        (out, tmp_path / "bind1.sock", False, True, me, "virtiofsd-bind1.log"),
+    ]  # fmt: skip
+    firmware_boot = FirmwareBoot(Firmware(Path("/c"), Path("/v")), Disk(Path("/d.raw")))
+    disk = Prepared(login, "qemu", Accel.TCG, firmware_boot)
+    spec = RunSpec(DiskSource(Disk(Path("/d.raw"))), binds=binds)
+    servers = file_servers(spec, disk, vm_spec(spec, disk, tmp_path, 2222), tmp_path)
+    assert [s.spec.shared_dir for s in servers] == [src, out]

@@ -9,8 +9,8 @@ from bootc_box.boot_cache import prune_boot_cache
 from bootc_box.disk_cache import DiskManifest, list_disks, manifest_json, prune_disks
 from bootc_box.environment import Environment
 from bootc_box.images import MOUNT_LABEL, podman, run_locks_dir
+from bootc_box.kept_vms import prune_half_made, used_disk_keys
 from bootc_box.locks import remove_stale_locks, run_is_live
-from bootc_box.persistent import prune_half_made, used_disk_keys
 from bootc_box.qemu import Accel, find_qemu
 from bootc_box.snapshots import Manifest, list_snapshots, program_versions, prune_snapshots
 from bootc_box.table import format_table

@@ -19,14 +19,14 @@ from bootc_box.console import LogReader, rotated
 from bootc_box.detach import SUPERVISOR_LOG
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
-from bootc_box.options import GLOBAL_VALUE_OPTIONS, first_operand
-from bootc_box.persistent import (
-    find_persistent,
+from bootc_box.kept_vms import (
+    find_kept_vm,
     is_kept,
-    persistent_names,
-    remove_persistent,
+    kept_vm_names,
+    remove_kept_vm,
     running_elsewhere,
 )
+from bootc_box.options import GLOBAL_VALUE_OPTIONS, first_operand
 from bootc_box.ssh import SshTarget, connect, ssh_config
 from bootc_box.table import format_table
 from bootc_box.terminal import PrintableWriter
@@ -93,11 +93,11 @@ def kept_records(env: Environment, records: list[VmRecord]) -> list[VmRecord]:
     """VMs that keep their state and are not running here, as stopped records."""
     here = {r.name for r in records}
     kept = []
-    for name in persistent_names(env):
+    for name in kept_vm_names(env):
         if name in here or running_elsewhere(env, name):  # listed in the box that runs it
             continue
         try:
-            kept.append(find_persistent(env, name))
+            kept.append(find_kept_vm(env, name))
         except BootcBoxError as e:
             log.warning("%s", e.message)
     return [
@@ -270,7 +270,7 @@ def run_ssh_config(env: Environment, name: str | None) -> int:
 
 def vm_names(env: Environment) -> list[str]:
     """Every VM's name, for shell completion."""
-    return sorted({r.name for _, r in list_vms(env) if r is not None} | {*persistent_names(env)})
+    return sorted({r.name for _, r in list_vms(env) if r is not None} | {*kept_vm_names(env)})
 
 
 def log_files(directory: Path) -> list[Path]:
@@ -377,10 +377,10 @@ def run_rm(
     for directory, record in targets:
         left_mounts |= stop_vm(directory, record, timeout)
         shutil.rmtree(directory)
-        remove_persistent(env, record.name)
+        remove_kept_vm(env, record.name)
         print(record.name)
     for name in kept_only:
-        remove_persistent(env, name)
+        remove_kept_vm(env, name)
         print(name)
     if left_mounts:
         remove_stale_mounts(env)  # the mount a killed supervisor could not remove

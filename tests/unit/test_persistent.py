@@ -11,30 +11,29 @@ from bootc_box.boot import Disk
 from bootc_box.disk_cache import DiskOptions, commit_disk, installing
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
-from bootc_box.locks import hold_lock
-from bootc_box.machine_options import MachineOptions
-from bootc_box.manage import run_rm
-from bootc_box.persistent import (
+from bootc_box.kept_vms import (
     CONFIG,
     LOCK,
-    PersistentVm,
-    find_persistent,
+    KeptVm,
+    find_kept_vm,
     forget_stopped,
+    kept_vm_names,
     making_vm,
-    persistent_names,
     prune_half_made,
-    remove_persistent,
-    run_persistent,
-    run_start,
+    remove_kept_vm,
     running_elsewhere,
     used_disk_keys,
 )
+from bootc_box.locks import hold_lock
+from bootc_box.machine_options import MachineOptions
+from bootc_box.manage import run_rm
+from bootc_box.persistent import run_persistent, run_start
 from bootc_box.qemu import qemu_img_create, qemu_img_create_argv
 from bootc_box.run_spec import DiskSource, ImageSource, RunSpec
 from bootc_box.vms import VmRecord, VmState, being_made_here, write_record
 
 NATIVE = Environment(in_box=False)
-VM = PersistentVm("web", "localhost/img", "sha256id", "diskkey", 2048, 2, ("quiet",),
+VM = KeptVm("web", "localhost/img", "sha256id", "diskkey", 2048, 2, ("quiet",),
                   ("127.0.0.1:8080:80",), (), "2026-12-03T00:00:00+00:00")  # fmt: skip
 
 
@@ -46,7 +45,7 @@ def dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "xdg" / "bootc-box" / "vms"
 
 
-def keep(root: Path, vm: PersistentVm = VM) -> Path:
+def keep(root: Path, vm: KeptVm = VM) -> Path:
     directory = root / vm.name
     directory.mkdir(parents=True)
     (directory / CONFIG).write_text(json.dumps(vm.__dict__))
@@ -54,10 +53,10 @@ def keep(root: Path, vm: PersistentVm = VM) -> Path:
 
 
 def test_a_kept_vm_reads_back_and_holds_its_base_disk(dirs: Path) -> None:
-    assert find_persistent(NATIVE, "web") is None
+    assert find_kept_vm(NATIVE, "web") is None
     keep(dirs)
-    assert find_persistent(NATIVE, "web") == VM
-    assert persistent_names(NATIVE) == ["web"]
+    assert find_kept_vm(NATIVE, "web") == VM
+    assert kept_vm_names(NATIVE) == ["web"]
     assert used_disk_keys(NATIVE) == {"diskkey"}
 
 
@@ -102,10 +101,10 @@ def test_removing_a_kept_vm_deletes_its_disk_unless_it_runs(dirs: Path) -> None:
         hold_lock(directory / LOCK, BootcBoxError("held")),
         pytest.raises(BootcBoxError, match="web is already running"),
     ):
-        remove_persistent(NATIVE, "web")
-    assert remove_persistent(NATIVE, "web")
+        remove_kept_vm(NATIVE, "web")
+    assert remove_kept_vm(NATIVE, "web")
     assert not directory.exists()
-    assert not remove_persistent(NATIVE, "web")
+    assert not remove_kept_vm(NATIVE, "web")
 
 
 def test_a_stopped_record_gives_its_name_back_a_live_one_does_not(tmp_path: Path) -> None:
@@ -143,7 +142,7 @@ def test_prune_removes_what_a_killed_run_half_made_and_frees_the_disk_it_named(
     assert prune_half_made(NATIVE) == 1
     assert not killed.exists()
     assert used_disk_keys(NATIVE) == {"diskkey"}
-    assert persistent_names(NATIVE) == ["web"]
+    assert kept_vm_names(NATIVE) == ["web"]
 
 
 def test_prune_leaves_a_vm_being_made_alone_and_a_failed_making_leaves_nothing(
@@ -162,7 +161,7 @@ def test_prune_leaves_a_vm_being_made_alone_and_a_failed_making_leaves_nothing(
 def test_a_record_from_before_the_loopback_was_closed_keeps_it_closed(dirs: Path) -> None:
     older = {k: v for k, v in VM.__dict__.items() if k != "allow_host_loopback"}
     (keep(dirs) / CONFIG).write_text(json.dumps(older))
-    found = find_persistent(NATIVE, "web")
+    found = find_kept_vm(NATIVE, "web")
     assert found is not None
     assert found.allow_host_loopback is False
 
@@ -189,7 +188,7 @@ def test_a_kept_vms_record_is_checked_as_its_command_line_was(
     """Whoever can write the cache wrote the record too."""
     (keep(dirs) / CONFIG).write_text(json.dumps({**VM.__dict__, **change}))
     with pytest.raises(BootcBoxError) as err:
-        find_persistent(NATIVE, "web")
+        find_kept_vm(NATIVE, "web")
     assert err.value.message.startswith("the state of VM web is unreadable (")
     assert problem in err.value.message
     assert err.value.hint == "remove it with bootc-box rm web"
@@ -223,7 +222,7 @@ def test_a_record_naming_a_path_deletes_or_boots_nothing_outside(
 def test_a_name_that_is_a_path_is_refused_before_it_is_joined(
     dirs: Path, outside: Path, name: str
 ) -> None:
-    for use in (find_persistent, remove_persistent, running_elsewhere, forget_stopped):
+    for use in (find_kept_vm, remove_kept_vm, running_elsewhere, forget_stopped):
         with pytest.raises(BootcBoxError, match="invalid VM name"):
             use(NATIVE, name)
     assert (outside / CONFIG).read_text() == "{}"
@@ -235,7 +234,7 @@ def test_a_vm_is_known_to_be_made_here_while_its_image_installs(
     """What `ssh web` waits for, right after `run --persistent --name web`."""
     seen: list[bool] = []
 
-    def create(env: Environment, spec: RunSpec, image: str) -> PersistentVm:
+    def create(env: Environment, spec: RunSpec, image: str) -> KeptVm:
         seen.append(being_made_here(env, "web"))
         return VM
 
@@ -254,7 +253,7 @@ def test_a_kept_vm_planted_as_a_link_is_not_read_locked_or_emptied(
     dirs.mkdir(parents=True)
     (dirs / "web").symlink_to(elsewhere / "web")
     with pytest.raises(BootcBoxError, match="unreadable \\(it is a symbolic link\\)"):
-        find_persistent(NATIVE, "web")
-    assert remove_persistent(NATIVE, "web")
+        find_kept_vm(NATIVE, "web")
+    assert remove_kept_vm(NATIVE, "web")
     assert not (dirs / "web").exists()
     assert sorted(p.name for p in (elsewhere / "web").iterdir()) == [CONFIG]

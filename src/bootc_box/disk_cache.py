@@ -20,6 +20,7 @@ from bootc_box.cache_entries import Entries, cache_dir, file_problem, read_manif
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.processes import last_line_of
+from bootc_box.records import from_json, to_json
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,7 @@ class DiskManifest:
 
     @classmethod
     def read(cls, entry: Path) -> "DiskManifest":
-        data = json.loads(read_regular(entry / MANIFEST))
-        options = data["options"]
-        options["kargs"] = tuple(options["kargs"])
-        return cls(data["key"], DiskOptions(**options), data["file_size"], data["created"])
+        return from_json(cls, json.loads(read_regular(entry / MANIFEST)))
 
 
 def disk_entries(env: Environment) -> Entries:
@@ -146,7 +144,7 @@ def commit_disk(env: Environment, options: DiskOptions, partial: Path) -> Path:
         file_size=(partial / options.file_name).stat().st_size,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    (partial / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2) + "\n")
+    (partial / MANIFEST).write_text(to_json(manifest))
     return entries.commit(partial, key) / options.file_name
 
 

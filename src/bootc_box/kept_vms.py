@@ -3,7 +3,6 @@ cache-layout.md): each one's record (vm.json), its qcow2 overlay on a
 cached base disk, its UEFI variable store and its lock. Reading, finding,
 making room for and removing them; booting them is persistent.py's."""
 
-import dataclasses
 import fcntl
 import json
 import logging
@@ -24,6 +23,7 @@ from bootc_box.locks import hold_lock, is_held
 from bootc_box.machine_options import MachineOptions
 from bootc_box.publish import parse_publish
 from bootc_box.qemu import parse_memory
+from bootc_box.records import from_json
 from bootc_box.vms import (
     KEPT_CONFIG,
     already_running,
@@ -67,31 +67,11 @@ class KeptVm:
         return MachineOptions(memory_mib=self.memory_mib, cpus=self.cpus, kargs=self.kargs)
 
 
-def type_problem(vm: KeptVm) -> str | None:
-    for field in dataclasses.fields(vm):
-        value = getattr(vm, field.name)
-        if field.type is str and not isinstance(value, str):
-            return f"{field.name} is not a string"
-        if field.type is int and type(value) is not int:
-            return f"{field.name} is not a number"
-        if field.type is bool and type(value) is not bool:
-            return f"{field.name} is not true or false"
-        if field.type == tuple[str, ...] and not (
-            isinstance(value, tuple) and all(isinstance(v, str) for v in value)
-        ):
-            return f"{field.name} is not a list of strings"
-    return None
-
-
 def config_from_json(data: Any, name: str) -> KeptVm:
     """The config of VM `name`, checked as `run` checked the command line it
     came from: whoever can write the cache can write it too. ValueError,
     TypeError or BootcBoxError say what is wrong."""
-    lists = {k: tuple(v) for k in ("kargs", "publish", "binds") if isinstance(v := data[k], list)}
-    vm = KeptVm(**{**data, **lists})
-    problem = type_problem(vm)
-    if problem is not None:
-        raise TypeError(problem)
+    vm = from_json(KeptVm, data)
     if check_name(vm.name) != name:
         raise ValueError(f"it names VM {vm.name}")
     parse_memory(str(vm.memory_mib))

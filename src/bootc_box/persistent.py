@@ -5,9 +5,7 @@ Stopping such a VM keeps them; `start` or the same `run` line boots them
 again; `rm` deletes them."""
 
 import dataclasses
-import json
 import logging
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from bootc_box.kept_vms import (
 from bootc_box.launch import run_vm
 from bootc_box.publish import parse_publish
 from bootc_box.qemu import qemu_img_create, qemu_img_create_argv
+from bootc_box.records import to_json
 from bootc_box.run_spec import DiskSource, ImageSource, RunSpec
 from bootc_box.todisk import InstallSpec, disk_options, prepare_host, with_cached_disk
 from bootc_box.vms import (
@@ -98,7 +97,7 @@ def create_persistent(env: Environment, spec: RunSpec, image: str) -> KeptVm:
         with making_vm(root, vm.name) as partial:
             base_disk = Disk(base, options.format)
             qemu_img_create(qemu_img_create_argv(partial / OVERLAY, "qcow2", backing=base_disk))
-            (partial / CONFIG).write_text(json.dumps(asdict(vm), indent=2) + "\n")
+            (partial / CONFIG).write_text(to_json(vm))
             try:
                 partial.rename(root / vm.name)
             except OSError as e:

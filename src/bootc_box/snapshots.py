@@ -17,7 +17,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from bootc_box.errors import BootcBoxError
 from bootc_box.hostkeys import checked_public_key
 from bootc_box.network import Network
 from bootc_box.qemu import Accel, QemuSpec, qemu_argv
+from bootc_box.records import from_json, to_json
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +114,7 @@ class Manifest:
 
     @classmethod
     def read(cls, entry: Path) -> "Manifest":
-        data = json.loads(read_regular(entry / MANIFEST))
-        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+        return from_json(cls, json.loads(read_regular(entry / MANIFEST)))
 
 
 @dataclass(frozen=True)
@@ -238,7 +238,7 @@ class NewSnapshot:
             state_size=self.state.stat().st_size,
             created=datetime.now(UTC).isoformat(timespec="seconds"),
         )
-        (self.partial / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2) + "\n")
+        (self.partial / MANIFEST).write_text(to_json(manifest))
         entry = self.entries.commit(self.partial, self.name)
         self.held.close()  # another run may now save this key again, if it must
         return entry

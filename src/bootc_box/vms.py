@@ -11,7 +11,7 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from bootc_box.cache_entries import cache_dir
 from bootc_box.environment import Environment, runtime_dir
 from bootc_box.errors import BootcBoxError
 from bootc_box.locks import delete_if_unused, is_held, lock_file
+from bootc_box.records import from_json, to_json
 from bootc_box.signals import Terminated
 
 RECORD = "vm.json"
@@ -70,18 +71,6 @@ class VmRecord:
     # With the pid, identifies the supervisor (pids are reused): its start
     # in clock ticks after boot, which no step of the wall clock moves.
     supervisor_ticks: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "state": self.state.value}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "VmRecord":
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["state"] = VmState(values["state"])
-        for key in ("publish", "binds"):
-            values[key] = tuple(values.get(key, ()))
-        return cls(**values)
 
 
 def vms_dir(env: Environment) -> Path:
@@ -160,7 +149,7 @@ def this_process() -> tuple[int, float, int | None]:
 def write_record(directory: Path, record: VmRecord) -> None:
     """Atomically: readers see the old record or the new one, never half."""
     partial = directory / f".{RECORD}.{os.getpid()}"
-    partial.write_text(json.dumps(record.to_json(), indent=2) + "\n")
+    partial.write_text(to_json(record))
     partial.replace(directory / RECORD)
 
 
@@ -168,7 +157,7 @@ def read_record(directory: Path) -> VmRecord | None:
     """The record of the VM `directory` is for; None when there is none, or
     it names another VM (its name is what `rm` deletes)."""
     try:
-        record = VmRecord.from_json(json.loads((directory / RECORD).read_text()))
+        record = from_json(VmRecord, json.loads((directory / RECORD).read_text()))
     except (FileNotFoundError, ValueError, KeyError, TypeError):
         return None
     return record if record.name == directory.name and is_vm_name(record.name) else None

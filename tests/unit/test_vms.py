@@ -1,4 +1,5 @@
 import contextlib
+import json
 import logging
 import os
 import subprocess
@@ -17,6 +18,7 @@ from bootc_box.cli import name_and_command
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.manage import Awaited, awaited, describe, find_vm_when_started, is_run_command
+from bootc_box.records import from_json, to_json
 from bootc_box.signals import Terminated
 from bootc_box.vms import (
     ProcStat,
@@ -60,7 +62,7 @@ def test_state_lives_in_the_runtime_dir(runtime_dir: Path) -> None:
 
 def test_a_record_survives_json() -> None:
     original = record(publish=("127.0.0.1:8080:80/tcp",), ssh_port=40022)
-    assert VmRecord.from_json(original.to_json()) == original
+    assert from_json(VmRecord, json.loads(to_json(original))) == original
 
 
 def test_a_live_state_with_a_dead_supervisor_is_dead() -> None:

@@ -11,6 +11,7 @@ reader ever holds, so creating never waits for readers."""
 import errno
 import fcntl
 import io
+import logging
 import os
 import shutil
 import stat
@@ -23,6 +24,8 @@ from typing import TypeVar
 
 from bootc_box.environment import CACHE, Environment
 from bootc_box.locks import lock_file, planted_link
+
+log = logging.getLogger(__name__)
 
 LOCK_TIMEOUT = 900.0
 T = TypeVar("T")
@@ -135,6 +138,31 @@ class Entries:
         seconds (LOCK_TIMEOUT by default: a stuck run must not hang us)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         return lock_file(path, operation, LOCK_TIMEOUT if timeout is None else timeout, 0o644)
+
+    @contextmanager
+    def find(
+        self, key: str, problem: Callable[[Path, str], str | None], damaged: str
+    ) -> Iterator[Path | None]:
+        """The entry of `key`, held against deletion until the block ends;
+        None when there is none whole. One that `problem` finds wrong is
+        deleted (unless another run made it whole meanwhile) with the
+        warning `damaged`, formatted with the key and the problem."""
+        fd = self.lock(self.use_lock(key), fcntl.LOCK_SH)
+        if fd is None:
+            yield None
+            return
+        entry = self.entry(key)
+        try:
+            found = problem(entry, key)
+            if found is None:
+                yield entry
+                return
+        finally:
+            os.close(fd)
+        if os.path.lexists(entry):
+            log.warning(damaged, key, found)
+            self.delete(key, timeout=0, only_if=lambda: problem(entry, key))
+        yield None
 
     def remove_partial(self, key: str) -> None:
         """Drop what writers killed mid-write left; call with the creation

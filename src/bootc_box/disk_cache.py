@@ -87,22 +87,9 @@ def entry_problem(entry: Path, key: str) -> str | None:
 def find_disk(env: Environment, options: DiskOptions) -> Iterator[Path | None]:
     """The cached disk of `options`, held against deletion until the block
     ends; None when there is none whole (a damaged one is deleted)."""
-    entries, key = disk_entries(env), options.key
-    fd = entries.lock(entries.use_lock(key), fcntl.LOCK_SH)
-    if fd is None:
-        yield None
-        return
-    try:
-        problem = entry_problem(entries.entry(key), key)
-        if problem is None:
-            yield entries.entry(key) / options.file_name
-            return
-    finally:
-        os.close(fd)
-    if entries.entry(key).exists():
-        log.warning("The cached disk %s is damaged (%s); installing again", key, problem)
-        entries.delete(key, timeout=0, only_if=lambda: entry_problem(entries.entry(key), key))
-    yield None
+    damaged = "The cached disk %s is damaged (%s); installing again"
+    with disk_entries(env).find(options.key, entry_problem, damaged) as entry:
+        yield None if entry is None else entry / options.file_name
 
 
 @contextmanager

@@ -182,23 +182,9 @@ def find_snapshot(env: Environment, key: str) -> Iterator[Snapshot | None]:
     """The saved state of `key`, held against deletion until the block ends
     (the caller ends it once QEMU has loaded it); None when there is none, or
     none that can be loaded (then it is deleted, unless a run reads it)."""
-    entries = snapshot_entries(env)
-    fd = entries.lock(entries.use_lock(key), fcntl.LOCK_SH)
-    if fd is None:
-        yield None
-        return
-    try:
-        problem = entry_problem(entries.entry(key), key)
-        if problem is None:
-            yield Snapshot(entries.entry(key))
-            return
-    finally:
-        os.close(fd)
-    if entries.entry(key).exists():
-        log.warning("The saved state %s cannot be loaded (%s); booting cold", key, problem)
-        # Unless a run saved it whole meanwhile.
-        entries.delete(key, timeout=0, only_if=lambda: entry_problem(entries.entry(key), key))
-    yield None
+    damaged = "The saved state %s cannot be loaded (%s); booting cold"
+    with snapshot_entries(env).find(key, entry_problem, damaged) as entry:
+        yield None if entry is None else Snapshot(entry)
 
 
 def discard_snapshot(env: Environment, key: str) -> None:

@@ -8,9 +8,9 @@ from dataclasses import asdict, dataclass, field
 from bootc_box.boot_cache import prune_boot_cache
 from bootc_box.disk_cache import DiskManifest, list_disks, manifest_json, prune_disks
 from bootc_box.environment import Environment
-from bootc_box.images import MOUNT_LABEL, podman, run_locks_dir
+from bootc_box.images import MOUNT_LABEL, mount_locks_dir, podman
 from bootc_box.kept_vms import prune_half_made, used_disk_keys
-from bootc_box.locks import remove_stale_locks, run_is_live
+from bootc_box.locks import mount_is_live, remove_stale_locks
 from bootc_box.qemu import Accel, find_qemu
 from bootc_box.snapshots import Manifest, list_snapshots, program_versions, prune_snapshots
 from bootc_box.table import format_table
@@ -97,14 +97,14 @@ def stale_mounts(env: Environment) -> list[str]:
     names = podman(
         "ps", "--all", "--filter", f"label={MOUNT_LABEL}", "--format", "{{.Names}}"
     ).stdout.split()
-    return [n for n in names if not run_is_live(run_locks_dir(env), n)]
+    return [n for n in names if not mount_is_live(mount_locks_dir(env), n)]
 
 
 def remove_stale_mounts(env: Environment) -> list[str]:
     stale = stale_mounts(env)
     for name in stale:
         podman("rm", "--force", name)
-    remove_stale_locks(run_locks_dir(env))
+    remove_stale_locks(mount_locks_dir(env))
     return stale
 
 

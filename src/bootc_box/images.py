@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bootc_box.environment import CACHE, Environment
 from bootc_box.errors import BootcBoxError
-from bootc_box.locks import hold_run_lock
+from bootc_box.locks import hold_mount_lock
 from bootc_box.processes import last_line_of
 
 log = logging.getLogger(__name__)
@@ -202,7 +202,7 @@ def _store_run_root() -> Path:
     return Path(podman("info", "--format", "{{.Store.RunRoot}}").stdout.strip())
 
 
-def run_locks_dir(env: Environment) -> Path:
+def mount_locks_dir(env: Environment) -> Path:
     """Where live runs hold their locks: with the store whose mount containers
     they protect. In the box that is the volume, so every box sharing it sees
     them; natively, the store's run directory, whatever session (and
@@ -219,7 +219,7 @@ def mount_image(image_id: str, env: Environment) -> Iterator[Path]:
     image: its writable layer lives in our own store, and it is never started.
     """
     name = f"bootc-box-{secrets.token_hex(6)}"
-    with hold_run_lock(run_locks_dir(env), name), _mount_container(name, image_id) as root:
+    with hold_mount_lock(mount_locks_dir(env), name), _mount_container(name, image_id) as root:
         yield root
 
 

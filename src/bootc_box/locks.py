@@ -130,7 +130,7 @@ def is_held(path: Path) -> bool:
 
 
 @contextmanager
-def hold_run_lock(directory: Path, name: str) -> Iterator[None]:
+def hold_mount_lock(directory: Path, name: str) -> Iterator[None]:
     """Mark the mount container `name` as in use for as long as the block runs.
     The kernel drops the lock if we die, so a crashed run never looks live."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -145,7 +145,7 @@ def hold_run_lock(directory: Path, name: str) -> Iterator[None]:
         os.close(fd)
 
 
-def run_is_live(directory: Path, name: str) -> bool:
+def mount_is_live(directory: Path, name: str) -> bool:
     try:
         fd = open_lock(directory / f"{name}.lock", 0)
     except FileNotFoundError:

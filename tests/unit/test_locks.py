@@ -11,14 +11,14 @@ import pytest
 
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
-from bootc_box.images import run_locks_dir
+from bootc_box.images import mount_locks_dir
 from bootc_box.locks import (
     delete_if_unused,
-    hold_run_lock,
+    hold_mount_lock,
     lock_file,
+    mount_is_live,
     names_locked_file,
     remove_stale_locks,
-    run_is_live,
 )
 
 
@@ -28,25 +28,25 @@ def runs(tmp_path: Path) -> Path:
 
 
 def test_a_run_is_live_while_it_holds_its_lock_and_leaves_no_file(runs: Path) -> None:
-    assert not run_is_live(runs, "bootc-box-a")
-    with hold_run_lock(runs, "bootc-box-a"):
-        assert run_is_live(runs, "bootc-box-a")
+    assert not mount_is_live(runs, "bootc-box-a")
+    with hold_mount_lock(runs, "bootc-box-a"):
+        assert mount_is_live(runs, "bootc-box-a")
         assert oct((runs / "bootc-box-a.lock").stat().st_mode & 0o777) == "0o600"
-    assert not run_is_live(runs, "bootc-box-a")
+    assert not mount_is_live(runs, "bootc-box-a")
     assert list(runs.iterdir()) == []
 
 
 def test_the_lock_of_a_dead_run_is_stale_and_pruned(runs: Path) -> None:
     runs.mkdir(parents=True)
     (runs / "bootc-box-dead.lock").touch()  # what a SIGKILLed run leaves
-    with hold_run_lock(runs, "bootc-box-live"):
-        assert not run_is_live(runs, "bootc-box-dead")
+    with hold_mount_lock(runs, "bootc-box-live"):
+        assert not mount_is_live(runs, "bootc-box-dead")
         assert remove_stale_locks(runs) == 1
         assert [p.name for p in runs.iterdir()] == ["bootc-box-live.lock"]
 
 
 def test_run_locks_live_with_the_store_they_protect(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert run_locks_dir(Environment(in_box=True)) == Path("/cache/runs")
+    assert mount_locks_dir(Environment(in_box=True)) == Path("/cache/runs")
     if shutil.which("podman") is None:
         pytest.skip("natively the store's run root comes from podman, which is not here")
     store = subprocess.run(
@@ -55,7 +55,7 @@ def test_run_locks_live_with_the_store_they_protect(monkeypatch: pytest.MonkeyPa
     ).stdout.strip()  # fmt: skip
     # Whatever the session's runtime directory is.
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/elsewhere")
-    assert run_locks_dir(Environment(in_box=False)) == Path(store) / "bootc-box-runs"
+    assert mount_locks_dir(Environment(in_box=False)) == Path(store) / "bootc-box-runs"
 
 
 def prune_until(stop: threading.Event, path: Path) -> None:
@@ -111,7 +111,7 @@ def test_a_lock_file_planted_as_a_link_is_refused_and_its_target_left_alone(
     link = plant(runs / "bootc-box-a.lock", outside)
     uses: list[Callable[[], object]] = [
         lambda: lock_file(link, fcntl.LOCK_EX, 0),
-        lambda: run_is_live(runs, "bootc-box-a"),
+        lambda: mount_is_live(runs, "bootc-box-a"),
         lambda: remove_stale_locks(runs),
     ]
     for lock in uses:

@@ -13,7 +13,7 @@ from bootc_box.console import start_log_rotation
 from bootc_box.errors import BootcBoxError
 from bootc_box.network import PortInUse, start_passt
 from bootc_box.qemu import QemuSpec, power_off, start_qemu, wait_for_monitor
-from bootc_box.virtiofsd import Virtiofsd, VirtiofsdSpec, start_virtiofsd
+from bootc_box.virtiofsd import Sandbox, Virtiofsd, VirtiofsdSpec, start_virtiofsd
 
 log = logging.getLogger(__name__)
 
@@ -123,14 +123,17 @@ def _start_network(spec: QemuSpec, log_file: Path) -> Iterator[None]:
 
 
 @contextmanager
-def start_file_servers(servers: tuple[FileServer, ...]) -> Iterator[tuple[Virtiofsd, ...]]:
-    """Each virtiofsd, listening, until the block ends (the last started stops first)."""
+def start_file_servers(
+    servers: tuple[FileServer, ...], sandboxes: tuple[Sandbox, ...] = ()
+) -> Iterator[tuple[Virtiofsd, ...]]:
+    """Each virtiofsd, listening, until the block ends (the last started
+    stops first); all in the sandbox the first one found working."""
     if not servers:
         yield ()
         return
     first, *rest = servers
     with (
-        start_virtiofsd(first.spec, first.log_file) as started,
-        start_file_servers(tuple(rest)) as others,
+        start_virtiofsd(first.spec, first.log_file, sandboxes) as started,
+        start_file_servers(tuple(rest), (started.spec.sandbox,)) as others,
     ):
         yield (started, *others)

@@ -180,24 +180,24 @@ class Virtiofsd:
 
 # virtiofsd says so once it is in its sandbox and listening.
 LISTENING = "Waiting for vhost-user socket connection"
-# The sandbox that worked last in this process: every virtiofsd of a run
-# (root, binds) is started the same way.
-_working_sandbox: list[Sandbox] = []
 
 
 @contextmanager
-def start_virtiofsd(spec: VirtiofsdSpec, log_file: Path) -> Iterator[Virtiofsd]:
-    """Run virtiofsd for one guest, in the strongest sandbox that works here,
-    until it listens on its vhost-user socket."""
+def start_virtiofsd(
+    spec: VirtiofsdSpec, log_file: Path, sandboxes: tuple[Sandbox, ...] = ()
+) -> Iterator[Virtiofsd]:
+    """Run virtiofsd for one guest, in the first of `sandboxes` that works
+    here (by default the strongest, or the one --virtiofsd-sandbox names),
+    until it listens on its vhost-user socket. The one it runs in is in
+    the handle's spec: the next virtiofsd of the machine needs try no other."""
     binary = require_virtiofsd()
-    sandboxes = _working_sandbox[-1:] or sandboxes_to_try(os.environ.get(SANDBOX_VARIABLE, ""))
+    sandboxes = sandboxes or sandboxes_to_try(os.environ.get(SANDBOX_VARIABLE, ""))
     for sandbox in sandboxes:
         attempt = dataclasses.replace(spec, sandbox=sandbox)
         with _start_listening(binary, attempt, log_file) as proc:
             if proc is None:
                 log.debug("virtiofsd cannot enter its %s sandbox here", sandbox.value)
                 continue
-            _working_sandbox[:] = [sandbox]
             if sandbox is Sandbox.NONE:
                 log.warning("virtiofsd runs without a sandbox, as --virtiofsd-sandbox=none asks")
             yield Virtiofsd(attempt, proc, log_file)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -22,7 +23,7 @@ from bootc_box.machine import BootAgain, FileServer, Machine, start_machine
 from bootc_box.network import Network, PortInUse
 from bootc_box.qemu import Accel, QemuSpec
 from bootc_box.signals import Terminated
-from bootc_box.virtiofsd import VirtiofsdSpec
+from bootc_box.virtiofsd import Sandbox, VirtiofsdSpec
 
 
 @pytest.fixture
@@ -57,10 +58,13 @@ def events(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     happened: list[str] = []
 
     @contextmanager
-    def start_virtiofsd(spec: VirtiofsdSpec, log_file: Path) -> Iterator[object]:
+    def start_virtiofsd(
+        spec: VirtiofsdSpec, log_file: Path, sandboxes: tuple[Sandbox, ...]
+    ) -> Iterator[object]:
         happened.append(f"start {spec.shared_dir.name}")
         try:
-            yield spec
+            # What start_file_servers reads: the sandbox the server runs in.
+            yield SimpleNamespace(spec=spec)
         finally:
             happened.append(f"stop {spec.shared_dir.name}")
 

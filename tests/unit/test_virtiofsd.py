@@ -5,6 +5,7 @@ import pytest
 from bootc_box import virtiofsd
 from bootc_box.environment import Environment, probe_checks
 from bootc_box.errors import BootcBoxError
+from bootc_box.machine import FileServer, start_file_servers
 from bootc_box.virtiofsd import (
     SANDBOX_VARIABLE,
     Sandbox,
@@ -52,21 +53,21 @@ exec sleep 60
 """
 
 
-def test_the_strongest_sandbox_that_works_is_used_and_then_kept(
+def test_the_strongest_sandbox_that_works_is_used_and_the_next_server_tries_only_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     binary = tmp_path / "virtiofsd"
     binary.write_text(STAND_IN)
     binary.chmod(0o755)
     monkeypatch.setattr(virtiofsd, "find_virtiofsd", lambda: binary)
-    monkeypatch.setattr(virtiofsd, "_working_sandbox", [])
     monkeypatch.delenv(SANDBOX_VARIABLE, raising=False)
     spec = VirtiofsdSpec(tmp_path, tmp_path / "s.sock")
-    with start_virtiofsd(spec, tmp_path / "log") as server:
+    other = VirtiofsdSpec(tmp_path, tmp_path / "t.sock")
+    servers = (FileServer(spec, tmp_path / "log"), FileServer(other, tmp_path / "log2"))
+    with start_file_servers(servers) as (server, second):
         assert server.spec.sandbox is Sandbox.CHROOT
+        assert second.spec.sandbox is Sandbox.CHROOT
         server.check_running()
-    with start_virtiofsd(spec, tmp_path / "log") as server:
-        assert server.spec.sandbox is Sandbox.CHROOT
     calls = (tmp_path / "calls").read_text().splitlines()
     assert [c.split("--sandbox=")[1].split()[0] for c in calls] == [
         "namespace", "chroot", "chroot"
@@ -93,7 +94,6 @@ def stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> No
     binary.write_text(script)
     binary.chmod(0o755)
     monkeypatch.setattr(virtiofsd, "find_virtiofsd", lambda: binary)
-    monkeypatch.setattr(virtiofsd, "_working_sandbox", [])
 
 
 def test_virtiofsd_never_falls_back_to_no_sandbox_unasked(

@@ -9,6 +9,7 @@ from bootc_box.boot_cache import prune_boot_cache
 from bootc_box.disk_cache import DiskManifest, list_disks, manifest_json, prune_disks
 from bootc_box.environment import Environment
 from bootc_box.images import MOUNT_LABEL, mount_locks_dir, podman
+from bootc_box.install_stores import prune_install_stores
 from bootc_box.kept_vms import prune_half_made, used_disk_keys
 from bootc_box.locks import mount_is_live, remove_stale_locks
 from bootc_box.qemu import Accel, find_qemu
@@ -118,12 +119,13 @@ def run_cache_prune(env: Environment, all_images: bool) -> int:
     qemu, virtiofsd = find_qemu(), find_virtiofsd()
     versions = program_versions(qemu, virtiofsd, Accel.TCG) if qemu and virtiofsd else None
     boot, snapshots = prune_boot_cache(env, keep), prune_snapshots(env, keep, versions)
+    stores = prune_install_stores(env, keep)
     # Half-made VMs first: their configs name base disks they keep.
     half_made = prune_half_made(env)
     disks = prune_disks(env, used_disk_keys(env))
     log.info(
         "Removed %d stale mounts, %d images, %d boot file entries, %d saved states,"
-        " %d cached disks and %d half-made VMs",
-        len(stale), len(removed), boot, snapshots, disks, half_made,
+        " %d installer stores, %d cached disks and %d half-made VMs",
+        len(stale), len(removed), boot, snapshots, stores, disks, half_made,
     )  # fmt: skip
     return 0

@@ -9,7 +9,6 @@ import logging
 import os
 import re
 import secrets
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,7 +21,6 @@ from bootc_box.disk_cache import (
     DiskOptions,
     commit_disk,
     copy_disk,
-    disk_entries,
     find_disk,
     installing,
 )
@@ -37,6 +35,7 @@ from bootc_box.images import (
     podman,
     resolve_image,
 )
+from bootc_box.install_stores import image_only_store
 from bootc_box.kernel import resolve_in_root
 from bootc_box.launch import run_vm
 from bootc_box.machine_options import MachineOptions
@@ -128,38 +127,6 @@ def check_output(output: Path, *, force: bool) -> None:
 
 def default_disk_size(image_size: int) -> int:
     return max(2 * image_size, MIN_DISK_SIZE)
-
-
-@contextmanager
-def image_only_store(env: Environment, options: DiskOptions) -> Iterator[Path]:
-    """A store of its own holding the image to install and nothing else, for
-    the installer VM: the stores the image comes from also hold other
-    images, containers' configurations with their environments, secrets and
-    volumes (this very /cache among them), none of which the guest may see.
-    It lives in a partial entry of the disk cache, so what a killed run
-    leaves is removed as any partial is."""
-    with scratch_dir(env, options) as store:
-        graph = store / "graph"
-        # skip_mount_home: no private bind mount of the new store's overlay
-        # directory, which would outlive this command in the mount namespace.
-        target = (
-            f"containers-storage:[overlay@{graph}+{store / 'run'}:overlay.skip_mount_home=true]"
-        )
-        log.info("Copying %s into a store of its own for the installer", options.image_id[:12])
-        podman("push", "--quiet", options.image_id, f"{target}@{options.image_id}")
-        yield graph
-
-
-@contextmanager
-def scratch_dir(env: Environment, options: DiskOptions) -> Iterator[Path]:
-    """A partial disk-cache entry; with no volume at /cache (a tmpfs, in
-    memory beside a copy of the store) a directory on the box's disk."""
-    if env.cache_kept:
-        with disk_entries(env).partial(options.key) as path:
-            yield path
-    else:
-        with tempfile.TemporaryDirectory(prefix="bootc-box-install-", dir="/var/tmp") as name:
-            yield Path(name)
 
 
 def store_binds(store: Path) -> tuple[Bind, ...]:
@@ -318,7 +285,7 @@ def use_cached(env: Environment, options: DiskOptions, use: Callable[[Path], Non
 def install(spec: InstallSpec, options: DiskOptions, target: Path, env: Environment) -> None:
     """Boot the image as the installer VM with `target` as its output disk."""
     create_disk(target, options.format, options.size)
-    with image_only_store(env, options) as store:
+    with image_only_store(env, options.image_id) as store:
         installer = RunSpec(
             ImageSource(options.image_id),
             command=install_argv(spec, options.image_id, options.source),

@@ -76,8 +76,9 @@ class CacheVolume:
 
     def leftovers(self) -> list[str]:
         """Anything on the volume but the store, whole boot-file, saved-state,
-        disk and VM entries, their locks, and an empty run-lock directory."""
-        entries = ("boot", "snapshots", "disks", "vms")
+        disk, installer-store and VM entries, their locks, and an empty
+        run-lock directory."""
+        entries = ("boot", "snapshots", "disks", "install-stores", "vms")
         found = [p.name for p in self.path.iterdir() if p.name not in ("storage", "runs", *entries)]
         runs = self.path / "runs"
         found += [f"runs/{p.name}" for p in runs.iterdir()] if runs.exists() else []

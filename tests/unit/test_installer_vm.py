@@ -45,7 +45,7 @@ def install_with(
     while `while_installing()` runs in place of the VM."""
 
     @contextmanager
-    def store(env: Environment, options: DiskOptions) -> Iterator[Path]:
+    def store(env: Environment, image_id: str) -> Iterator[Path]:
         yield tmp_path / "store"
 
     def run_vm(spec: RunSpec, *, installer: bool = False) -> int:

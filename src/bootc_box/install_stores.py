@@ -1,0 +1,125 @@
+"""Image-only stores for to-disk's installer VM under /cache/install-stores
+(see cache-layout.md): a containers store holding one image and nothing
+else, which is all the installer is given, so that it sees none of the other
+images, containers, volumes or secrets of the stores the image came from.
+Made once per image and kept, so that the next install of the image (other
+options, a kept VM) skips copying it again; without a volume at /cache, made
+for the one install in a scratch directory."""
+
+import fcntl
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bootc_box.cache_entries import Entries, cache_dir, read_manifest, read_regular
+from bootc_box.environment import Environment
+from bootc_box.errors import BootcBoxError
+from bootc_box.images import podman
+from bootc_box.records import from_json, to_json
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+GRAPH = "graph"
+
+
+@dataclass(frozen=True)
+class StoreManifest:
+    image_id: str
+    created: str
+
+    @classmethod
+    def read(cls, entry: Path) -> "StoreManifest":
+        return from_json(cls, json.loads(read_regular(entry / MANIFEST)))
+
+
+def store_entries(env: Environment) -> Entries:
+    return Entries(cache_dir(env, "install-stores"), creating="copy")
+
+
+def store_key(image_id: str) -> str:
+    return image_id.removeprefix("sha256:")
+
+
+def entry_problem(entry: Path, key: str) -> str | None:
+    manifest = read_manifest(entry, StoreManifest.read)
+    if isinstance(manifest, str):
+        return manifest
+    if store_key(manifest.image_id) != key:
+        return "its manifest is for another image"
+    graph = entry / GRAPH
+    if graph.is_symlink() or not graph.is_dir():
+        return f"its {GRAPH} is not a directory"
+    return None
+
+
+def copy_image(image_id: str, store: Path) -> Path:
+    """A new store at `store` holding `image_id` alone; its graph root."""
+    graph = store / GRAPH
+    # skip_mount_home: no private bind mount of the new store's overlay
+    # directory, which would outlive this command in the mount namespace.
+    target = f"containers-storage:[overlay@{graph}+{store / 'run'}:overlay.skip_mount_home=true]"
+    log.info("Copying %s into a store of its own for the installer", image_id[:12])
+    podman("push", "--quiet", image_id, f"{target}@{image_id}")
+    return graph
+
+
+@contextmanager
+def image_only_store(env: Environment, image_id: str) -> Iterator[Path]:
+    """The graph root of a store holding `image_id` alone, held against
+    deletion until the block ends."""
+    if not env.cache_kept:
+        # Beside a copy of the store, a tmpfs /cache would hold it in memory.
+        with tempfile.TemporaryDirectory(prefix="bootc-box-install-", dir="/var/tmp") as name:
+            yield copy_image(image_id, Path(name))
+        return
+    entries, key = store_entries(env), store_key(image_id)
+    damaged = "The installer's store %s is damaged (%s); copying the image again"
+    with entries.find(key, entry_problem, damaged) as entry:
+        if entry is not None:
+            yield entry / GRAPH
+            return
+    make_store(entries, key, image_id)
+    with entries.find(key, entry_problem, damaged) as entry:
+        if entry is None:
+            raise BootcBoxError(
+                "the installer's store just made was removed (by cache prune?)", "run again"
+            )
+        yield entry / GRAPH
+
+
+def make_store(entries: Entries, key: str, image_id: str) -> None:
+    """Copy the image into a new entry, unless another run made it while
+    this one waited for it to finish."""
+    fd = entries.lock(entries.create_lock(key), fcntl.LOCK_EX)
+    if fd is None:
+        raise BootcBoxError(
+            "gave up waiting for another run's copy of this image for its installer",
+            "see whether a stuck bootc-box runs, or run bootc-box cache prune",
+        )
+    try:
+        if entry_problem(entries.entry(key), key) is None:
+            return
+        entries.remove_partial(key)
+        with entries.partial(key) as partial:
+            copy_image(image_id, partial)
+            manifest = StoreManifest(image_id, datetime.now(UTC).isoformat(timespec="seconds"))
+            (partial / MANIFEST).write_text(to_json(manifest))
+            if os.path.lexists(entries.entry(key)):
+                entries.delete(key, only_if=lambda: entry_problem(entries.entry(key), key))
+            entries.commit(partial, key)
+    finally:
+        os.close(fd)
+
+
+def prune_install_stores(env: Environment, keep: set[str]) -> int:
+    """Remove the stores of images no longer in any store, skipping any an
+    install is using or making; returns how many went."""
+    kept = {store_key(image_id) for image_id in keep}
+    return store_entries(env).prune(lambda key: key not in kept)

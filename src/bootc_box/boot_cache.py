@@ -4,21 +4,21 @@ use so a damaged entry is rebuilt rather than booted."""
 
 import fcntl
 import hashlib
-import json
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bootc_box import cache_entries
 from bootc_box.cache_entries import (
     Entries,
     cache_dir,
     file_problem,
+    manifest_problem,
     open_regular,
     read_manifest,
-    read_regular,
+    write_manifest,
 )
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
@@ -26,9 +26,16 @@ from bootc_box.kernel import BootFiles, boot_files
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 KERNEL = "vmlinuz"
 INITRAMFS = "initramfs.img"
+
+
+@dataclass(frozen=True)
+class BootManifest:
+    image: str
+    kver: str
+    # The digest of each file, as it was copied out of the image.
+    files: dict[str, str]
 
 
 def boot_entries(env: Environment) -> Entries:
@@ -43,12 +50,10 @@ def file_digest(path: Path) -> str:
 def entry_problem(entry: Path) -> str | None:
     """Why the entry cannot be trusted, or None when every file matches the
     digest its manifest recorded."""
-    manifest = read_manifest(entry, manifest_json)
+    manifest = manifest_problem(entry, BootManifest)
     if isinstance(manifest, str):
         return manifest
-    files = manifest.get("files") if isinstance(manifest, dict) else None
-    if not isinstance(files, dict) or not isinstance(manifest.get("kver"), str):
-        return "its manifest is incomplete"
+    files = manifest.files
     for name in (KERNEL, INITRAMFS):
         path = entry / name
         problem = file_problem(path)
@@ -59,12 +64,8 @@ def entry_problem(entry: Path) -> str | None:
     return None
 
 
-def manifest_json(entry: Path) -> Any:
-    return json.loads(read_regular(entry / MANIFEST))
-
-
 def entry_boot_files(entry: Path) -> BootFiles:
-    kver = manifest_json(entry)["kver"]
+    kver = read_manifest(entry, BootManifest).kver
     return BootFiles(kver, entry / KERNEL, entry / INITRAMFS)
 
 
@@ -80,12 +81,8 @@ def find_cached_kver(env: Environment, image_id: str) -> str | None:
 def fill_entry(partial: Path, image_id: str, boot: BootFiles) -> None:
     shutil.copyfile(boot.kernel, partial / KERNEL)
     shutil.copyfile(boot.initramfs, partial / INITRAMFS)
-    manifest = {
-        "image": image_id,
-        "kver": boot.kver,
-        "files": {name: file_digest(partial / name) for name in (KERNEL, INITRAMFS)},
-    }
-    (partial / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    files = {name: file_digest(partial / name) for name in (KERNEL, INITRAMFS)}
+    write_manifest(partial, BootManifest(image_id, boot.kver, files))
 
 
 class BootFilesLease:

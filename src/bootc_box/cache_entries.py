@@ -11,6 +11,7 @@ reader ever holds, so creating never waits for readers."""
 import errno
 import fcntl
 import io
+import json
 import logging
 import os
 import shutil
@@ -23,7 +24,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from bootc_box.environment import CACHE, Environment
+from bootc_box.errors import BootcBoxError
 from bootc_box.locks import lock_file, planted_link
+from bootc_box.records import from_json, to_json
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +76,29 @@ def read_regular(path: Path) -> bytes:
         return file.read()
 
 
-def read_manifest(entry: Path, read: Callable[[Path], T]) -> T | str:
-    """`read(entry)`, the entry's manifest; or why the entry has none that
-    can be read."""
+# Every entry's record of what it holds.
+MANIFEST = "manifest.json"
+
+
+def write_manifest(partial: Path, manifest: object) -> None:
+    (partial / MANIFEST).write_text(to_json(manifest))
+
+
+def read_manifest(entry: Path, kind: type[T]) -> T:
+    """The entry's manifest, read as a `kind` (records.from_json), never
+    through a link; OSError, ValueError or TypeError when it cannot be."""
+    return from_json(kind, json.loads(read_regular(entry / MANIFEST)))
+
+
+def manifest_problem(entry: Path, kind: type[T]) -> T | str:
+    """The entry's manifest; or why the entry has none that can be read."""
     if entry.is_symlink():
         return "it is a symbolic link"
     try:
-        return read(entry)
+        return read_manifest(entry, kind)
     except FileNotFoundError:
         return "it has no manifest" if entry.exists() else "it is not there"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, TypeError):
         return "its manifest is unreadable"
 
 
@@ -163,6 +179,28 @@ class Entries:
             log.warning(damaged, key, found)
             self.delete(key, timeout=0, only_if=lambda: problem(entry, key))
         yield None
+
+    @contextmanager
+    def making(self, key: str, waiting: str, what: str) -> Iterator[Path]:
+        """A partial directory to make the entry of `key` in, while this run
+        alone may: other runs of the key wait here, saying `waiting`, for up
+        to LOCK_TIMEOUT, and then find what it made. The caller fills the
+        directory and commits it; what a killed run left is removed first."""
+        fd = self.lock(self.create_lock(key), fcntl.LOCK_EX, timeout=0)
+        if fd is None:
+            log.info("%s", waiting)
+            fd = self.lock(self.create_lock(key), fcntl.LOCK_EX)
+            if fd is None:
+                raise BootcBoxError(
+                    f"gave up waiting for another run's {what}",
+                    "see whether a stuck bootc-box runs, or run bootc-box cache prune",
+                )
+        try:
+            self.remove_partial(key)
+            with self.partial(key) as partial:
+                yield partial
+        finally:
+            os.close(fd)
 
     def remove_partial(self, key: str) -> None:
         """Drop what writers killed mid-write left; call with the creation

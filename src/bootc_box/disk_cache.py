@@ -3,11 +3,9 @@ second to-disk of the same image and options copies one instead of booting
 an installer."""
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import logging
-import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,15 +14,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bootc_box.boot import FORMATS, Disk
-from bootc_box.cache_entries import Entries, cache_dir, file_problem, read_manifest, read_regular
+from bootc_box.cache_entries import (
+    Entries,
+    cache_dir,
+    file_problem,
+    manifest_problem,
+    read_manifest,
+    write_manifest,
+)
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.processes import last_line_of
-from bootc_box.records import from_json, to_json
 
 log = logging.getLogger(__name__)
-
-MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -56,10 +58,6 @@ class DiskManifest:
     file_size: int
     created: str
 
-    @classmethod
-    def read(cls, entry: Path) -> "DiskManifest":
-        return from_json(cls, json.loads(read_regular(entry / MANIFEST)))
-
 
 def disk_entries(env: Environment) -> Entries:
     return Entries(cache_dir(env, "disks"), creating="install")
@@ -69,7 +67,7 @@ def entry_problem(entry: Path, key: str) -> str | None:
     """Why the entry cannot be used, or None when it looks whole. Its files
     are never followed through a link: a writer of the cache could point
     one at any file of the box, for a kept VM's guest to read."""
-    manifest = read_manifest(entry, DiskManifest.read)
+    manifest = manifest_problem(entry, DiskManifest)
     if isinstance(manifest, str):
         return manifest
     if manifest.key != key:
@@ -97,22 +95,9 @@ def installing(env: Environment, options: DiskOptions) -> Iterator[Path]:
     """The one slot to install `options` into: a partial entry directory.
     Runs of the same options wait here for the run installing them, then
     find its disk. The caller writes the disk into the slot and `commit`s."""
-    entries, key = disk_entries(env), options.key
-    fd = entries.lock(entries.create_lock(key), fcntl.LOCK_EX, timeout=0)
-    if fd is None:
-        log.info("Another run is installing this image with these options; waiting for its disk")
-        fd = entries.lock(entries.create_lock(key), fcntl.LOCK_EX)
-        if fd is None:
-            raise BootcBoxError(
-                "gave up waiting for another run's install of this disk",
-                "see whether a stuck bootc-box runs, or run bootc-box cache prune",
-            )
-    try:
-        entries.remove_partial(key)
-        with entries.partial(key) as partial:
-            yield partial
-    finally:
-        os.close(fd)
+    waiting = "Another run is installing this image with these options; waiting for its disk"
+    with disk_entries(env).making(options.key, waiting, "install of this disk") as partial:
+        yield partial
 
 
 def commit_disk(env: Environment, options: DiskOptions, partial: Path) -> Path:
@@ -131,7 +116,7 @@ def commit_disk(env: Environment, options: DiskOptions, partial: Path) -> Path:
         file_size=(partial / options.file_name).stat().st_size,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    (partial / MANIFEST).write_text(to_json(manifest))
+    write_manifest(partial, manifest)
     return entries.commit(partial, key) / options.file_name
 
 
@@ -142,7 +127,7 @@ def recorded_disk(env: Environment, key: str) -> Disk:
     entry = disk_entries(env).entry(key)
     problem = entry_problem(entry, key)
     if problem is None:
-        options = DiskManifest.read(entry).options
+        options = read_manifest(entry, DiskManifest).options
         if options.format in FORMATS:
             return Disk(entry / options.file_name, options.format)
         problem = f"it is in format {options.format!r}"
@@ -167,7 +152,9 @@ def copy_disk(source: Path, target: Path) -> None:
 
 def list_disks(env: Environment) -> list[tuple[DiskManifest, int]]:
     """Every whole entry's manifest and its disk's blocks in use."""
-    return [(DiskManifest.read(e), used) for e, used in disk_entries(env).whole(entry_problem)]
+    return [
+        (read_manifest(e, DiskManifest), used) for e, used in disk_entries(env).whole(entry_problem)
+    ]
 
 
 def prune_disks(env: Environment, keep: set[str] | None) -> int:

@@ -6,8 +6,6 @@ Made once per image and kept, so that the next install of the image (other
 options, a kept VM) skips copying it again; without a volume at /cache, made
 for the one install in a scratch directory."""
 
-import fcntl
-import json
 import logging
 import os
 import tempfile
@@ -17,15 +15,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bootc_box.cache_entries import Entries, cache_dir, read_manifest, read_regular
+from bootc_box.cache_entries import (
+    Entries,
+    cache_dir,
+    manifest_problem,
+    write_manifest,
+)
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.images import podman
-from bootc_box.records import from_json, to_json
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 GRAPH = "graph"
 
 
@@ -33,10 +34,6 @@ GRAPH = "graph"
 class StoreManifest:
     image_id: str
     created: str
-
-    @classmethod
-    def read(cls, entry: Path) -> "StoreManifest":
-        return from_json(cls, json.loads(read_regular(entry / MANIFEST)))
 
 
 def store_entries(env: Environment) -> Entries:
@@ -48,7 +45,7 @@ def store_key(image_id: str) -> str:
 
 
 def entry_problem(entry: Path, key: str) -> str | None:
-    manifest = read_manifest(entry, StoreManifest.read)
+    manifest = manifest_problem(entry, StoreManifest)
     if isinstance(manifest, str):
         return manifest
     if store_key(manifest.image_id) != key:
@@ -97,25 +94,16 @@ def image_only_store(env: Environment, image_id: str) -> Iterator[Path]:
 def make_store(entries: Entries, key: str, image_id: str) -> None:
     """Copy the image into a new entry, unless another run made it while
     this one waited for it to finish."""
-    fd = entries.lock(entries.create_lock(key), fcntl.LOCK_EX)
-    if fd is None:
-        raise BootcBoxError(
-            "gave up waiting for another run's copy of this image for its installer",
-            "see whether a stuck bootc-box runs, or run bootc-box cache prune",
-        )
-    try:
+    waiting = "Another run is copying this image for its installer; waiting for it"
+    with entries.making(key, waiting, "copy of this image for its installer") as partial:
         if entry_problem(entries.entry(key), key) is None:
             return
-        entries.remove_partial(key)
-        with entries.partial(key) as partial:
-            copy_image(image_id, partial)
-            manifest = StoreManifest(image_id, datetime.now(UTC).isoformat(timespec="seconds"))
-            (partial / MANIFEST).write_text(to_json(manifest))
-            if os.path.lexists(entries.entry(key)):
-                entries.delete(key, only_if=lambda: entry_problem(entries.entry(key), key))
-            entries.commit(partial, key)
-    finally:
-        os.close(fd)
+        copy_image(image_id, partial)
+        created = datetime.now(UTC).isoformat(timespec="seconds")
+        write_manifest(partial, StoreManifest(image_id, created))
+        if os.path.lexists(entries.entry(key)):  # damaged: found so, just before
+            entries.delete(key, only_if=lambda: entry_problem(entries.entry(key), key))
+        entries.commit(partial, key)
 
 
 def prune_install_stores(env: Environment, keep: set[str]) -> int:

@@ -8,7 +8,6 @@ attempts here or under a detached supervisor: each attempt is one machine
 import dataclasses
 import itertools
 import logging
-import socket
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, nullcontext
@@ -31,7 +30,7 @@ from bootc_box.images import check_archive, mount_image, parse_image_ref, resolv
 from bootc_box.kargs import image_kargs
 from bootc_box.locks import hold_lock
 from bootc_box.machine import BootAgain, FileServer, start_machine
-from bootc_box.network import Network
+from bootc_box.network import Network, free_port
 from bootc_box.processes import last_line
 from bootc_box.progress import Progress, start_progress
 from bootc_box.qemu import Accel, QemuSpec, require_qemu
@@ -88,14 +87,6 @@ def run_vm(spec: RunSpec, *, installer: bool = False) -> int:
     if spec.detach:
         return start_detached(directory, lambda: supervise(spec, env, qemu, directory))
     return supervise(spec, env, qemu, directory)
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on now (passt binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ slirp's addresses, so a guest sees the network it always saw."""
 
 import logging
 import re
+import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -117,3 +118,11 @@ def start_passt(network: Network, log_file: Path) -> Iterator["subprocess.Popen[
             ),
         )
         yield proc
+
+
+def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    """A loopback port nobody listens on now (passt binds it a moment later)."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

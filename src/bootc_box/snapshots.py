@@ -22,14 +22,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bootc_box import __version__
-from bootc_box.cache_entries import Entries, cache_dir, file_problem, read_manifest, read_regular
+from bootc_box.cache_entries import (
+    Entries,
+    cache_dir,
+    file_problem,
+    manifest_problem,
+    read_manifest,
+    read_regular,
+    write_manifest,
+)
 from bootc_box.credentials import Login, new_login, write_private
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.hostkeys import checked_public_key
 from bootc_box.network import Network
 from bootc_box.qemu import Accel, QemuSpec, qemu_argv
-from bootc_box.records import from_json, to_json
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +44,6 @@ STATE = "state"
 KEY = "id_ed25519"
 CREDENTIALS = ("ssh.authorized_keys.root.smbios", "tmpfiles.extra.smbios")
 HOST_KEY = "ssh_host_ed25519_key.pub"
-MANIFEST = "manifest.json"
 # A run's own copy of the key, in its boot attempt's directory.
 BOOTSTRAP_KEY = "bootstrap_key"
 
@@ -112,10 +118,6 @@ class Manifest:
     state_size: int
     created: str
 
-    @classmethod
-    def read(cls, entry: Path) -> "Manifest":
-        return from_json(cls, json.loads(read_regular(entry / MANIFEST)))
-
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -157,7 +159,7 @@ def entry_problem(entry: Path, key: str) -> str | None:
     """Why the entry cannot be loaded, or None when it looks whole. (A state
     file damaged inside is for QEMU to find: loading it fails, and the run
     boots cold.)"""
-    manifest = read_manifest(entry, Manifest.read)
+    manifest = manifest_problem(entry, Manifest)
     if isinstance(manifest, str):
         return manifest
     if manifest.key != key:
@@ -224,7 +226,7 @@ class NewSnapshot:
             state_size=self.state.stat().st_size,
             created=datetime.now(UTC).isoformat(timespec="seconds"),
         )
-        (self.partial / MANIFEST).write_text(to_json(manifest))
+        write_manifest(self.partial, manifest)
         entry = self.entries.commit(self.partial, self.name)
         self.held.close()  # another run may now save this key again, if it must
         return entry
@@ -259,7 +261,9 @@ def new_snapshot(env: Environment, key: str) -> Iterator[NewSnapshot | None]:
 
 def list_snapshots(env: Environment) -> list[tuple[Manifest, int]]:
     """Every whole entry's manifest and its size on disk (the state file is sparse)."""
-    return [(Manifest.read(e), used) for e, used in snapshot_entries(env).whole(entry_problem)]
+    return [
+        (read_manifest(e, Manifest), used) for e, used in snapshot_entries(env).whole(entry_problem)
+    ]
 
 
 PROGRAMS = ("qemu", "virtiofsd", "bootc-box")
@@ -276,7 +280,7 @@ def prune_snapshots(
 
     def doomed(key: str) -> bool:
         try:
-            manifest = Manifest.read(entries.entry(key))
+            manifest = read_manifest(entries.entry(key), Manifest)
         except (OSError, ValueError, KeyError, TypeError):
             return True
         if manifest.image_id not in keep_images:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from bootc_box.network import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 BOX = "localhost/bootc-box:latest"
 FIXTURE = "localhost/bootc-box-fixture:latest"
@@ -185,13 +187,6 @@ def wait_for_log(container: str, text: str, deadline: float, times: int = 1) -> 
             read_until(logs.stdout.fileno(), text.encode(), deadline, times)
         finally:
             logs.kill()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def host_address() -> str | None:

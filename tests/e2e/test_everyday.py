@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bootc_box.network import free_port
 from tests.e2e.conftest import (
     BOOT_DEADLINE,
     BOX,
@@ -34,13 +35,6 @@ UDP_ECHO = (
     "use IO::Socket::INET; my $s = IO::Socket::INET->new(LocalPort => 7777, Proto => 'udp')"
     ' or die $!; while ($s->recv(my $m, 1024)) { $s->send("echo:$m") }'
 )
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)
@@ -77,7 +71,7 @@ def desk(warm_volume: CacheVolume, tmp_path_factory: pytest.TempPathFactory) -> 
     subprocess.run(box_argv("sleep", "infinity", volume=warm_volume.name, options=options),
                    check=True, capture_output=True)  # fmt: skip
     try:
-        desk = Desk(name, work, free_udp_port())
+        desk = Desk(name, work, free_port(socket.SOCK_DGRAM))
         started = desk.bootc_box(
             "run", "-d", "--name", "web", "--ssh-key", str(key),
             "-p", f"{desk.udp_port}:7777/udp", "--allow-host-loopback", FIXTURE,

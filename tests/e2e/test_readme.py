@@ -64,13 +64,13 @@ from typing import TypeVar
 
 import pytest
 
+from bootc_box.network import free_port
 from tests.e2e.conftest import (
     BOOT_DEADLINE,
     BOX,
     FIXTURE,
     ROOT,
     CacheVolume,
-    free_port,
     podman,
 )
 

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from bootc_box.network import free_port
 from tests.e2e.conftest import (
     BOOT_DEADLINE,
     FIXTURE,
     CacheVolume,
     box_argv,
     container_logs,
-    free_port,
     guest_reads_tcp,
     host_address,
     host_state,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bootc_box.network import free_port
 from bootc_box.ssh import SshTarget, ssh_argv
 from tests.e2e.conftest import (
     BOOT_DEADLINE,
@@ -19,7 +20,6 @@ from tests.e2e.conftest import (
     CacheVolume,
     box_argv,
     container_logs,
-    free_port,
     new_cache_volume,
     podman,
     wait_for_log,

@@ -6,17 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from bootc_box.cache_entries import write_manifest
 from bootc_box.environment import Environment
 from bootc_box.install_stores import (
     GRAPH,
-    MANIFEST,
     StoreManifest,
     entry_problem,
     prune_install_stores,
     store_entries,
     store_key,
 )
-from bootc_box.records import to_json
 
 NATIVE = Environment(in_box=False)
 IMAGE_ID = "ab" * 32
@@ -31,7 +30,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def made(image_id: str = IMAGE_ID, key: str | None = None) -> Path:
     entry = store_entries(NATIVE).entry(key or store_key(image_id))
     (entry / GRAPH).mkdir(parents=True)
-    (entry / MANIFEST).write_text(to_json(StoreManifest(image_id, "t")))
+    write_manifest(entry, StoreManifest(image_id, "t"))
     return entry
 
 

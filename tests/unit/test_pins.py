@@ -5,6 +5,7 @@ A redesign of how specs are built must leave what QEMU is given, and the
 key under which saved states are found, exactly as they were: a changed
 key orphans every saved state in users' caches."""
 
+import dataclasses
 from pathlib import Path
 
 from bootc_box.boot import Disk, Firmware, FirmwareBoot, KernelBoot
@@ -12,6 +13,23 @@ from bootc_box.network import Network
 from bootc_box.publish import parse_publish
 from bootc_box.qemu import Accel, QemuSpec, qemu_argv
 from bootc_box.snapshots import machine_argv, snapshot_key
+
+# Both machines' lines from the network to the generation ID.
+NETWORK_TO_VMGENID = [
+    "-netdev",
+    "stream,id=net0,server=off,addr.type=unix,addr.path=/w/network.sock",
+    "-device",
+    "virtio-net-pci,netdev=net0",
+    "-display",
+    "none",
+    "-chardev",
+    "file,id=console,path=/w/console.log,append=on",
+    "-serial",
+    "chardev:console",
+    "-no-reboot",
+    "-device",
+    "vmgenid",
+]
 
 KERNEL_BOOT_ARGV = [
     "qemu",
@@ -46,19 +64,7 @@ KERNEL_BOOT_ARGV = [
     '{"node-name": "disk0", "driver": "raw", "discard": "unmap", "file": {"driver": "file", "filename": "/o/out.raw", "discard": "unmap"}}',
     "-device",
     "virtio-blk-pci,drive=disk0,serial=output",
-    "-netdev",
-    "stream,id=net0,server=off,addr.type=unix,addr.path=/w/network.sock",
-    "-device",
-    "virtio-net-pci,netdev=net0",
-    "-display",
-    "none",
-    "-chardev",
-    "file,id=console,path=/w/console.log,append=on",
-    "-serial",
-    "chardev:console",
-    "-no-reboot",
-    "-device",
-    "vmgenid",
+    *NETWORK_TO_VMGENID,
     "-smbios",
     "type=11,path=/w/a.smbios",
     "-smbios",
@@ -92,78 +98,29 @@ DISK_BOOT_ARGV = [
     '{"node-name": "disk0", "driver": "qcow2", "discard": "unmap", "file": {"driver": "file", "filename": "/v/disk.qcow2", "discard": "unmap"}, "backing": {"driver": "raw", "read-only": true, "file": {"driver": "file", "filename": "/d/base.raw", "read-only": true}}}',
     "-device",
     "virtio-blk-pci,drive=disk0,bootindex=0",
-    "-netdev",
-    "stream,id=net0,server=off,addr.type=unix,addr.path=/w/network.sock",
-    "-device",
-    "virtio-net-pci,netdev=net0",
-    "-display",
-    "none",
-    "-chardev",
-    "file,id=console,path=/w/console.log,append=on",
-    "-serial",
-    "chardev:console",
-    "-no-reboot",
-    "-device",
-    "vmgenid",
+    *NETWORK_TO_VMGENID,
     "-smbios",
     "type=11,path=/w/a.smbios",
     "-qmp",
     "unix:/w/qmp.sock,server=on,wait=off",
 ]
 
-SAVED_MACHINE_ARGV = [
-    "qemu",
-    "-machine",
-    "q35,accel=tcg",
-    "-cpu",
-    "max",
-    "-nodefaults",
-    "-m",
-    "1024M",
-    "-smp",
-    "1",
-    "-object",
-    "memory-backend-memfd,id=mem,share=on,size=1024M",
-    "-numa",
-    "node,memdev=mem",
-    "-kernel",
-    "kernel",
-    "-initrd",
-    "initramfs",
-    "-append",
-    "console=ttyS0 root=virtiofs:rootfs systemd.volatile=overlay selinux=0 quiet",
-    "-chardev",
-    "socket,id=rootfs,path=rootfs.sock",
-    "-device",
-    "vhost-user-fs-pci,queue-size=1024,chardev=rootfs,tag=rootfs",
-    "-chardev",
-    "socket,id=bind0,path=bind0.sock",
-    "-device",
-    "vhost-user-fs-pci,queue-size=1024,chardev=bind0,tag=bind0",
-    "-blockdev",
-    '{"node-name": "disk0", "driver": "raw", "discard": "unmap", "file": {"driver": "file", "filename": "/o/out.raw", "discard": "unmap"}}',
-    "-device",
-    "virtio-blk-pci,drive=disk0,serial=output",
-    "-netdev",
-    "stream,id=net0,server=off,addr.type=unix,addr.path=network.sock",
-    "-device",
-    "virtio-net-pci,netdev=net0",
-    "-display",
-    "none",
-    "-chardev",
-    "file,id=console,path=console.log,append=on",
-    "-serial",
-    "chardev:console",
-    "-no-reboot",
-    "-device",
-    "vmgenid",
-    "-smbios",
-    "type=11,path=credential-0",
-    "-smbios",
-    "type=11,path=credential-1",
-    "-qmp",
-    "unix:qmp.sock,server=on,wait=off",
-]
+# What a saved state is keyed by: the same line with what differs from run
+# to run (paths under the run's directory, ports) put as placeholders.
+PER_RUN = {
+    "/b/vmlinuz": "kernel",
+    "/b/initramfs.img": "initramfs",
+    "socket,id=rootfs,path=/w/rootfs.sock": "socket,id=rootfs,path=rootfs.sock",
+    "socket,id=bind0,path=/w/bind0.sock": "socket,id=bind0,path=bind0.sock",
+    "stream,id=net0,server=off,addr.type=unix,addr.path=/w/network.sock": (
+        "stream,id=net0,server=off,addr.type=unix,addr.path=network.sock"
+    ),
+    "file,id=console,path=/w/console.log,append=on": "file,id=console,path=console.log,append=on",
+    "type=11,path=/w/a.smbios": "type=11,path=credential-0",
+    "type=11,path=/w/b.smbios": "type=11,path=credential-1",
+    "unix:/w/qmp.sock,server=on,wait=off": "unix:qmp.sock,server=on,wait=off",
+}
+SAVED_MACHINE_ARGV = [PER_RUN.get(arg, arg) for arg in KERNEL_BOOT_ARGV]
 
 
 def kernel_machine() -> QemuSpec:
@@ -184,7 +141,8 @@ def kernel_machine() -> QemuSpec:
 
 
 def disk_machine() -> QemuSpec:
-    return QemuSpec(
+    return dataclasses.replace(
+        kernel_machine(),
         accel=Accel.KVM,
         memory_mib=2048,
         cpus=2,
@@ -194,9 +152,9 @@ def disk_machine() -> QemuSpec:
             ("a=b",),
         ),
         network=Network(Path("/w/network.sock"), 2223),
-        console_log=Path("/w/console.log"),
         credential_files=(Path("/w/a.smbios"),),
-        qmp_socket=Path("/w/qmp.sock"),
+        shares=(),
+        disks=(),
     )
 
 

@@ -5,8 +5,8 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 
+from bootc_box.base_disks import DiskManifest, list_disks, manifest_json, prune_disks
 from bootc_box.boot_cache import prune_boot_cache
-from bootc_box.disk_cache import DiskManifest, list_disks, manifest_json, prune_disks
 from bootc_box.environment import Environment
 from bootc_box.images import MOUNT_LABEL, mount_locks_dir, podman
 from bootc_box.install_stores import prune_install_stores

@@ -9,9 +9,9 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bootc_box.base_disks import clone_overlay, recorded_disk, with_base_disk
 from bootc_box.binds import parse_bind
 from bootc_box.boot import Disk
-from bootc_box.disk_cache import recorded_disk
 from bootc_box.environment import Environment, probe_environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.firmware import EFI_VARS
@@ -26,10 +26,9 @@ from bootc_box.kept_vms import (
 )
 from bootc_box.launch import run_vm
 from bootc_box.publish import parse_publish
-from bootc_box.qemu import qemu_img_create, qemu_img_create_argv
 from bootc_box.records import to_json
 from bootc_box.run_spec import DiskSource, ImageSource, RunSpec
-from bootc_box.todisk import InstallSpec, disk_options, prepare_host, with_cached_disk
+from bootc_box.todisk import InstallSpec, disk_options, install, prepare_host
 from bootc_box.vms import (
     check_name,
     kept_vm_dir,
@@ -95,8 +94,7 @@ def create_persistent(env: Environment, spec: RunSpec, image: str) -> KeptVm:
 
     def make(base: Path) -> None:
         with making_vm(root, vm.name) as partial:
-            base_disk = Disk(base, options.format)
-            qemu_img_create(qemu_img_create_argv(partial / OVERLAY, "qcow2", backing=base_disk))
+            clone_overlay(base, options, partial / OVERLAY)
             (partial / CONFIG).write_text(to_json(vm))
             try:
                 partial.rename(root / vm.name)
@@ -104,7 +102,7 @@ def create_persistent(env: Environment, spec: RunSpec, image: str) -> KeptVm:
                 raise BootcBoxError(f"VM {vm.name} was made by another run meanwhile",
                                     f"start it with bootc-box start {vm.name}") from e  # fmt: skip
 
-    with_cached_disk(installer, options, env, make)
+    with_base_disk(env, options, lambda target: install(installer, options, target, env), make)
     log.info("Made VM %s, which keeps its state, from %s", vm.name, vm.image)
     return vm
 

@@ -10,20 +10,14 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from bootc_box.base_disks import DiskOptions, copy_disk, with_base_disk
 from bootc_box.binds import Bind
 from bootc_box.boot import Disk
-from bootc_box.disk_cache import (
-    DiskOptions,
-    commit_disk,
-    copy_disk,
-    find_disk,
-    installing,
-)
 from bootc_box.environment import Environment, probe_environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.images import (
@@ -209,7 +203,12 @@ def run_to_disk(spec: ToDiskSpec) -> int:
     options = disk_options(spec.install, env)
     with partial_output(output) as partial:
         if env.cache_kept:
-            cached = with_cached_disk(spec.install, options, env, lambda d: copy_disk(d, partial))
+            cached = with_base_disk(
+                env,
+                options,
+                lambda target: install(spec.install, options, target, env),
+                lambda disk: copy_disk(disk, partial),
+            )
         else:
             install(spec.install, options, partial, env)
             cached = False
@@ -249,37 +248,6 @@ def disk_options(spec: InstallSpec, env: Environment) -> DiskOptions:
         root_size=spec.root_size,
         kargs=spec.kargs,
     )
-
-
-def with_cached_disk(
-    spec: InstallSpec,
-    options: DiskOptions,
-    env: Environment,
-    use: Callable[[Path], None],
-) -> bool:
-    """Call `use` with the cached disk of `options`, held against deletion,
-    installing it into the cache first when it is not there; True when it
-    was (also when the run this one waited for installed it)."""
-    if use_cached(env, options, use):
-        return True
-    with installing(env, options) as slot:
-        if use_cached(env, options, use):
-            return True
-        install(spec, options, slot / options.file_name, env)
-        commit_disk(env, options, slot)
-    if not use_cached(env, options, use):
-        raise BootcBoxError(
-            "the disk just installed was removed from the cache (by cache prune?)", "run again"
-        )
-    return False
-
-
-def use_cached(env: Environment, options: DiskOptions, use: Callable[[Path], None]) -> bool:
-    with find_disk(env, options) as cached:
-        if cached is None:
-            return False
-        use(cached)
-        return True
 
 
 def install(spec: InstallSpec, options: DiskOptions, target: Path, env: Environment) -> None:

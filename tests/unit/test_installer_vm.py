@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bootc_box import todisk
-from bootc_box.disk_cache import DiskOptions
+from bootc_box.base_disks import DiskOptions
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.manage import find_vm_when_started

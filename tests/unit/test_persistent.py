@@ -7,8 +7,8 @@ import psutil
 import pytest
 
 from bootc_box import persistent
+from bootc_box.base_disks import DiskOptions, commit_disk, installing
 from bootc_box.boot import Disk
-from bootc_box.disk_cache import DiskOptions, commit_disk, installing
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.kept_vms import (

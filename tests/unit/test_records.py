@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bootc_box.disk_cache import DiskManifest, DiskOptions
+from bootc_box.base_disks import DiskManifest, DiskOptions
 from bootc_box.kept_vms import KeptVm
 from bootc_box.records import from_json, to_json
 from bootc_box.snapshots import Manifest

@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bootc_box.boot import Disk
-from bootc_box.disk_cache import (
+from bootc_box.base_disks import (
     DiskOptions,
     commit_disk,
     disk_entries,
@@ -16,6 +15,7 @@ from bootc_box.disk_cache import (
     prune_disks,
     recorded_disk,
 )
+from bootc_box.boot import Disk
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
 

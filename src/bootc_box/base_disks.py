@@ -1,13 +1,14 @@
-"""Finished disks of to-disk under /cache/disks (see cache-layout.md): a
-second to-disk of the same image and options copies one instead of booting
-an installer."""
+"""Base disks under /cache/disks (see cache-layout.md): what to-disk
+installed, found whole or installed once per image and options (a second
+to-disk copies one instead of booting an installer), and the base of each
+kept VM's overlay (clone_overlay); pruned once nothing uses them."""
 
 import dataclasses
 import hashlib
 import json
 import logging
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from bootc_box.cache_entries import (
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.processes import last_line_of
+from bootc_box.qemu import qemu_img_create, qemu_img_create_argv
 
 log = logging.getLogger(__name__)
 
@@ -168,3 +170,40 @@ def prune_disks(env: Environment, keep: set[str] | None) -> int:
 
 def manifest_json(manifest: DiskManifest, used: int) -> dict[str, object]:
     return {**dataclasses.asdict(manifest), "disk_usage": used}
+
+
+def with_base_disk(
+    env: Environment,
+    options: DiskOptions,
+    install: Callable[[Path], None],
+    use: Callable[[Path], None],
+) -> bool:
+    """Call `use` with the cached disk of `options`, held against deletion,
+    having it `install`ed into the cache first when it is not there; True
+    when it was (also when the run this one waited for installed it)."""
+    if use_cached(env, options, use):
+        return True
+    with installing(env, options) as slot:
+        if use_cached(env, options, use):
+            return True
+        install(slot / options.file_name)
+        commit_disk(env, options, slot)
+    if not use_cached(env, options, use):
+        raise BootcBoxError(
+            "the disk just installed was removed from the cache (by cache prune?)", "run again"
+        )
+    return False
+
+
+def use_cached(env: Environment, options: DiskOptions, use: Callable[[Path], None]) -> bool:
+    with find_disk(env, options) as cached:
+        if cached is None:
+            return False
+        use(cached)
+        return True
+
+
+def clone_overlay(base: Path, options: DiskOptions, overlay: Path) -> None:
+    """A new qcow2 overlay at `overlay` on the cached disk `base` of
+    `options`, which names it in the format the cache recorded."""
+    qemu_img_create(qemu_img_create_argv(overlay, "qcow2", backing=Disk(base, options.format)))

@@ -58,3 +58,22 @@ def test_no_module_imports_itself_back() -> None:
     graph = import_graph()
     assert len(graph) > 40, "the package's modules were found"
     assert find_cycle(graph) is None
+
+
+def imported_by(graph: dict[str, set[str]], name: str) -> set[str]:
+    """Every module `name` imports, directly or through others."""
+    found: set[str] = set()
+    todo = [name]
+    while todo:
+        for imported in graph[todo.pop()] - found:
+            found.add(imported)
+            todo.append(imported)
+    return found
+
+
+def test_commands_that_only_look_do_not_sit_on_the_boot_stack() -> None:
+    graph = import_graph()
+    # list, inspect, ssh, stop, rm, logs; cp; cache ls/prune; images.
+    for command in ("manage", "transfer", "cache", "bootable"):
+        assert "launch" not in imported_by(graph, command), command
+    assert "launch" in imported_by(graph, "cli")

@@ -1,5 +1,6 @@
 import base64
 import os
+import subprocess
 from pathlib import Path
 
 from bootc_box.binds import parse_bind, squashed_to
@@ -61,13 +62,25 @@ def test_a_disk_boot_is_a_uefi_machine_whose_guest_forgets_earlier_keys(tmp_path
     argv = qemu_argv(machine, "qemu")
     assert "-kernel" not in argv
     assert "type=11,value=io.systemd.boot.kernel-cmdline-extra=console=ttyS0 quiet" in argv
+    # The key ssh-keygen wrote beside the private one, as it wrote it.
+    authorized, tmpfiles = (credential_value(c) for c in login.credentials)
+    assert authorized == (tmp_path / "id_ed25519.pub").read_bytes()
+    assert authorized.startswith(b"ssh-ed25519 ")
     # One tmpfiles.extra (a credential is given once): systemd-tmpfiles
     # removes before it creates, so the credential's key wins; then the host key.
-    authorized, tmpfiles = (credential_value(c) for c in login.credentials)
-    assert authorized == public_key(key)
-    assert tmpfiles.startswith(
-        b"r /root/.ssh/authorized_keys\nf+~ /etc/ssh/ssh_host_ed25519_key 0600 "
+    forget, private, public = tmpfiles.splitlines()
+    assert forget == b"r /root/.ssh/authorized_keys"
+    assert private.startswith(b"f+~ /etc/ssh/ssh_host_ed25519_key 0600 root root - ")
+    assert public == b"f+~ /etc/ssh/ssh_host_ed25519_key.pub 0644 root root - " + (
+        base64.b64encode(f"{login.host_key}\n".encode())
     )
+    # The private half is the host key's: ssh-keygen derives the same public key.
+    host_private = tmp_path / "host_key"
+    host_private.write_bytes(base64.b64decode(private.split()[-1]))
+    host_private.chmod(0o600)
+    derived = subprocess.run(["ssh-keygen", "-y", "-f", host_private],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert derived.split()[:2] == login.host_key.split()[:2]
 
 
 def test_an_image_boot_gets_its_host_key_but_keeps_its_authorized_keys(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from bootc_box.console import LogReader
 from bootc_box.errors import EXIT_TOOL_FAILED, BootcBoxError
 from bootc_box.signals import Terminated, on_sigterm
 from bootc_box.terminal import PrintableWriter
-from bootc_box.vms import VmRecord, VmState, current_state, read_record, supervisor_alive
+from bootc_box.vms import RunRecord, VmState, current_state, read_record, supervisor_alive
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def _follow_start(directory: Path, log_path: Path) -> VmState:
             time.sleep(0.2)
 
 
-def _wait_for_exit(record: VmRecord, timeout: float) -> None:
+def _wait_for_exit(record: RunRecord, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while supervisor_alive(record) and time.monotonic() < deadline:
         time.sleep(0.05)

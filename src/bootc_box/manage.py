@@ -31,7 +31,7 @@ from bootc_box.ssh import SshTarget, connect, ssh_config
 from bootc_box.table import format_table
 from bootc_box.terminal import PrintableWriter
 from bootc_box.vms import (
-    VmRecord,
+    RunRecord,
     VmState,
     being_made_here,
     current_state,
@@ -45,7 +45,7 @@ from bootc_box.vms import (
 log = logging.getLogger(__name__)
 
 
-def describe(record: VmRecord) -> dict[str, Any]:
+def describe(record: RunRecord) -> dict[str, Any]:
     """What `inspect --json` prints: enough for ssh, tmt and testinfra."""
     return {
         "name": record.name,
@@ -71,7 +71,7 @@ def describe(record: VmRecord) -> dict[str, Any]:
     }
 
 
-def reap_dead(env: Environment) -> list[VmRecord]:
+def reap_dead(env: Environment) -> list[RunRecord]:
     """Every VM's record, with supervisors that died unannounced marked dead
     and what they left in the image store removed."""
     records, dead = [], 0
@@ -89,7 +89,7 @@ def reap_dead(env: Environment) -> list[VmRecord]:
     return records
 
 
-def kept_records(env: Environment, records: list[VmRecord]) -> list[VmRecord]:
+def kept_records(env: Environment, records: list[RunRecord]) -> list[RunRecord]:
     """VMs that keep their state and are not running here, as stopped records."""
     here = {r.name for r in records}
     kept = []
@@ -101,7 +101,7 @@ def kept_records(env: Environment, records: list[VmRecord]) -> list[VmRecord]:
         except BootcBoxError as e:
             log.warning("%s", e.message)
     return [
-        VmRecord(
+        RunRecord(
             name=vm.name,
             image=vm.image,
             image_id=vm.image_id,
@@ -144,7 +144,7 @@ def run_inspect(env: Environment, name: str | None, as_json: bool) -> int:
     return 0
 
 
-def wait_for_running(directory: Path, record: VmRecord, timeout: float) -> VmRecord:
+def wait_for_running(directory: Path, record: RunRecord, timeout: float) -> RunRecord:
     deadline = time.monotonic() + timeout
     while True:
         state = current_state(record)
@@ -212,7 +212,7 @@ def awaited(*, starting: bool, making: bool) -> Awaited | None:
 
 def find_vm_when_started(
     env: Environment, name: str | None, timeout: float
-) -> tuple[Path, VmRecord]:
+) -> tuple[Path, RunRecord]:
     """find_vm, waiting while a `run` here is still starting up, or is
     making the VM named."""
     deadline = time.monotonic() + timeout
@@ -232,7 +232,7 @@ def find_vm_when_started(
         time.sleep(0.2)
 
 
-def ssh_target(record: VmRecord) -> SshTarget:
+def ssh_target(record: RunRecord) -> SshTarget:
     return SshTarget(
         record.ssh_host, record.ssh_port, record.ssh_user, Path(record.ssh_key),
         record.ssh_host_key or None,
@@ -303,7 +303,7 @@ def run_logs(env: Environment, name: str | None, follow: bool) -> int:
         current.close()
 
 
-def stop_vm(directory: Path, record: VmRecord, timeout: float) -> bool:
+def stop_vm(directory: Path, record: RunRecord, timeout: float) -> bool:
     """SIGTERM to the supervisor, which powers the VM off and cleans up;
     SIGKILL if it has not finished within `timeout`. True when it left
     its image mount behind: killed now, or dead before."""

@@ -46,7 +46,11 @@ class VmState(enum.Enum):
 
 
 @dataclass(frozen=True)
-class VmRecord:
+class RunRecord:
+    """A VM's run in this box, as its supervisor keeps it current in the
+    runtime directory's vms/NAME/vm.json: what list, ssh and stop read.
+    (A kept VM's own record, on the volume, is kept_vms.KeptVm.)"""
+
     name: str
     image: str
     state: VmState
@@ -146,24 +150,24 @@ def this_process() -> tuple[int, float, int | None]:
     return me.pid, me.create_time(), start_ticks(me.pid)
 
 
-def write_record(directory: Path, record: VmRecord) -> None:
+def write_record(directory: Path, record: RunRecord) -> None:
     """Atomically: readers see the old record or the new one, never half."""
     partial = directory / f".{RECORD}.{os.getpid()}"
     partial.write_text(to_json(record))
     partial.replace(directory / RECORD)
 
 
-def read_record(directory: Path) -> VmRecord | None:
+def read_record(directory: Path) -> RunRecord | None:
     """The record of the VM `directory` is for; None when there is none, or
     it names another VM (its name is what `rm` deletes)."""
     try:
-        record = from_json(VmRecord, json.loads((directory / RECORD).read_text()))
+        record = from_json(RunRecord, json.loads((directory / RECORD).read_text()))
     except (FileNotFoundError, ValueError, KeyError, TypeError):
         return None
     return record if record.name == directory.name and is_vm_name(record.name) else None
 
 
-def supervisor_alive(record: VmRecord) -> bool:
+def supervisor_alive(record: RunRecord) -> bool:
     if record.supervisor_ticks is not None:
         return start_ticks(record.supervisor_pid) == record.supervisor_ticks
     try:
@@ -174,7 +178,7 @@ def supervisor_alive(record: VmRecord) -> bool:
         return False
 
 
-def current_state(record: VmRecord) -> VmState:
+def current_state(record: RunRecord) -> VmState:
     if record.state.live and not supervisor_alive(record):
         return VmState.DEAD
     return record.state
@@ -183,7 +187,7 @@ def current_state(record: VmRecord) -> VmState:
 class VmEntry:
     """A claimed state directory and the record its supervisor keeps current."""
 
-    def __init__(self, directory: Path, record: VmRecord) -> None:
+    def __init__(self, directory: Path, record: RunRecord) -> None:
         self.directory = directory
         self.record = record
         write_record(directory, record)
@@ -259,7 +263,7 @@ def supervise_vm(directory: Path, image: str, *, detached: bool) -> Iterator[VmE
     stopped or failed, until `bootc-box rm`."""
     pid, started, ticks = this_process()
     created = datetime.now(UTC).isoformat(timespec="seconds")
-    record = VmRecord(
+    record = RunRecord(
         directory.name, image, VmState.STARTING, pid, started, detached, created,
         supervisor_ticks=ticks,
     )  # fmt: skip
@@ -304,14 +308,14 @@ def being_made_here(env: Environment, name: str) -> bool:
     return is_held(making_lock(env, name))
 
 
-def list_vms(env: Environment) -> list[tuple[Path, VmRecord | None]]:
+def list_vms(env: Environment) -> list[tuple[Path, RunRecord | None]]:
     base = vms_dir(env)
     if not base.is_dir():
         return []
     return [(d, read_record(d)) for d in sorted(base.iterdir()) if d.is_dir()]
 
 
-def find_vm(env: Environment, name: str | None) -> tuple[Path, VmRecord]:
+def find_vm(env: Environment, name: str | None) -> tuple[Path, RunRecord]:
     """The VM called `name`, or the only one when no name is given."""
     if name is not None:
         directory = vm_dir(env, name)
@@ -323,7 +327,7 @@ def find_vm(env: Environment, name: str | None) -> tuple[Path, VmRecord]:
     return only_vm(found)
 
 
-def only_vm(found: list[tuple[Path, VmRecord, bool]]) -> tuple[Path, VmRecord]:
+def only_vm(found: list[tuple[Path, RunRecord, bool]]) -> tuple[Path, RunRecord]:
     """The one VM of `found` (directory, record, whether it is to-disk's
     installer) that a command given no name means: installers are there only
     by name, so that `ssh` during a to-disk does not log in to one."""

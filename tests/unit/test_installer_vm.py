@@ -16,7 +16,7 @@ from bootc_box.manage import find_vm_when_started
 from bootc_box.run_spec import RunSpec
 from bootc_box.todisk import InstallSpec
 from bootc_box.vms import (
-    VmRecord,
+    RunRecord,
     VmState,
     claim_vm_dir,
     find_vm,
@@ -81,8 +81,8 @@ def test_ssh_without_a_name_does_not_log_in_to_a_running_installer(
     assert found[1] == "the installer of quay.io/x/y:1"
 
 
-def vm(name: str, installer: bool = False) -> tuple[Path, VmRecord, bool]:
-    record = VmRecord(name, "img", VmState.RUNNING, 1, 0.0, False, "2026-01-01T00:00:00+00:00")
+def vm(name: str, installer: bool = False) -> tuple[Path, RunRecord, bool]:
+    record = RunRecord(name, "img", VmState.RUNNING, 1, 0.0, False, "2026-01-01T00:00:00+00:00")
     return Path("/run/vms") / name, record, installer
 
 

@@ -8,7 +8,7 @@ import pytest
 from bootc_box.console import rotated
 from bootc_box.environment import Environment
 from bootc_box.manage import run_logs, run_rm, wait_gone
-from bootc_box.vms import VmRecord, VmState, claim_vm_dir, kept_vms_dir, read_record, write_record
+from bootc_box.vms import RunRecord, VmState, claim_vm_dir, kept_vms_dir, read_record, write_record
 from tests.unit.guest import HOSTILE, SHOWN
 
 
@@ -42,7 +42,7 @@ def test_rm_all_deletes_nothing_a_record_names_outside_the_store(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     env = Environment(in_box=False)
     directory = claim_vm_dir(env, "web")
-    write_record(directory, VmRecord("../../x", "img", VmState.STOPPED, 0, 0.0, True, "now"))
+    write_record(directory, RunRecord("../../x", "img", VmState.STOPPED, 0, 0.0, True, "now"))
     outside = kept_vms_dir(env) / ".." / ".." / "x"
     outside.mkdir(parents=True)
     (outside / "vm.json").write_text("{}")
@@ -59,7 +59,7 @@ def test_logs_show_the_guests_bytes_as_text(
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
     env = Environment(in_box=False)
     directory = claim_vm_dir(env, "web")
-    write_record(directory, VmRecord("web", "img", VmState.STOPPED, 0, 0.0, True, "now"))
+    write_record(directory, RunRecord("web", "img", VmState.STOPPED, 0, 0.0, True, "now"))
     console = directory / "boot-1/console.log"
     console.parent.mkdir()
     cut = HOSTILE.index(b"]0;")

@@ -30,7 +30,7 @@ from bootc_box.manage import run_rm
 from bootc_box.persistent import run_persistent, run_start
 from bootc_box.qemu import qemu_img_create, qemu_img_create_argv
 from bootc_box.run_spec import DiskSource, ImageSource, RunSpec
-from bootc_box.vms import VmRecord, VmState, being_made_here, write_record
+from bootc_box.vms import RunRecord, VmState, being_made_here, write_record
 
 NATIVE = Environment(in_box=False)
 VM = KeptVm("web", "localhost/img", "sha256id", "diskkey", 2048, 2, ("quiet",),
@@ -110,13 +110,13 @@ def test_removing_a_kept_vm_deletes_its_disk_unless_it_runs(dirs: Path) -> None:
 def test_a_stopped_record_gives_its_name_back_a_live_one_does_not(tmp_path: Path) -> None:
     directory = tmp_path / "run" / "vms" / "web"
     directory.mkdir(parents=True)
-    record = VmRecord("web", "img", VmState.STOPPED, 0, 0.0, True, "now")
+    record = RunRecord("web", "img", VmState.STOPPED, 0, 0.0, True, "now")
     write_record(directory, record)
     forget_stopped(NATIVE, "web")
     assert not directory.exists()
     directory.mkdir()
     me = psutil.Process()
-    write_record(directory, VmRecord("web", "img", VmState.RUNNING, me.pid, me.create_time(),
+    write_record(directory, RunRecord("web", "img", VmState.RUNNING, me.pid, me.create_time(),
                                      True, "now"))  # fmt: skip
     with pytest.raises(BootcBoxError, match="web is already running"):
         forget_stopped(NATIVE, "web")

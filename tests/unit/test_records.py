@@ -11,12 +11,12 @@ from bootc_box.base_disks import DiskManifest, DiskOptions
 from bootc_box.kept_vms import KeptVm
 from bootc_box.records import from_json, to_json
 from bootc_box.snapshots import Manifest
-from bootc_box.vms import VmRecord, VmState
+from bootc_box.vms import RunRecord, VmState
 
 RECORDS: list[object] = [
-    VmRecord("web", "localhost/img", VmState.RUNNING, 42, 1.5, True, "2026-12-05T00:00:00+00:00",
+    RunRecord("web", "localhost/img", VmState.RUNNING, 42, 1.5, True, "2026-12-05T00:00:00+00:00",
              ssh_port=40022, publish=("127.0.0.1:8080:80/tcp",), supervisor_ticks=None),
-    VmRecord("db", "img", VmState.BOOTING, 7, 2.0, False, "t", supervisor_ticks=12345),
+    RunRecord("db", "img", VmState.BOOTING, 7, 2.0, False, "t", supervisor_ticks=12345),
     KeptVm("web", "localhost/img", "sha256:ab", "diskkey", 2048, 2, ("quiet", "a=b"),
            ("127.0.0.1:8080:80",), ("/src:/src:ro",), "2026-12-03T00:00:00+00:00",
            allow_host_loopback=True),
@@ -68,11 +68,11 @@ def test_a_field_of_another_type_is_refused(change: dict[str, Any], problem: str
 def test_a_missing_field_an_unknown_state_or_no_object_is_refused() -> None:
     data = json.loads(to_json(RECORDS[0]))
     with pytest.raises(ValueError, match="supervisor_pid is missing"):
-        from_json(VmRecord, {k: v for k, v in data.items() if k != "supervisor_pid"})
+        from_json(RunRecord, {k: v for k, v in data.items() if k != "supervisor_pid"})
     with pytest.raises(TypeError, match="state is not one of"):
-        from_json(VmRecord, {**data, "state": "dancing"})
+        from_json(RunRecord, {**data, "state": "dancing"})
     with pytest.raises(TypeError, match="not a JSON object"):
-        from_json(VmRecord, [data])
+        from_json(RunRecord, [data])
     nested = json.loads(to_json(RECORDS[4]))
     nested["options"]["size"] = "big"
     with pytest.raises(TypeError, match="size is not a number"):

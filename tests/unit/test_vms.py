@@ -22,7 +22,7 @@ from bootc_box.records import from_json, to_json
 from bootc_box.signals import Terminated
 from bootc_box.vms import (
     ProcStat,
-    VmRecord,
+    RunRecord,
     VmState,
     being_made_here,
     check_name,
@@ -49,9 +49,9 @@ def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "bootc-box/vms"
 
 
-def record(**changes: object) -> VmRecord:
+def record(**changes: object) -> RunRecord:
     pid, started, ticks = this_process()
-    base = VmRecord("vm1", "img", VmState.RUNNING, pid, started, True, "2026-11-22T00:00:00+00:00",
+    base = RunRecord("vm1", "img", VmState.RUNNING, pid, started, True, "2026-11-22T00:00:00+00:00",
                     supervisor_ticks=ticks)  # fmt: skip
     return replace(base, **changes)  # type: ignore[arg-type]
 
@@ -62,7 +62,7 @@ def test_state_lives_in_the_runtime_dir(runtime_dir: Path) -> None:
 
 def test_a_record_survives_json() -> None:
     original = record(publish=("127.0.0.1:8080:80/tcp",), ssh_port=40022)
-    assert from_json(VmRecord, json.loads(to_json(original))) == original
+    assert from_json(RunRecord, json.loads(to_json(original))) == original
 
 
 def test_a_live_state_with_a_dead_supervisor_is_dead() -> None:

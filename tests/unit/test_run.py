@@ -1,5 +1,6 @@
 import base64
 import os
+import subprocess
 from pathlib import Path
 
 from bootc_box.accel import Accel
@@ -9,7 +10,6 @@ from bootc_box.images import PullOptions
 from bootc_box.kernel import BootFiles
 from bootc_box.qemu import Disk, Firmware
 from bootc_box.run import (
-    FORGET_OLD_KEYS,
     Prepared,
     RunSpec,
     file_servers,
@@ -18,7 +18,7 @@ from bootc_box.run import (
     what_to_boot,
     with_absolute_paths,
 )
-from bootc_box.ssh import generate_key, public_key
+from bootc_box.ssh import generate_key
 
 
 def test_every_path_a_user_gives_is_made_absolute_before_a_supervisor_runs_in_slash() -> None:
@@ -64,12 +64,25 @@ def test_a_disk_boot_is_a_uefi_machine_that_rewrites_root_keys(tmp_path: Path) -
     assert machine.cmdline == (
         "console=ttyS0 systemd.mount-extra=bind0:/src:virtiofs:ro,nosuid,nodev quiet"
     )
+    # The key ssh-keygen wrote beside the private one, as it wrote it.
+    authorized, tmpfiles = (credential_value(c) for c in credentials)
+    assert authorized == (tmp_path / "id_ed25519.pub").read_bytes()
+    assert authorized.startswith(b"ssh-ed25519 ")
     # One tmpfiles.extra (a credential is given once): systemd-tmpfiles
     # removes before it creates, so the credential's key wins; then the host key.
-    authorized, tmpfiles = (credential_value(c) for c in credentials)
-    assert authorized == public_key(key)
-    assert tmpfiles.startswith(FORGET_OLD_KEYS + b"f+~ /etc/ssh/ssh_host_ed25519_key 0600 ")
-    assert FORGET_OLD_KEYS == b"r /root/.ssh/authorized_keys\n"
+    forget, private, public = tmpfiles.splitlines()
+    assert forget == b"r /root/.ssh/authorized_keys"
+    assert private.startswith(b"f+~ /etc/ssh/ssh_host_ed25519_key 0600 root root - ")
+    assert public == b"f+~ /etc/ssh/ssh_host_ed25519_key.pub 0644 root root - " + (
+        base64.b64encode(f"{host_key}\n".encode())
+    )
+    # The private half is the host key's: ssh-keygen derives the same public key.
+    host_private = tmp_path / "host_key"
+    host_private.write_bytes(base64.b64decode(private.split()[-1]))
+    host_private.chmod(0o600)
+    derived = subprocess.run(["ssh-keygen", "-y", "-f", host_private],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert derived.split()[:2] == host_key.split()[:2]
 
 
 def credential_value(path: Path) -> bytes:

@@ -7,6 +7,7 @@ import secrets
 import selectors
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -106,25 +107,108 @@ def new_cache_volume() -> Iterator[CacheVolume]:
         podman("volume", "rm", "--force", name)
 
 
+@contextmanager
+def seeded_cache_volume(boot: "Boot") -> Iterator[CacheVolume]:
+    """A new /cache that holds a copy of the state the session's cold boot
+    saved (as a volume another host's box used would): runs of the fixture
+    (or of a copy of it pulled from elsewhere, the same image) there restore
+    it, where the test is not about booting."""
+    [saved] = boot.snapshots
+    with new_cache_volume() as volume:
+        snapshots = volume.path / "snapshots"
+        snapshots.mkdir()
+        snapshots.chmod(saved.parent.stat().st_mode & 0o7777)
+        subprocess.run(["cp", "-a", "--sparse=always", saved, snapshots], check=True)
+        yield volume
+
+
 @pytest.fixture
 def cache_volume() -> Iterator[CacheVolume]:
     with new_cache_volume() as volume:
         yield volume
 
 
+# The session's cold boot (test_run.py's assertions): prints what the tests
+# check, then blocks on stdin, so the test sees the first lines while the
+# command still runs, which is what streaming means. Its writes come after
+# the VM was saved: no restore may see them (test_warm.py).
+GUEST_SCRIPT = """
+echo "kernel=$(uname -r)"
+echo "marker=$(cat /usr/share/bootc-box-fixture-marker)"
+touch /etc/bootc-box-e2e && touch /var/bootc-box-e2e && echo "writable=yes"
+echo "waiting-for-input"
+read -r line
+echo "input=$line"
+exit 7
+"""
+GUEST_WRITES = ("/etc/bootc-box-e2e", "/var/bootc-box-e2e")
+
+
+@dataclass(frozen=True)
+class Boot:
+    volume: "CacheVolume"
+    before_input: str
+    after_input: str
+    stderr: str
+    returncode: int
+    host_before: "HostState"
+    host_after: "HostState"
+    # The volume's saved states, and anything else it held, right after the run.
+    snapshots: tuple[Path, ...]
+    leftovers: tuple[str, ...]
+
+    def value(self, key: str) -> str:
+        for line in self.before_input.splitlines():
+            if line.startswith(f"{key}="):
+                return line.split("=", 1)[1].strip()
+        raise AssertionError(f"{key}= not in the guest's output: {self.before_input!r}")
+
+
 @pytest.fixture(scope="session")
-def warm_volume() -> Iterator[CacheVolume]:
+def first_boot() -> Iterator[Boot]:
+    """The session's one cold boot of the fixture on a fresh volume, as the
+    README's line runs it (default capabilities, no --privileged): test_run.py
+    asserts on it, and the state it saved serves every test not about
+    booting (`warm_volume`)."""
+    host_before = host_state()
+    with new_cache_volume() as volume, tempfile.TemporaryFile() as stderr:
+        proc = subprocess.Popen(
+            box_argv("run", FIXTURE, "--", "sh", "-c", GUEST_SCRIPT,
+                     volume=volume.name, options=("--rm", "-i")),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        try:
+            before = read_until(
+                proc.stdout.fileno(), b"waiting-for-input", time.monotonic() + BOOT_DEADLINE
+            )
+            after, _ = proc.communicate(b"hello-from-the-test\n", timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        stderr.seek(0)
+        yield Boot(
+            volume,
+            before.decode(),
+            after.decode(),
+            stderr.read().decode(),
+            proc.returncode,
+            host_before,
+            host_state(),
+            tuple(volume.snapshots()),
+            tuple(volume.leftovers()),
+        )
+
+
+@pytest.fixture(scope="session")
+def warm_volume(first_boot: Boot) -> CacheVolume:
     """A /cache that holds the fixture's saved VM (default machine): tests
     that are not about booting restore it in seconds, as users' runs do
     after their first."""
-    with new_cache_volume() as volume:
-        first = subprocess.run(
-            box_argv("run", FIXTURE, "--", "true", volume=volume.name, options=("--rm",)),
-            capture_output=True, text=True, check=False, timeout=BOOT_DEADLINE,
-        )  # fmt: skip
-        assert first.returncode == 0, first.stderr
-        assert len(volume.snapshots()) == 1, first.stderr
-        yield volume
+    assert first_boot.returncode == 7, first_boot.stderr
+    assert len(first_boot.snapshots) == 1, first_boot.stderr
+    return first_boot.volume
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,12 @@ import pytest
 from tests.e2e.conftest import (
     BOOT_DEADLINE,
     FIXTURE,
+    Boot,
     CacheVolume,
     box_argv,
     podman,
+    read_until,
+    seeded_cache_volume,
     wait_for_log,
 )
 
@@ -28,36 +31,55 @@ def names() -> Iterator[list[str]]:
 
 
 def start(names: list[str], cache: CacheVolume, *command: str) -> str:
+    """A detached run, once it holds its mount (it says so when it starts
+    restoring the saved state)."""
     name = f"bootc-box-test-{time.monotonic_ns()}"
     names.append(name)
     argv = box_argv("run", FIXTURE, "--", *command, volume=cache.name,
                     options=("-d", "--name", name))  # fmt: skip
     subprocess.run(argv, check=True, capture_output=True)
-    wait_for_log(name, "bootc-box: Booting", time.monotonic() + BOOT_DEADLINE)
+    wait_for_log(name, "bootc-box: Restoring", time.monotonic() + BOOT_DEADLINE)
     return name
 
 
 def test_prune_clears_a_killed_run_and_spares_a_live_one(
-    names: list[str], cache_volume: CacheVolume
+    names: list[str], first_boot: Boot
 ) -> None:
-    live = start(names, cache_volume, "cat", "/usr/share/bootc-box-fixture-marker")
-    killed = start(names, cache_volume, "true")
-    podman("kill", "--signal", "KILL", killed)
-    podman("wait", killed)
-    assert len(cache_volume.nested_containers()) == 2  # the live mount and the dead one
+    # The runs restore the session's saved state: the live one stays live
+    # (it holds its mount) until it reads the line this test writes after
+    # the prune, not for as long as a cold boot happens to take.
+    with seeded_cache_volume(first_boot) as cache_volume:
+        live = f"bootc-box-test-{time.monotonic_ns()}"
+        names.append(live)
+        command = "read -r line && cat /usr/share/bootc-box-fixture-marker"
+        live_argv = box_argv("run", FIXTURE, "--", "sh", "-c", command,
+                             volume=cache_volume.name, options=("-i", "--name", live))  # fmt: skip
+        with subprocess.Popen(live_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) as live_run:  # fmt: skip
+            assert live_run.stderr is not None
+            deadline = time.monotonic() + BOOT_DEADLINE
+            said = read_until(live_run.stderr.fileno(), b"bootc-box: Restoring", deadline)
+            killed = start(names, cache_volume, "true")
+            podman("kill", "--signal", "KILL", killed)
+            podman("wait", killed)
+            assert len(cache_volume.nested_containers()) == 2  # the live mount and the dead one
 
-    prune = subprocess.run(
-        box_argv("cache", "prune", volume=cache_volume.name, options=("--rm",)),
-        capture_output=True, text=True, check=False, timeout=120,
-    )  # fmt: skip
-    assert prune.returncode == 0, prune.stderr
-    assert "Removed 1 stale mounts, 0 images, 0 boot file entries, 0 saved states" in prune.stderr
-    assert len(cache_volume.nested_containers()) == 1
+            prune = subprocess.run(
+                box_argv("cache", "prune", volume=cache_volume.name, options=("--rm",)),
+                capture_output=True, text=True, check=False, timeout=120,
+            )  # fmt: skip
+            assert prune.returncode == 0, prune.stderr
+            assert "Removed 1 stale mounts, 0 images, 0 boot file entries, 0 saved states" in (
+                prune.stderr
+            )
+            assert len(cache_volume.nested_containers()) == 1
+            assert live_run.poll() is None  # still live through the prune
 
-    assert podman("wait", live) == "0"
-    assert podman("logs", live).splitlines()[-1] == "bootc-box fixture"
-    assert cache_volume.nested_containers() == []
-    assert cache_volume.leftovers() == []
+            out, err = live_run.communicate("go\n", timeout=BOOT_DEADLINE)
+        assert live_run.returncode == 0, said.decode() + err
+        assert out.splitlines()[-1] == "bootc-box fixture"
+        assert cache_volume.nested_containers() == []
+        assert cache_volume.leftovers() == []
 
 
 def test_ls_shows_the_hosts_images_as_shared(cache_volume: CacheVolume) -> None:

@@ -9,7 +9,9 @@ the disk (GPT: ESP + root), installs systemd-boot with a BLS entry and copies
 the image. Everything around it is real: the installer VM, the output disk,
 the store sharing, the cache, the atomic output, the UEFI boot (OVMF)."""
 
+import errno
 import json
+import os
 import re
 import subprocess
 import time
@@ -59,6 +61,39 @@ def cached_disks(volume: CacheVolume) -> list[str]:
     directory = volume.path / "disks"
     found = directory.iterdir() if directory.exists() else ()
     return [p.name for p in found if p.is_dir() and not p.name.startswith(".")]
+
+
+def data_extents(path: Path) -> list[tuple[int, int]]:
+    """Where `path` may hold data; the rest are holes, which read as zeros."""
+    extents = []
+    with path.open("rb") as f:
+        size, offset = os.fstat(f.fileno()).st_size, 0
+        while offset < size:
+            try:
+                start = os.lseek(f.fileno(), offset, os.SEEK_DATA)
+            except OSError as e:  # ENXIO: no data after offset
+                if e.errno == errno.ENXIO:
+                    break
+                raise
+            offset = os.lseek(f.fileno(), start, os.SEEK_HOLE)
+            extents.append((start, offset))
+    return extents
+
+
+def same_bytes(a: Path, b: Path) -> bool:
+    """`cmp`, byte for byte, but reading only where either file has data: a
+    sparse 10 GiB disk read whole takes `cmp` 40 s here, its holes included."""
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    with a.open("rb") as fa, b.open("rb") as fb:
+        for start, end in data_extents(a) + data_extents(b):
+            for offset in range(start, end, 1 << 20):
+                fa.seek(offset)
+                fb.seek(offset)
+                n = min(end - offset, 1 << 20)
+                if fa.read(n) != fb.read(n):
+                    return False
+    return True
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +201,7 @@ def test_runs_of_one_key_share_one_install(
     # The copy is the installed disk, byte for byte (the boots above wrote
     # to the installer's output, so compare with the cache's own file).
     cached = volume.path / "disks" / disk["key"] / "disk.raw"
-    assert subprocess.run(["cmp", "-s", str(cached), str(raw.twin)], check=False).returncode == 0
+    assert same_bytes(cached, raw.twin)
     raw.twin.unlink()
 
 

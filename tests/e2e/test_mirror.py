@@ -12,9 +12,10 @@ from tests.e2e.conftest import (
     BOOT_DEADLINE,
     BOX,
     FIXTURE,
+    Boot,
     Registry,
-    new_cache_volume,
     podman,
+    seeded_cache_volume,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +30,9 @@ def untag(*names: str) -> None:
         subprocess.run(["podman", "untag", name, name], capture_output=True, check=False)
 
 
-def test_mirrored_box_boots_a_mirrored_image(registry: Registry, tmp_path: Path) -> None:
+def test_mirrored_box_boots_a_mirrored_image(
+    registry: Registry, first_boot: Boot, tmp_path: Path
+) -> None:
     for local, public in ((BOX, PUBLIC_BOX), (FIXTURE, PUBLIC_IMAGE)):
         podman("tag", local, public)
     try:
@@ -59,7 +62,9 @@ def test_mirrored_box_boots_a_mirrored_image(registry: Registry, tmp_path: Path)
         assert podman("image", "inspect", "--format", "{{.Id}}", PUBLIC_BOX) == podman(
             "image", "inspect", "--format", "{{.Id}}", BOX
         )
-        with new_cache_volume() as cache:
+        # The image is the fixture under another name: the session's saved
+        # state serves it (this test is about the mirror, not the boot).
+        with seeded_cache_volume(first_boot) as cache:
             booted = subprocess.run(
                 ["podman", "run", "--rm", "--device", "/dev/kvm", "-v", f"{cache.name}:/cache",
                  # This mirror listens on the host's loopback; a site's has a name.

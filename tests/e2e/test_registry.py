@@ -10,10 +10,11 @@ from pathlib import Path
 from tests.e2e.conftest import (
     BOOT_DEADLINE,
     AuthRegistry,
+    Boot,
     CacheVolume,
     Registry,
     box_argv,
-    new_cache_volume,
+    seeded_cache_volume,
 )
 
 # The box reaches the loopback registry through the host's network.
@@ -87,7 +88,7 @@ def test_pull_from_a_registry_that_wants_a_login(
 
 
 def test_mirror_serves_an_outside_name_and_a_warm_cache_pulls_nothing(
-    registry: Registry, tmp_path: Path
+    registry: Registry, first_boot: Boot, tmp_path: Path
 ) -> None:
     """A disconnected site: registries.conf mirrors quay.io to the local
     registry, whose CA is in certs.d. The first run pulls through the mirror
@@ -105,7 +106,9 @@ def test_mirror_serves_an_outside_name_and_a_warm_cache_pulls_nothing(
                    f"dst=/etc/containers/certs.d/{registry.address},readonly",
     )  # fmt: skip
     command = ("--", "cat", "/usr/share/bootc-box-fixture-marker")
-    with new_cache_volume() as cache:
+    # The image is the fixture under another name: the session's saved state
+    # serves its runs (this test is about pulling, not booting).
+    with seeded_cache_volume(first_boot) as cache:
         first = box("run", OUTSIDE_NAME, *command, volume=cache.name, options=site)
         assert first.returncode == 0, first.stderr
         assert first.stdout.strip() == "bootc-box fixture"

@@ -3,92 +3,16 @@ user relies on when running the README's line, `podman run --device /dev/kvm
 -v VOLUME:/cache ... bootc-box run IMAGE -- CMD` (no --privileged)."""
 
 import subprocess
-import tempfile
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
-from tests.e2e.conftest import (
-    BOOT_DEADLINE,
-    BOX,
-    FIXTURE,
-    HostState,
-    box_argv,
-    host_state,
-    new_cache_volume,
-    podman,
-    read_until,
-)
-
-# Prints what the tests check, then blocks on stdin: the test sees the
-# first lines while the command still runs, which is what streaming means.
-GUEST_SCRIPT = """
-echo "kernel=$(uname -r)"
-echo "marker=$(cat /usr/share/bootc-box-fixture-marker)"
-touch /etc/bootc-box-e2e && touch /var/bootc-box-e2e && echo "writable=yes"
-echo "waiting-for-input"
-read -r line
-echo "input=$line"
-exit 7
-"""
-
-
-@dataclass(frozen=True)
-class Boot:
-    before_input: str
-    after_input: str
-    stderr: str
-    returncode: int
-    host_before: HostState
-    host_after: HostState
-
-    def value(self, key: str) -> str:
-        for line in self.before_input.splitlines():
-            if line.startswith(f"{key}="):
-                return line.split("=", 1)[1].strip()
-        raise AssertionError(f"{key}= not in the guest's output: {self.before_input!r}")
+from tests.e2e.conftest import BOOT_DEADLINE, BOX, FIXTURE, Boot, box_argv, podman
 
 
 @pytest.fixture(scope="module")
-def boot() -> Iterator[Boot]:
-    host_before = host_state()
-    with new_cache_volume() as volume, tempfile.TemporaryFile() as stderr:
-        proc = subprocess.Popen(
-            box_argv(
-                "run",
-                FIXTURE,
-                "--",
-                "sh",
-                "-c",
-                GUEST_SCRIPT,
-                volume=volume.name,
-                options=("--rm", "-i"),
-            ),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-        )
-        assert proc.stdout is not None
-        try:
-            before = read_until(
-                proc.stdout.fileno(), b"waiting-for-input", time.monotonic() + BOOT_DEADLINE
-            )
-            after, _ = proc.communicate(b"hello-from-the-test\n", timeout=300)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        stderr.seek(0)
-        yield Boot(
-            before.decode(),
-            after.decode(),
-            stderr.read().decode(),
-            proc.returncode,
-            host_before,
-            host_state(),
-        )
+def boot(first_boot: Boot) -> Boot:
+    """The session's cold boot (conftest.py), which later runs restore."""
+    return first_boot
 
 
 def image_kernel_version() -> str:

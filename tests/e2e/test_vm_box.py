@@ -148,13 +148,20 @@ def test_virtiofsd_runs_without_network_or_the_boxs_processes(vm: BoxVm) -> None
         return [pid for pid in found.stdout.split() if in_box(pid)]
 
     (qemu,) = pids("^[^ ]*qemu-system-x86_64 ")
-    qemu_net = os.readlink(f"/proc/{qemu}/ns/net")
+
+    def namespaces(pid: str) -> tuple[str, str]:
+        return os.readlink(f"/proc/{pid}/ns/net"), os.readlink(f"/proc/{pid}/ns/pid")
+
+    qemu_net, qemu_pid = namespaces(qemu)
+    # virtiofsd --sandbox namespace: a parent, and the server it forked into
+    # a PID namespace of its own, where the box's processes are not, and a
+    # network namespace without QEMU's network. One server per share: the
+    # root and the two binds.
+    servers = pids("^[^ ]*virtiofsd --socket-path")
     sandboxed = [
-        p
-        for p in pids("^[^ ]*virtiofsd --socket-path")
-        if os.readlink(f"/proc/{p}/ns/net") != qemu_net
+        p for p in servers if qemu_net != namespaces(p)[0] and qemu_pid != namespaces(p)[1]
     ]
-    assert len(sandboxed) >= 3, pids("^[^ ]*virtiofsd --socket-path")
+    assert len(sandboxed) == 3, [(p, namespaces(p)) for p in servers]
 
 
 def test_a_writable_bind_reaches_the_host(vm: BoxVm) -> None:

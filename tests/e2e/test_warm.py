@@ -1,6 +1,8 @@
 """Warm starts: the first run of an image saves its VM once SSH answers, and
-later runs restore that state instead of booting. One cache volume for the
-module, its tests in order: each leaves a saved state for the next."""
+later runs restore that state instead of booting. The first run is the
+session's cold boot (conftest.py's `first_boot`); this module's volume starts
+with a copy of the state it saved, as a volume shared by two hosts' boxes
+would. Its tests in order: each leaves a saved state for the next."""
 
 import json
 import os
@@ -17,15 +19,15 @@ from bootc_box.ssh import SshTarget, ssh_argv
 from tests.e2e.conftest import (
     BOOT_DEADLINE,
     FIXTURE,
+    GUEST_WRITES,
+    Boot,
     CacheVolume,
     box_argv,
     container_logs,
-    new_cache_volume,
     podman,
+    seeded_cache_volume,
     wait_for_log,
 )
-
-MARKER = "/etc/bootc-box-warm-marker"
 
 
 def run_box(volume: CacheVolume, *args: str) -> "subprocess.CompletedProcess[str]":
@@ -38,8 +40,8 @@ def run_box(volume: CacheVolume, *args: str) -> "subprocess.CompletedProcess[str
 @dataclass(frozen=True)
 class Warm:
     volume: CacheVolume
-    first: "subprocess.CompletedProcess[str]"
-    # The entry the first run saved (later tests save others beside it).
+    first: Boot
+    # The entry the first run saved, copied here (later tests save others beside it).
     saved: tuple[Path, ...]
 
     def entry(self) -> Path:
@@ -48,18 +50,18 @@ class Warm:
 
 
 @pytest.fixture(scope="module")
-def warm() -> Iterator[Warm]:
-    with new_cache_volume() as volume:
-        first = run_box(volume, "run", FIXTURE, "--", "sh", "-c", f"echo written > {MARKER}")
-        yield Warm(volume, first, tuple(volume.snapshots()))
+def warm(first_boot: Boot) -> Iterator[Warm]:
+    with seeded_cache_volume(first_boot) as volume:
+        yield Warm(volume, first_boot, tuple(volume.snapshots()))
 
 
 def test_the_first_run_boots_cold_and_saves_the_vm_before_the_command(warm: Warm) -> None:
-    assert warm.first.returncode == 0, warm.first.stderr
+    assert warm.first.returncode == 7, warm.first.stderr
     assert "bootc-box: Saved the VM's state for the next runs of" in warm.first.stderr
     assert "VM up in" in warm.first.stderr
     assert ", cold (" in warm.first.stderr
-    entry = warm.entry()
+    # What the first run saved, on its own volume.
+    [entry] = warm.first.snapshots
     manifest = json.loads((entry / "manifest.json").read_text())
     assert manifest["image_id"] == podman("image", "inspect", "--format", "{{.Id}}", FIXTURE)
     state = entry / "state"
@@ -67,13 +69,13 @@ def test_the_first_run_boots_cold_and_saves_the_vm_before_the_command(warm: Warm
     # Untouched guest memory stays a hole: far less on disk than 2 GiB.
     assert state.stat().st_blocks * 512 < 1024 * 2**20
     assert (entry / "id_ed25519").stat().st_mode & 0o777 == 0o600
-    assert warm.volume.leftovers() == []
+    assert warm.first.leftovers == ()
 
 
 def test_a_later_run_restores_and_sees_nothing_an_earlier_run_wrote(warm: Warm) -> None:
-    result = run_box(
-        warm.volume, "run", FIXTURE, "--", "sh", "-c", f"test ! -e {MARKER} && echo clean"
-    )
+    # The first run wrote these in /etc and /var after its VM was saved.
+    absent = " && ".join(f"test ! -e {path}" for path in GUEST_WRITES)
+    result = run_box(warm.volume, "run", FIXTURE, "--", "sh", "-c", f"{absent} && echo clean")
     assert result.returncode == 0, result.stderr
     assert "bootc-box: Restoring localhost/bootc-box-fixture:latest from its saved state" in (
         result.stderr

@@ -340,21 +340,26 @@ def test_bad_disk_input_is_refused_cleanly(
 
 
 def test_a_disk_too_small_fails_with_the_installer_lines_and_leaves_nothing(
-    cache_volume: CacheVolume, tmp_path: Path
+    raw: Installed, volume: CacheVolume, tmp_path: Path
 ) -> None:
-    before = host_state()
+    """On the module's volume, where `raw` installed the same image: the
+    installer is given the image's store kept from that install, not a new
+    copy, and the failed install leaves no disk, partial or container."""
+    before, disks_before = host_state(), sorted(cached_disks(volume))
     output = tmp_path / "small.raw"
     # A root partition far smaller than the image: the installer runs out of
     # room within its first seconds of copying, as a too small disk would.
-    result = box(cache_volume, tmp_path, "to-disk", "--disk-size", "700M", "--root-size", "24M",
+    result = box(volume, tmp_path, "to-disk", "--disk-size", "700M", "--root-size", "24M",
                  INSTALLABLE, str(output))  # fmt: skip
     assert result.returncode == 125
     assert "No space left on device" in result.stdout + result.stderr
     assert result.stderr.splitlines()[-1].startswith(
         "bootc-box: error: bootc install to-disk failed in the installer VM (status "
     )
+    assert "into a store of its own" not in result.stderr
+    assert "into a store of its own" in raw.result.stderr + raw.twin_result.stderr
     assert list(tmp_path.iterdir()) == []
-    assert cache_volume.nested_containers() == []
-    assert cache_volume.leftovers() == []
-    assert cached_disks(cache_volume) == []
+    assert volume.nested_containers() == []
+    assert volume.leftovers() == []
+    assert sorted(cached_disks(volume)) == disks_before
     assert host_state().processes <= before.processes

@@ -104,22 +104,14 @@ def installing(env: Environment, options: DiskOptions) -> Iterator[Path]:
 
 def commit_disk(env: Environment, options: DiskOptions, partial: Path) -> Path:
     """Put a finished disk in place; returns its file in the entry."""
-    entries, key = disk_entries(env), options.key
-    if entries.entry(key).exists() and not entries.delete(
-        key, only_if=lambda: entry_problem(entries.entry(key), key)
-    ):  # damaged, and read by a run for all of LOCK_TIMEOUT
-        raise BootcBoxError(
-            f"cannot replace the damaged cached disk {key}: a run still reads it",
-            "see whether a stuck bootc-box runs, then run again",
-        )
     manifest = DiskManifest(
-        key=key,
+        key=options.key,
         options=options,
         file_size=(partial / options.file_name).stat().st_size,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     write_manifest(partial, manifest)
-    return entries.commit(partial, key) / options.file_name
+    return disk_entries(env).commit(partial, options.key, entry_problem) / options.file_name
 
 
 def recorded_disk(env: Environment, key: str) -> Disk:

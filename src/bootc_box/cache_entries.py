@@ -236,11 +236,26 @@ class Entries:
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
-    def commit(self, partial: Path, key: str) -> Path:
-        """Rename a filled partial directory into place as the entry."""
+    def commit(
+        self, partial: Path, key: str, problem: Callable[[Path, str], str | None] | None = None
+    ) -> Path:
+        """Rename a filled partial directory into place as the entry; with
+        `problem`, in place of a damaged one (`problem` says so, asked with
+        its lock held) once no run reads it."""
+        entry = self.entry(key)
+        damaged = problem  # for the lambda: mypy forgets the check below in it
+        if (
+            damaged is not None
+            and os.path.lexists(entry)
+            and not self.delete(key, only_if=lambda: damaged(entry, key))
+        ):
+            raise BootcBoxError(
+                f"cannot replace the damaged cache entry {entry}: a run still reads it",
+                "see whether a stuck bootc-box runs, then run again",
+            )
         partial.chmod(0o755)
-        partial.rename(self.entry(key))
-        return self.entry(key)
+        partial.rename(entry)
+        return entry
 
     def prune(self, doomed: Callable[[str], bool]) -> int:
         """Remove the entries `doomed` picks, skipping any that a run is

@@ -7,7 +7,6 @@ options, a kept VM) skips copying it again; without a volume at /cache, made
 for the one install in a scratch directory."""
 
 import logging
-import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -101,9 +100,7 @@ def make_store(entries: Entries, key: str, image_id: str) -> None:
         copy_image(image_id, partial)
         created = datetime.now(UTC).isoformat(timespec="seconds")
         write_manifest(partial, StoreManifest(image_id, created))
-        if os.path.lexists(entries.entry(key)):  # damaged: found so, just before
-            entries.delete(key, only_if=lambda: entry_problem(entries.entry(key), key))
-        entries.commit(partial, key)
+        entries.commit(partial, key, entry_problem)
 
 
 def prune_install_stores(env: Environment, keep: set[str]) -> int:

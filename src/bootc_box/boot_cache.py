@@ -22,7 +22,8 @@ from bootc_box.cache_entries import (
 )
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
-from bootc_box.kernel import BootFiles, boot_files
+from bootc_box.kernel import BootFiles, Kernel, Uki, Vmlinuz, boot_files
+from bootc_box.uki import read_uki, uki_kargs
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,10 @@ class BootManifest:
     kver: str
     # The digest of each file, as it was copied out of the image.
     files: dict[str, str]
+    # Whether the files came out of a UKI, and the kernel arguments it
+    # carries that still apply (uki.uki_kargs).
+    uki: bool = False
+    kargs: tuple[str, ...] = ()
 
 
 def boot_entries(env: Environment) -> Entries:
@@ -65,24 +70,34 @@ def entry_problem(entry: Path) -> str | None:
 
 
 def entry_boot_files(entry: Path) -> BootFiles:
-    kver = read_manifest(entry, BootManifest).kver
-    return BootFiles(kver, entry / KERNEL, entry / INITRAMFS)
+    manifest = read_manifest(entry, BootManifest)
+    return BootFiles(manifest.kver, entry / KERNEL, entry / INITRAMFS, manifest.kargs, manifest.uki)
 
 
-def find_cached_kver(env: Environment, image_id: str) -> str | None:
-    """The kernel version of an image whose boot files are cached, without
+def find_cached_kernel(env: Environment, image_id: str) -> Kernel | None:
+    """The kernel of an image whose boot files are cached, without
     mounting it; None when they are not (or the entry is damaged)."""
     entry = boot_entries(env).entry(image_id)
     if entry_problem(entry) is not None:
         return None
-    return entry_boot_files(entry).kver
+    files = entry_boot_files(entry)
+    return Kernel(files.kver, files.uki)
 
 
-def fill_entry(partial: Path, image_id: str, boot: BootFiles) -> None:
-    shutil.copyfile(boot.kernel, partial / KERNEL)
-    shutil.copyfile(boot.initramfs, partial / INITRAMFS)
+def fill_entry(partial: Path, image_id: str, found: Vmlinuz | Uki) -> None:
+    """The kernel and initramfs copied (or, from a UKI, cut) out of the image."""
+    kargs: tuple[str, ...] = ()
+    if isinstance(found, Uki):
+        parts = read_uki(found.path, found.shown)
+        (partial / KERNEL).write_bytes(parts.linux)
+        (partial / INITRAMFS).write_bytes(parts.initrd)
+        kargs = uki_kargs(parts.cmdline)
+    else:
+        shutil.copyfile(found.kernel, partial / KERNEL)
+        shutil.copyfile(found.initramfs, partial / INITRAMFS)
     files = {name: file_digest(partial / name) for name in (KERNEL, INITRAMFS)}
-    write_manifest(partial, BootManifest(image_id, boot.kver, files))
+    uki = isinstance(found, Uki)
+    write_manifest(partial, BootManifest(image_id, found.kver, files, uki, kargs))
 
 
 class BootFilesLease:

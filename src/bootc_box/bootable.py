@@ -6,12 +6,12 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from bootc_box.boot_cache import find_cached_kver
+from bootc_box.boot_cache import find_cached_kernel
 from bootc_box.cache import CachedImage, list_images
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.images import mount_image
-from bootc_box.kernel import kernel_versions
+from bootc_box.kernel import Kernel, image_kernels
 from bootc_box.table import format_table
 from bootc_box.userns import enter_podman_userns
 
@@ -24,29 +24,29 @@ BOOTC_LABELS = ("containers.bootc", "ostree.bootable")
 @dataclass(frozen=True)
 class BootableImage:
     image: CachedImage
-    kernels: tuple[str, ...]
+    kernels: tuple[Kernel, ...]
 
     @property
     def labelled(self) -> bool:
         return any(self.image.labels.get(label) in ("1", "true") for label in BOOTC_LABELS)
 
 
-def image_kernels(env: Environment, image: CachedImage) -> tuple[str, ...]:
+def find_kernels(env: Environment, image: CachedImage) -> tuple[Kernel, ...]:
     """The kernels in the image: the cached boot files' when it has booted
     here before, else what a mount of it shows."""
-    cached = find_cached_kver(env, image.image_id)
+    cached = find_cached_kernel(env, image.image_id)
     if cached is not None:
         return (cached,)
     try:
         with mount_image(image.image_id, env) as root:
-            return tuple(kernel_versions(root))
+            return tuple(image_kernels(root))
     except BootcBoxError as e:  # one image we cannot look into must not hide the rest
         log.warning("cannot look into %s: %s", image.names[0], e)
         return ()
 
 
 def bootable_images(env: Environment) -> list[BootableImage]:
-    found = (BootableImage(i, image_kernels(env, i)) for i in list_images())
+    found = (BootableImage(i, find_kernels(env, i)) for i in list_images())
     return [b for b in found if b.kernels or b.labelled]
 
 
@@ -78,7 +78,7 @@ def human_size(size: int) -> str:
 def render_bootable(images: list[BootableImage], now: float) -> str:
     rows = [("REPOSITORY", "TAG", "IMAGE ID", "KERNEL", "STORE", "CREATED", "SIZE")]
     for b in images:
-        kernel = ", ".join(b.kernels) or "-"
+        kernel = ", ".join(map(str, b.kernels)) or "-"
         for name in b.image.names:
             repository, tag = split_name(name)
             rows.append((repository, tag, b.image.image_id[:12], kernel, b.image.store,
@@ -90,7 +90,8 @@ def describe_bootable(b: BootableImage) -> dict[str, object]:
     return {
         "names": list(b.image.names),
         "id": b.image.image_id,
-        "kernels": list(b.kernels),
+        "kernels": [k.kver for k in b.kernels],
+        "uki": any(k.uki for k in b.kernels),
         "bootc_label": b.labelled,
         "store": b.image.store,
         "size": b.image.size,

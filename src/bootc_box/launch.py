@@ -192,7 +192,7 @@ def prepare_image(
     progress.begin("boot files")
     lease = stack.enter_context(BootFilesLease(env, image_id, root, image))
     files = lease.take()
-    kargs = (*bind_kargs(spec.binds), *image_kargs(root, image), *spec.machine.kargs)
+    kargs = (*files.kargs, *bind_kargs(spec.binds), *image_kargs(root, image), *spec.machine.kargs)
     boot = KernelBoot(files.kernel, files.initramfs, Path("rootfs.sock"), kargs, files.kver)
     accel = choose_accel(spec.machine.accel, qemu, boot, env.kvm_hint)
     login = new_login(vm.directory, spec.ssh_key)

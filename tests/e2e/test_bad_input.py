@@ -5,7 +5,15 @@ import subprocess
 
 import pytest
 
-from tests.e2e.conftest import FIXTURE, NO_KERNEL, TWO_KERNELS, CacheVolume, box_argv, host_state
+from tests.e2e.conftest import (
+    BAD_UKI,
+    FIXTURE,
+    NO_KERNEL,
+    TWO_KERNELS,
+    CacheVolume,
+    box_argv,
+    host_state,
+)
 
 
 @pytest.mark.parametrize(
@@ -32,8 +40,13 @@ from tests.e2e.conftest import FIXTURE, NO_KERNEL, TWO_KERNELS, CacheVolume, box
             f"bootc-box: error: {TWO_KERNELS} has 2 kernels in /usr/lib/modules "
             "(6.1.0-test, 6.12.0-test); a bootc image must ship exactly one",
         ),
+        (
+            [BAD_UKI],
+            "bootc-box: error: the UKI /usr/lib/modules/6.12.0-test/6.12.0-test.efi cannot be "
+            "booted: it is not a PE file",
+        ),
     ],
-    ids=["missing-pull-never", "missing-unreachable", "no-kernel", "two-kernels"],
+    ids=["missing-pull-never", "missing-unreachable", "no-kernel", "two-kernels", "bad-uki"],
 )
 def test_unbootable_image_is_refused_cleanly(
     args: list[str], message: str, cache_volume: CacheVolume

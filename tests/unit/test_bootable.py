@@ -2,6 +2,7 @@ import pytest
 
 from bootc_box.bootable import BootableImage, ago, human_size, render_bootable, split_name
 from bootc_box.cache import CachedImage
+from bootc_box.kernel import Kernel
 
 
 @pytest.mark.parametrize(
@@ -35,7 +36,7 @@ def test_sizes() -> None:
 def test_each_name_is_a_row_with_the_kernel() -> None:
     image = CachedImage(("localhost/os:a", "localhost/os:b"), "b6982cc6780a" + "0" * 52,
                         297_000_000, "host", 1000, {"containers.bootc": "1"})  # fmt: skip
-    table = render_bootable([BootableImage(image, ("6.12.0",))], 1000 + 3600).splitlines()
+    table = render_bootable([BootableImage(image, (Kernel("6.12.0"),))], 1000 + 3600).splitlines()
     assert table[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "KERNEL", "STORE", "CREATED",
                                 "SIZE"]  # fmt: skip
     assert table[1].split() == ["localhost/os", "a", "b6982cc6780a", "6.12.0", "host", "1", "hour",

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from bootc_box.errors import BootcBoxError
-from bootc_box.kernel import boot_files, resolve_in_root
+from bootc_box.kernel import Vmlinuz, boot_files, resolve_in_root
 
 
 def add_kernel(root: Path, kver: str, *, initramfs: bool = True) -> Path:
@@ -18,6 +18,7 @@ def add_kernel(root: Path, kver: str, *, initramfs: bool = True) -> Path:
 def test_one_kernel_is_found_with_its_initramfs(tmp_path: Path) -> None:
     moddir = add_kernel(tmp_path, "6.12.0-1-amd64")
     found = boot_files(tmp_path, "img")
+    assert isinstance(found, Vmlinuz)
     assert found.kver == "6.12.0-1-amd64"
     assert found.kernel == moddir / "vmlinuz"
     assert found.initramfs == moddir / "initramfs.img"
@@ -54,7 +55,9 @@ def test_absolute_symlink_resolves_inside_the_image(tmp_path: Path) -> None:
     (tmp_path / "boot").mkdir()
     (tmp_path / "boot/initramfs-6.12.0.img").write_bytes(b"initramfs")
     (moddir / "initramfs.img").symlink_to("/boot/initramfs-6.12.0.img")
-    assert boot_files(tmp_path, "img").initramfs == tmp_path / "boot/initramfs-6.12.0.img"
+    found = boot_files(tmp_path, "img")
+    assert isinstance(found, Vmlinuz)
+    assert found.initramfs == tmp_path / "boot/initramfs-6.12.0.img"
 
 
 def test_dotdot_cannot_climb_out_of_the_image(tmp_path: Path) -> None:

@@ -40,9 +40,16 @@ class Firmware:
     vars: Path
 
 
+# The guest's journal on the console from the initramfs on (as bcvk's
+# journal-stream unit does, without a unit in the image): when a boot fails
+# early, `logs` and the error's console line say why (boot_failures.py).
+JOURNAL_ON_CONSOLE = "systemd.journald.forward_to_console=1"
+
+
 def kernel_cmdline(kargs: tuple[str, ...] = ()) -> str:
     base = [
         "console=ttyS0",
+        JOURNAL_ON_CONSOLE,
         # dracut's virtiofs module mounts this tag as /sysroot.
         f"root=virtiofs:{ROOT_TAG}",
         # The image must stay untouched while /etc and /var (and the rest)
@@ -58,7 +65,7 @@ def kernel_cmdline(kargs: tuple[str, ...] = ()) -> str:
 def disk_cmdline(kargs: tuple[str, ...] = ()) -> str:
     """What a disk boot adds to its boot entry's own options: the serial
     console, so that `logs` and --console show the boot as for an image."""
-    return " ".join(["console=ttyS0", *kargs])
+    return " ".join(["console=ttyS0", JOURNAL_ON_CONSOLE, *kargs])
 
 
 @dataclass(frozen=True)

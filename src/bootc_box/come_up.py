@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bootc_box.boot_failures import FailureWatch
 from bootc_box.console import StallWatch
 from bootc_box.errors import BootcBoxError
 from bootc_box.identity import HostKeys, give_own_identity
@@ -111,16 +112,24 @@ def wait_for_ssh(
     not, within RESTORE_TIMEOUT, is given up for a cold boot."""
     console_log = machine.spec.console_log
     stalls = StallWatch(console_log)
+    # A restored guest booted long ago: its console says nothing of it.
+    failures = None if start.restore else FailureWatch(console_log)
 
     def booted() -> bool:
         try:
             machine.check_servers()
-            if stalls.stalled(time.monotonic()):
+            now = time.monotonic()
+            if stalls.stalled(now):
                 raise GuestStalled(
                     "the guest's CPUs stalled while booting",
                     "rerun; if it keeps happening, try --cpus 1 or a host with KVM",
                 )
-            return answered()
+            if answered():
+                return True
+            failed = failures.failure(now) if failures else None
+            if failed is not None:
+                raise failed
+            return False
         except BootcBoxError as e:
             if start.restore and not isinstance(e, RestoreFailed):
                 raise RestoreFailed(e.message) from e  # whatever it was, boot cold

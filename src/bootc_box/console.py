@@ -157,6 +157,33 @@ def start_console_follower(console_log: Path, out: BinaryIO) -> Iterator[Console
         follower.stop()
 
 
+class ConsoleNews:
+    """What the console log gained since the last look (at most its last
+    TAIL bytes: the console may be large by now), with the end of what the
+    look before read in front, which may hold the start of a phrase this
+    look reads the rest of."""
+
+    def __init__(self, console: Path, carry: int) -> None:
+        self.console = console
+        self.keep = carry
+        self.read_to = 0
+        self.carry = b""
+        self.size = 0
+
+    def read(self) -> bytes:
+        try:
+            with self.console.open("rb") as file:
+                self.size = file.seek(0, os.SEEK_END)
+                if self.size < self.read_to:  # rotated: it starts again
+                    self.read_to, self.carry = 0, b""
+                news = self.carry + read_tail(file, self.read_to, TAIL)
+                self.read_to = file.tell()
+        except FileNotFoundError:
+            return b""
+        self.carry = news[-self.keep :]
+        return news
+
+
 STALL_REPORT = b"detected stalls on CPUs"
 
 
@@ -168,30 +195,15 @@ class StallWatch:
     `quiet` seconds without a new console line, or a second report, counts."""
 
     def __init__(self, console: Path, quiet: float = 20.0) -> None:
-        self.console = console
+        self.news = ConsoleNews(console, len(STALL_REPORT) - 1)
         self.quiet = quiet
         self.size = -1
         self.grew_at = 0.0
         self.reports = 0
-        # Where the last look stopped, and the end of what it read, which
-        # may hold the start of a report this look reads the rest of.
-        self.read_to = 0
-        self.carry = b""
 
     def stalled(self, now: float) -> bool:
-        """Read only what was appended since the last look (at most its
-        last TAIL bytes): the console may be large by now."""
-        try:
-            with self.console.open("rb") as file:
-                size = file.seek(0, os.SEEK_END)
-                if size < self.read_to:  # rotated: it starts again
-                    self.read_to, self.carry = 0, b""
-                news = self.carry + read_tail(file, self.read_to, TAIL)
-                self.read_to = file.tell()
-        except FileNotFoundError:
-            return False
-        if size != self.size:
-            self.size, self.grew_at = size, now
-        self.reports += news.count(STALL_REPORT)
-        self.carry = news[-(len(STALL_REPORT) - 1) :]
+        # The carry is shorter than a report: none is counted twice.
+        self.reports += self.news.read().count(STALL_REPORT)
+        if self.news.size != self.size:
+            self.size, self.grew_at = self.news.size, now
         return self.reports >= 2 or (self.reports == 1 and now - self.grew_at >= self.quiet)

@@ -166,7 +166,11 @@ def test_the_disk_boots_under_uefi_and_keeps_what_the_guest_writes(
     # systemd-boot, after it.
     assert "bootc_box.kargs_d=1" in args
     assert "bootc_box.other_arch=1" not in args
-    assert args[-2:] == ["console=ttyS0", "bootc_box.run_karg=1"]
+    assert args[-3:] == [
+        "console=ttyS0",
+        "systemd.journald.forward_to_console=1",
+        "bootc_box.run_karg=1",
+    ]
     assert any(a.startswith("root=UUID=") for a in args)
     assert fstype == "ext4"
     assert re.search(r"Booting disk \S+ \(UEFI, (KVM|TCG)\)", first.stderr)

@@ -61,7 +61,11 @@ def test_a_disk_boot_is_a_uefi_machine_whose_guest_forgets_earlier_keys(tmp_path
     assert machine.credential_files == login.credentials
     argv = qemu_argv(machine, "qemu")
     assert "-kernel" not in argv
-    assert "type=11,value=io.systemd.boot.kernel-cmdline-extra=console=ttyS0 quiet" in argv
+    assert (
+        "type=11,value=io.systemd.boot.kernel-cmdline-extra="
+        "console=ttyS0 systemd.journald.forward_to_console=1 "
+        "quiet" in argv
+    )
     # The key ssh-keygen wrote beside the private one, as it wrote it.
     authorized, tmpfiles = (credential_value(c) for c in login.credentials)
     assert authorized == (tmp_path / "id_ed25519.pub").read_bytes()

@@ -46,7 +46,8 @@ def test_direct_kernel_boot_of_the_image_kernel() -> None:
     assert option(argv, "-kernel") == ["/k/vmlinuz"]
     assert option(argv, "-initrd") == ["/k/initramfs.img"]
     assert option(argv, "-append") == [
-        "console=ttyS0 root=virtiofs:rootfs systemd.volatile=overlay selinux=0"
+        "console=ttyS0 systemd.journald.forward_to_console=1 "
+        "root=virtiofs:rootfs systemd.volatile=overlay selinux=0"
     ]
 
 
@@ -191,8 +192,9 @@ def test_an_overlay_opens_the_base_bootc_box_names_read_only_in_its_format() -> 
 def test_a_disk_boot_hands_kargs_to_systemd_boot_over_smbios() -> None:
     argv = qemu_argv(disk_boot(kargs=("a=1,2", "quiet")), "qemu")
     assert (
-        "type=11,value=io.systemd.boot.kernel-cmdline-extra=console=ttyS0 a=1,,2 quiet"
-        in option(argv, "-smbios")
+        "type=11,value=io.systemd.boot.kernel-cmdline-extra="
+        "console=ttyS0 systemd.journald.forward_to_console=1 "
+        "a=1,,2 quiet" in option(argv, "-smbios")
     )
 
 

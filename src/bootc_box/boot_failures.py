@@ -1,0 +1,99 @@
+"""A cold boot that cannot come up, recognised on the guest's console
+(where the guest's journal goes too, see boot.kernel_cmdline): a panic, a
+root the initramfs cannot mount, an emergency shell, an sshd that failed or
+never started. The run ends with what the console said and why, instead of
+waiting out --timeout."""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from bootc_box.console import ConsoleNews
+from bootc_box.errors import BootcBoxError
+from bootc_box.terminal import printable
+
+SEE_BOOT = "rerun with --console to see the whole boot"
+
+
+@dataclass(frozen=True)
+class Failure:
+    said: re.Pattern[bytes]
+    cause: str
+    fix: str
+
+
+# The more telling cause first: an initramfs that cannot mount the root
+# goes on to an emergency shell, and both appear in one look.
+FAILURES = (
+    Failure(
+        re.compile(rb"Kernel panic - not syncing"),
+        "the guest's kernel panicked",
+        SEE_BOOT,
+    ),
+    Failure(
+        re.compile(rb"unknown filesystem type 'virtiofs'"),
+        "the image's initramfs cannot mount a virtiofs root",
+        "build the initramfs with virtiofs (dracut --add-drivers virtiofs), "
+        "or use a kernel that has it built in",
+    ),
+    Failure(
+        re.compile(rb"Failed to start (?:ssh|sshd)\.service"),
+        "sshd failed to start in the guest",
+        "fix the image's sshd (the console above says why: bootc-box logs)",
+    ),
+    Failure(
+        re.compile(
+            rb"You are in (?:emergency|rescue) mode|Entering emergency mode|Dropping to a shell"
+        ),
+        "the guest stopped in an emergency shell",
+        f"{SEE_BOOT}; check the --karg given and the image's units",
+    ),
+)
+
+# systemd says this once the boot's target is reached (or its journal does,
+# on the console): sshd, which that target pulls in, has started by then.
+BOOTED = re.compile(rb"Startup finished in |Reached target (?:multi-user|graphical)\.target")
+# How long after that an sshd that will answer has not yet: a few seconds
+# under TCG on a loaded host; more means it is not there.
+SSH_GRACE = 20.0
+LONGEST = 400
+
+
+class FailureWatch:
+    """Reads the console as it grows; `failure` says when the boot has failed."""
+
+    def __init__(self, console: Path, grace: float = SSH_GRACE) -> None:
+        self.news = ConsoleNews(console, LONGEST)
+        self.grace = grace
+        self.booted_at: float | None = None
+        self.found: BootcBoxError | None = None
+
+    def failure(self, now: float) -> BootcBoxError | None:
+        """The boot's failure, once the console shows one; None until then."""
+        if self.found is not None:
+            return self.found
+        news = self.news.read()
+        for known in FAILURES:
+            said = known.said.search(news)
+            if said is not None:
+                line = line_around(news, said.start(), said.end())
+                self.found = BootcBoxError(f"{known.cause} (console: {line!r})", known.fix)
+                return self.found
+        if self.booted_at is None and BOOTED.search(news):
+            self.booted_at = now
+        if self.booted_at is not None and now - self.booted_at >= self.grace:
+            self.found = BootcBoxError(
+                f"the guest finished booting but its sshd did not answer within {self.grace:.0f} s",
+                "make sure the image has sshd enabled and not masked"
+                " (ssh.service; see the --karg given)",
+            )
+        return self.found
+
+
+def line_around(text: bytes, start: int, end: int) -> str:
+    """The console line that holds text[start:end], shown safely and cut
+    short. Found with rfind/find, not a pattern that spans the line: a
+    guest can print a line 64 KiB long."""
+    begin = max(text.rfind(b"\n", 0, start), text.rfind(b"\r", 0, start), start - 120 - 1) + 1
+    stop = min(i for i in (text.find(b"\n", end), text.find(b"\r", end), len(text)) if i >= 0)
+    return printable(text[begin : min(stop, end + 120)].decode(errors="replace")).strip()

@@ -1,0 +1,91 @@
+"""Recognising a boot that cannot come up from what its console says."""
+
+from pathlib import Path
+
+import pytest
+
+from bootc_box.boot_failures import FailureWatch
+from tests.unit.guest import HOSTILE
+
+# What Debian trixie's systemd and dracut print (seen in the e2e runs).
+EMERGENCY = b'You are in emergency mode. After logging in, type "journalctl -xb" to view\r\n'
+NO_VIRTIOFS = (
+    b"[    4.1] dracut-mount[212]: mount: /sysroot: unknown filesystem type 'virtiofs'.\r\n"
+    b"[    4.2] dracut: Warning: Entering emergency mode. Exit the shell to continue.\r\n"
+)
+STARTED = b"[   21.9] systemd[1]: Startup finished in 3.1s (kernel) + 18.7s (userspace) = 21.8s.\n"
+
+
+@pytest.fixture
+def console(tmp_path: Path) -> Path:
+    return tmp_path / "console.log"
+
+
+def say(console: Path, text: bytes) -> None:
+    with console.open("ab") as file:
+        file.write(text)
+
+
+def test_a_boot_going_well_is_no_failure(console: Path) -> None:
+    watch = FailureWatch(console)
+    assert watch.failure(0.0) is None  # no console yet
+    say(console, b"[    0.0] Linux version 6.12\n[  OK  ] Reached target basic.target\n")
+    assert watch.failure(1.0) is None
+
+
+def test_an_emergency_shell_ends_the_boot_with_the_console_line(console: Path) -> None:
+    say(console, b"booting\n" + EMERGENCY + b"Press Enter for maintenance\n")
+    failure = FailureWatch(console).failure(0.0)
+    assert failure is not None
+    assert failure.message == (
+        "the guest stopped in an emergency shell (console: 'You are in emergency mode."
+        ' After logging in, type "journalctl -xb" to view\')'
+    )
+    assert failure.hint is not None
+    assert "--console" in failure.hint
+
+
+def test_a_root_the_initramfs_cannot_mount_is_the_cause_not_the_shell(console: Path) -> None:
+    say(console, NO_VIRTIOFS)
+    failure = FailureWatch(console).failure(0.0)
+    assert failure is not None
+    assert failure.message.startswith("the image's initramfs cannot mount a virtiofs root")
+    assert "dracut --add-drivers virtiofs" in str(failure.hint)
+
+
+def test_a_phrase_split_between_two_looks_is_found(console: Path) -> None:
+    watch = FailureWatch(console)
+    say(console, b"x" * 100_000 + b"[ 9.9] Kernel pan")
+    assert watch.failure(0.0) is None
+    say(console, b"ic - not syncing: VFS: Unable to mount root fs\n")
+    failure = watch.failure(1.0)
+    assert failure is not None
+    assert "Kernel panic - not syncing: VFS: Unable to mount root fs" in failure.message
+
+
+def test_an_sshd_that_never_answers_after_the_boot_ends_it_after_a_grace(console: Path) -> None:
+    watch = FailureWatch(console, grace=20.0)
+    say(console, STARTED)
+    assert watch.failure(100.0) is None
+    assert watch.failure(119.0) is None
+    failure = watch.failure(120.0)
+    assert failure is not None
+    assert "finished booting but its sshd did not answer within 20 s" in failure.message
+    assert "masked" in str(failure.hint)
+
+
+def test_an_sshd_that_failed_says_so(console: Path) -> None:
+    say(console, b"[FAILED] Failed to start ssh.service - OpenBSD Secure Shell server.\n")
+    failure = FailureWatch(console).failure(0.0)
+    assert failure is not None
+    assert failure.message.startswith("sshd failed to start in the guest (console: '[FAILED]")
+
+
+def test_a_hostile_console_line_is_quoted_short_and_harmless(console: Path) -> None:
+    say(console, HOSTILE * 500 + b"x" * 5000 + EMERGENCY.rstrip() + b"y" * 5000 + HOSTILE * 500)
+    failure = FailureWatch(console).failure(0.0)
+    assert failure is not None
+    assert len(failure.message) < 400
+    assert "\x1b" not in failure.message
+    assert "\x9b" not in failure.message
+    assert "You are in emergency mode" in failure.message

@@ -37,11 +37,6 @@ FAILURES = (
         "or use a kernel that has it built in",
     ),
     Failure(
-        re.compile(rb"Failed to start (?:ssh|sshd)\.service"),
-        "sshd failed to start in the guest",
-        "fix the image's sshd (the console above says why: bootc-box logs)",
-    ),
-    Failure(
         re.compile(
             rb"You are in (?:emergency|rescue) mode|Entering emergency mode|Dropping to a shell"
         ),
@@ -50,21 +45,43 @@ FAILURES = (
     ),
 )
 
+SSH_FAILURES = (
+    Failure(
+        re.compile(rb"Failed to start (?:ssh|sshd)\.service"),
+        "sshd failed to start in the guest",
+        "fix the image's sshd (the console above says why: bootc-box logs)",
+    ),
+)
+SERIAL_NEEDS = (
+    "the image's systemd must be 256 or later to take bootc-box's unit as a credential;"
+    " or add openssh-server to the image"
+)
+SERIAL_FAILURES = (
+    Failure(
+        re.compile(rb"Failed to add dependency on bootc-box-exec\.service"),
+        "the guest's systemd did not take bootc-box's command unit",
+        SERIAL_NEEDS,
+    ),
+)
+
 # systemd says this once the boot's target is reached (or its journal does,
 # on the console): sshd, which that target pulls in, has started by then.
 BOOTED = re.compile(rb"Startup finished in |Reached target (?:multi-user|graphical)\.target")
 # How long after that an sshd that will answer has not yet: a few seconds
 # under TCG on a loaded host; more means it is not there.
-SSH_GRACE = 20.0
+SSH_GRACE = 10.0
 LONGEST = 400
 
 
 class FailureWatch:
     """Reads the console as it grows; `failure` says when the boot has failed."""
 
-    def __init__(self, console: Path, grace: float = SSH_GRACE) -> None:
+    def __init__(self, console: Path, grace: float = SSH_GRACE, *, serial: bool = False) -> None:
         self.news = ConsoleNews(console, LONGEST)
         self.grace = grace
+        # What the run waits for: sshd, or bootc-box's unit (serial_exec.py).
+        self.serial = serial
+        self.failures = (*FAILURES, *(SERIAL_FAILURES if serial else SSH_FAILURES))
         self.booted_at: float | None = None
         self.found: BootcBoxError | None = None
 
@@ -73,7 +90,7 @@ class FailureWatch:
         if self.found is not None:
             return self.found
         news = self.news.read()
-        for known in FAILURES:
+        for known in self.failures:
             said = known.said.search(news)
             if said is not None:
                 line = line_around(news, said.start(), said.end())
@@ -82,12 +99,21 @@ class FailureWatch:
         if self.booted_at is None and BOOTED.search(news):
             self.booted_at = now
         if self.booted_at is not None and now - self.booted_at >= self.grace:
-            self.found = BootcBoxError(
-                f"the guest finished booting but its sshd did not answer within {self.grace:.0f} s",
-                "make sure the image has sshd enabled and not masked"
-                " (ssh.service; see the --karg given)",
-            )
+            self.found = self.silent()
         return self.found
+
+    def silent(self) -> BootcBoxError:
+        if self.serial:
+            return BootcBoxError(
+                "the guest finished booting but bootc-box's command unit did not start"
+                f" within {self.grace:.0f} s",
+                SERIAL_NEEDS,
+            )
+        return BootcBoxError(
+            f"the guest finished booting but its sshd did not answer within {self.grace:.0f} s",
+            "make sure the image has sshd enabled and not masked"
+            " (ssh.service; see the --karg given)",
+        )
 
 
 def line_around(text: bytes, start: int, end: int) -> str:

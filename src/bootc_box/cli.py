@@ -40,7 +40,7 @@ from bootc_box.persistent import run_persistent, run_start
 from bootc_box.programs import as_user_error
 from bootc_box.publish import parse_publish
 from bootc_box.qemu import parse_memory
-from bootc_box.run_spec import DiskSource, ImageSource, RunSpec, what_to_boot
+from bootc_box.run_spec import DiskSource, ImageSource, RunSpec, Transport, what_to_boot
 from bootc_box.signals import Terminated, raise_on_sigterm
 from bootc_box.todisk import FILESYSTEMS, InstallSpec, ToDiskSpec, run_to_disk
 from bootc_box.transfer import run_cp
@@ -278,6 +278,15 @@ def machine_options(command: F) -> F:
     " after it answered SSH); never: always boot.",
 )
 @click.option(
+    "--exec-transport",
+    type=click.Choice([t.value for t in Transport]),
+    default=Transport.AUTO.value,
+    show_default=True,
+    help="How COMMAND reaches the guest: ssh, or serial (virtio-serial and a unit bootc-box"
+    " gives the guest; no stdin, no terminal; needs systemd 256 or later in the image);"
+    " auto: serial when the image has no sshd.",
+)
+@click.option(
     "--disk",
     type=click.Path(path_type=Path),
     help="Boot this disk image (raw or qcow2, e.g. from to-disk) under UEFI instead of an image.",
@@ -315,6 +324,7 @@ def run(
     ssh_key: Path | None,
     stop_timeout: int,
     warm: str,
+    exec_transport: str,
     machine: MachineOptions,
     pull_policy: str,
     tls_verify: bool | None,
@@ -370,6 +380,7 @@ def run(
         ssh_key=ssh_key,
         stop_timeout=float(stop_timeout),
         warm=warm == "auto",
+        exec_transport=Transport(exec_transport),
     )
     sys.exit(run_persistent(spec) if persistent else run_vm(spec))
 

@@ -17,6 +17,7 @@ from bootc_box.migration import load_state, save_state
 from bootc_box.processes import last_line, wait_until
 from bootc_box.progress import Progress
 from bootc_box.run_spec import RunSpec
+from bootc_box.serial_exec import Session
 from bootc_box.ssh import FirstLogin, SshTarget, public_key
 from bootc_box.warm import Start
 
@@ -61,16 +62,8 @@ def come_up(
     the saved state, or wait for the boot and save it (as a state of
     `image_id`); then give the guest its own identity if it began as a
     snapshot's."""
-    started = time.monotonic()
     if start.restore:
-        try:
-            load_state(machine.qmp_socket, machine.qemu, start.restore.state)
-        except (BootcBoxError, OSError, ValueError) as e:
-            # A QEMU that refused the state may be gone before it says why.
-            reason = last_line(machine.qemu_log) or str(e)
-            raise RestoreFailed(f"could not load the saved state ({reason})") from e
-        start.loaded()
-        log.debug("loaded the saved state in %.1f s", time.monotonic() - started)
+        restore(start, machine)
     target = SshTarget(
         "127.0.0.1", machine.spec.network.ssh_port, "root", start.login.key, start.login.host_key
     )
@@ -79,7 +72,8 @@ def come_up(
         wait_for_ssh(spec, start, machine, login)
         target = login.target
         progress.begin("save")
-        save_for_later(spec, image_id, start, machine, target)
+        assert target.host_key, "a login checked or learnt the saved guest's host key"
+        save_for_later(spec, image_id, start, machine, target.host_key)
     if host_keys is not None:
         progress.begin("ssh")
         run_key = public_key(key)
@@ -105,15 +99,57 @@ def come_up(
     return login.target
 
 
-def wait_for_ssh(
-    spec: RunSpec, start: Start, machine: Machine, answered: Callable[[], bool]
+def restore(start: Start, machine: Machine) -> None:
+    """Load the saved state into the machine's waiting QEMU."""
+    assert start.restore is not None
+    started = time.monotonic()
+    try:
+        load_state(machine.qmp_socket, machine.qemu, start.restore.state)
+    except (BootcBoxError, OSError, ValueError) as e:
+        # A QEMU that refused the state may be gone before it says why.
+        reason = last_line(machine.qemu_log) or str(e)
+        raise RestoreFailed(f"could not load the saved state ({reason})") from e
+    start.loaded()
+    log.debug("loaded the saved state in %.1f s", time.monotonic() - started)
+
+
+def come_up_serial(
+    spec: RunSpec,
+    start: Start,
+    machine: Machine,
+    session: Session,
+    *,
+    image_id: str,
+    progress: Progress,
 ) -> None:
-    """Wait until the guest `answered` over SSH; a restored guest that does
-    not, within RESTORE_TIMEOUT, is given up for a cold boot."""
+    """From a started QEMU to a guest waiting for its command on the
+    control port (serial_exec.py): a saved one loaded (it was saved
+    waiting), or a cold boot waited for and saved for later runs."""
+    if start.restore:
+        restore(start, machine)
+        return
+    wait_for_ssh(spec, start, machine, lambda: session.line(1.0) == "ready", serial=True)
+    if start.save:
+        progress.begin("save")
+        save_for_later(spec, image_id, start, machine, start.login.host_key)
+
+
+def wait_for_ssh(
+    spec: RunSpec,
+    start: Start,
+    machine: Machine,
+    answered: Callable[[], bool],
+    *,
+    serial: bool = False,
+) -> None:
+    """Wait until the guest `answered` over SSH (or said it is ready over
+    virtio-serial); a restored guest that does not, within RESTORE_TIMEOUT,
+    is given up for a cold boot."""
     console_log = machine.spec.console_log
     stalls = StallWatch(console_log)
     # A restored guest booted long ago: its console says nothing of it.
-    failures = None if start.restore else FailureWatch(console_log)
+    failures = None if start.restore else FailureWatch(console_log, serial=serial)
+    how = "say it was ready over virtio-serial" if serial else "answer SSH"
 
     def booted() -> bool:
         try:
@@ -146,11 +182,9 @@ def wait_for_ssh(
 
     def timed_out() -> BootcBoxError:
         if start.restore:
-            return RestoreFailed(
-                f"the restored VM did not answer SSH within {RESTORE_TIMEOUT:.0f} s"
-            )
+            return RestoreFailed(f"the restored VM did not {how} within {RESTORE_TIMEOUT:.0f} s")
         return BootcBoxError(
-            f"the VM did not answer SSH within {spec.machine.timeout:.0f} s "
+            f"the VM did not {how} within {spec.machine.timeout:.0f} s "
             f"(console: {last_line(console_log)!r})",
             "rerun with --console to see the boot, or raise --timeout",
         )
@@ -159,16 +193,17 @@ def wait_for_ssh(
         booted,
         machine.qemu,
         min(spec.machine.timeout, RESTORE_TIMEOUT) if start.restore else spec.machine.timeout,
-        # A restored guest answers within a second or two: ask it often.
-        interval=0.1 if start.restore else 1.0,
+        # A restored guest answers within a second or two: ask it often. A
+        # serial port is asked for a second at a time already.
+        interval=0.1 if start.restore or serial else 1.0,
         on_exit=stopped,
         on_timeout=timed_out,
-        on_tick=report_waiting("Waiting for the VM to answer SSH"),
+        on_tick=report_waiting(f"Waiting for the VM to {how}"),
     )
 
 
 def save_for_later(
-    spec: RunSpec, image_id: str, start: Start, machine: Machine, target: SshTarget
+    spec: RunSpec, image_id: str, start: Start, machine: Machine, host_key: str
 ) -> None:
     """Save the freshly booted guest for later runs, before any command of
     this one touches it. A failed save costs the next run its warm start,
@@ -177,8 +212,7 @@ def save_for_later(
     began = time.monotonic()
     try:
         save_state(machine.qmp_socket, machine.qemu, start.save.state)
-        assert target.host_key, "a login checked or learnt the saved guest's host key"
-        start.save.commit(image_id, spec.title, machine.spec, start.versions, target.host_key)
+        start.save.commit(image_id, spec.title, machine.spec, start.versions, host_key)
     except (BootcBoxError, OSError, ValueError) as e:
         log.warning("could not save the VM's state for later runs: %s", e)
         start.save.abandon()  # another run may save it

@@ -14,27 +14,37 @@ from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from bootc_box import serial_exec
 from bootc_box.accel import choose_accel
 from bootc_box.binds import bind_kargs, bind_owner, bind_tag, check_bind_sources
 from bootc_box.boot import Boot, FirmwareBoot, KernelBoot
 from bootc_box.boot_cache import BootFilesLease
-from bootc_box.come_up import RestoreFailed, come_up
+from bootc_box.come_up import RestoreFailed, come_up, come_up_serial
 from bootc_box.console import start_console_follower
 from bootc_box.credentials import Login, new_login
 from bootc_box.detach import SUPERVISOR_LOG, start_detached
 from bootc_box.disks import open_disk
 from bootc_box.environment import Environment, probe_environment
+from bootc_box.errors import BootcBoxError
 from bootc_box.firmware import require_ovmf, vm_firmware
 from bootc_box.identity import new_host_keys
 from bootc_box.images import check_archive, mount_image, parse_image_ref, resolve_image
 from bootc_box.kargs import image_kargs
 from bootc_box.locks import hold_lock
-from bootc_box.machine import BootAgain, FileServer, start_machine
+from bootc_box.machine import BootAgain, FileServer, Machine, start_machine
 from bootc_box.network import Network, free_port
 from bootc_box.processes import last_line
 from bootc_box.progress import Progress, start_progress
 from bootc_box.qemu import Accel, QemuSpec, require_qemu
-from bootc_box.run_spec import DiskSource, ImageSource, RunSpec
+from bootc_box.run_spec import DiskSource, ImageSource, RunSpec, Transport
+from bootc_box.serial_exec import (
+    CommandUnstarted,
+    choose_transport,
+    guest_credentials,
+    run_serial_command,
+    serial_ports,
+    start_session,
+)
 from bootc_box.snapshots import discard_snapshot, program_versions, snapshot_key
 from bootc_box.ssh import check_private_key, connect
 from bootc_box.userns import enter_podman_userns
@@ -73,6 +83,11 @@ def run_vm(spec: RunSpec, *, installer: bool = False) -> int:
             require_ovmf()
         case ImageSource(image):
             check_archive(parse_image_ref(image), env)
+    if spec.exec_transport is Transport.SERIAL and not isinstance(spec.source, ImageSource):
+        raise BootcBoxError(
+            "--exec-transport serial is for images only: a disk boots its own units",
+            "boot the disk's image instead, or leave --exec-transport out",
+        )
     qemu = require_qemu()
     virtiofsd = require_virtiofsd()
     check_bind_sources(spec.binds, env)
@@ -103,6 +118,9 @@ class Prepared:
     # initramfs on the cache (taken for each boot until QEMU has read them).
     root: Path | None = None
     boot_lease: BootFilesLease | None = None
+    # Over virtio-serial: the credentials that give the guest bootc-box's unit.
+    transport: Transport = Transport.SSH
+    exec_credentials: tuple[Path, ...] = ()
 
     def retaken(self) -> "Prepared":
         """Ready for another attempt: the boot files held again, after an
@@ -192,11 +210,20 @@ def prepare_image(
     progress.begin("boot files")
     lease = stack.enter_context(BootFilesLease(env, image_id, root, image))
     files = lease.take()
-    kargs = (*files.kargs, *bind_kargs(spec.binds), *image_kargs(root, image), *spec.machine.kargs)
+    transport = choose_transport(spec.exec_transport, root, image, spec.needs_login)
+    serial = transport is Transport.SERIAL
+    kargs = (
+        *files.kargs,
+        *bind_kargs(spec.binds),
+        *image_kargs(root, image),
+        *((serial_exec.KARG,) if serial else ()),
+        *spec.machine.kargs,
+    )
     boot = KernelBoot(files.kernel, files.initramfs, Path("rootfs.sock"), kargs, files.kver)
     accel = choose_accel(spec.machine.accel, qemu, boot, env.kvm_hint)
     login = new_login(vm.directory, spec.ssh_key)
-    return Prepared(login, qemu, accel, boot, image_id, root, lease)
+    exec_credentials = guest_credentials(vm.directory) if serial else ()
+    return Prepared(login, qemu, accel, boot, image_id, root, lease, transport, exec_credentials)
 
 
 def prepare_disk(
@@ -231,11 +258,12 @@ def vm_spec(
         boot=prepared.boot.in_dir(workdir),
         network=Network(workdir / "network.sock", ssh_port, spec.publish, spec.allow_host_loopback),
         console_log=workdir / "console.log",
-        credential_files=credentials or prepared.login.credentials,
+        credential_files=(*(credentials or prepared.login.credentials), *prepared.exec_credentials),
         shares=tuple((tag, workdir / f"{tag}.sock") for tag in bind_tags(spec)),
         qmp_socket=workdir / "qmp.sock",
         incoming=incoming,
         disks=spec.disks,
+        ports=serial_ports(workdir) if prepared.transport is Transport.SERIAL else (),
     )
 
 
@@ -272,7 +300,8 @@ def boot_and_run(
         else nullcontext() as follower,
     ):
         fresh = start.login.key == prepared.login.key
-        host_keys = None if fresh else making.submit(new_host_keys)
+        serial = prepared.transport is Transport.SERIAL
+        host_keys = None if fresh or serial else making.submit(new_host_keys)
         with start_machine(
             machine_spec,
             file_servers(spec, prepared, machine_spec, workdir),
@@ -290,6 +319,8 @@ def boot_and_run(
             vm.update(
                 state=VmState.BOOTING, ssh_port=machine_spec.network.ssh_port, start=start.kind
             )
+            if serial:
+                return run_over_serial(spec, prepared, start, machine, progress=progress)
             target = come_up(
                 spec,
                 start,
@@ -310,6 +341,24 @@ def boot_and_run(
             machine.graceful = True
             log.info("VM %s is running; stop it with bootc-box stop or podman stop", vm.record.name)
             return machine.wait()
+
+
+def run_over_serial(
+    spec: RunSpec, prepared: Prepared, start: Start, machine: Machine, *, progress: Progress
+) -> int:
+    """Bring the guest up to where it waits for its command, then run the
+    command in it over virtio-serial (serial_exec.py)."""
+    with start_session(machine.spec.ports) as session:
+        come_up_serial(spec, start, machine, session, image_id=prepared.image_id, progress=progress)
+        log.info("%s", progress.done(start.kind))
+        try:
+            return run_serial_command(
+                session, spec.command, machine, out=sys.stdout.buffer, err=sys.stderr.buffer
+            )
+        except CommandUnstarted as e:
+            if start.restore:
+                raise RestoreFailed(e.message) from e
+            raise
 
 
 def file_servers(

@@ -58,6 +58,9 @@ class QemuSpec:
     incoming: bool = False
     # More disks besides a firmware boot's own (to-disk's output).
     disks: tuple[Disk, ...] = ()
+    # virtio-serial ports (serial_exec.py): the name the guest sees in
+    # /dev/virtio-ports, and the socket QEMU listens on for the host's end.
+    ports: tuple[tuple[str, Path], ...] = ()
 
     @property
     def drives(self) -> tuple[Disk, ...]:
@@ -137,10 +140,25 @@ def qemu_argv(spec: QemuSpec, qemu: str = QEMU) -> list[str]:
     ]  # fmt: skip
     for path in spec.credential_files:
         argv += ["-smbios", f"type=11,path={option_value(path)}"]
+    argv += _port_args(spec.ports)
     if spec.qmp_socket:
         argv += ["-qmp", f"unix:{option_value(spec.qmp_socket)},server=on,wait=off"]
     if spec.incoming:
         argv += ["-incoming", "defer"]
+    return argv
+
+
+def _port_args(ports: tuple[tuple[str, Path], ...]) -> list[str]:
+    if not ports:
+        return []
+    argv = ["-device", "virtio-serial-pci,id=ports"]
+    for i, (name, path) in enumerate(ports):
+        argv += [
+            # wait=off: QEMU runs before the host connects; the guest's
+            # writes wait for it (the port is closed until then).
+            "-chardev", f"socket,id=port{i},path={option_value(path)},server=on,wait=off",
+            "-device", f"virtserialport,bus=ports.0,chardev=port{i},name={name}",
+        ]  # fmt: skip
     return argv
 
 

@@ -2,6 +2,7 @@
 kept VM's start hand to launch.run_vm."""
 
 import dataclasses
+import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +11,15 @@ from bootc_box.boot import Disk
 from bootc_box.images import PullOptions, parse_image_ref
 from bootc_box.machine_options import MachineOptions
 from bootc_box.publish import Publish
+
+
+class Transport(enum.Enum):
+    """How a command reaches the guest (--exec-transport): over SSH, or
+    over virtio-serial for images without sshd (serial_exec.py)."""
+
+    AUTO = "auto"
+    SSH = "ssh"
+    SERIAL = "serial"
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,7 @@ class RunSpec:
     disks: tuple[Disk, ...] = ()
     # What the run boots, in messages and `list`, when not IMAGE or the disk.
     label: str = ""
+    exec_transport: Transport = Transport.AUTO
 
     @property
     def title(self) -> str:
@@ -62,6 +73,11 @@ class RunSpec:
         if isinstance(self.source, DiskSource):
             return f"disk {self.source.disk.path}"
         return self.source.image
+
+    @property
+    def needs_login(self) -> bool:
+        """A shell, or a VM that stays up: what only sshd can give."""
+        return self.detach or not self.command
 
     @property
     def keeps_running(self) -> bool:

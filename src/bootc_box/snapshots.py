@@ -63,6 +63,7 @@ def machine_argv(spec: QemuSpec) -> list[str]:
         console_log=Path("console.log"),
         credential_files=tuple(Path(f"credential-{i}") for i in range(len(spec.credential_files))),
         shares=tuple((tag, Path(f"{tag}.sock")) for tag, _ in spec.shares),
+        ports=tuple((name, Path(f"{name}.sock")) for name, _ in spec.ports),
         qmp_socket=Path("qmp.sock") if spec.qmp_socket else None,
         incoming=False,
     )

@@ -10,29 +10,49 @@ import pytest
 from tests.e2e.conftest import FIXTURE, UKI, CacheVolume, box_argv, host_state
 
 
-def test_a_uki_only_image_boots_with_its_command_line_and_our_root(
+def test_a_uki_only_image_without_sshd_runs_commands_over_serial_warm_too(
     cache_volume: CacheVolume,
 ) -> None:
-    script = "cat /proc/cmdline; test ! -e /usr/lib/modules/*/vmlinuz && echo no-vmlinuz; exit 3"
-    # --warm never: a state saved for an image booted once is no use here.
-    result = subprocess.run(
-        box_argv(
-            *("run", "--accel", "tcg", "--warm", "never", UKI, "--", "sh", "-c", script),
-            volume=cache_volume.name,
-            options=("--rm",),
-        ),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
+    """One image that differs from the fixture both ways (tests/fixtures/uki):
+    its UKI is cut up and booted with its own kernel arguments but our root,
+    and the command runs over virtio-serial: output streamed, exit status
+    kept; the second run restores the state the first saved."""
+
+    def run(*args: str) -> "subprocess.CompletedProcess[str]":
+        return subprocess.run(
+            box_argv("run", "--accel", "tcg", *args, volume=cache_volume.name, options=("--rm",)),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=600,
+        )
+
+    script = (
+        "cat /proc/cmdline; echo to-stderr >&2; "
+        "test ! -e /usr/lib/modules/*/vmlinuz && test ! -e /usr/sbin/sshd && echo no-sshd; exit 3"
     )
-    assert result.returncode == 3, result.stderr
-    cmdline, shown = result.stdout.split()[:-1], result.stdout.split()[-1]
-    assert shown == "no-vmlinuz"
+    cold = run(UKI, "--", "sh", "-c", script)
+    assert cold.returncode == 3, cold.stderr
+    cmdline, shown = cold.stdout.splitlines()
+    assert shown == "no-sshd"
+    args = cmdline.split()
     # The UKI's own argument is kept; its root=, rw and console= are not.
-    assert "bootc_box.uki_marker=1" in cmdline
-    assert "root=virtiofs:rootfs" in cmdline
-    assert not {"root=LABEL=not-this-one", "rw", "console=tty0"} & set(cmdline)
+    assert "bootc_box.uki_marker=1" in args
+    assert "root=virtiofs:rootfs" in args
+    assert not {"root=LABEL=not-this-one", "rw", "console=tty0"} & set(args)
+    assert "systemd.wants=bootc-box-exec.service" in args
+    assert "to-stderr" in cold.stderr.splitlines()
+    assert "Saved the VM's state for the next runs" in cold.stderr
+    warm = run(UKI, "--", "echo restored; exit 4")
+    assert warm.returncode == 4, warm.stderr
+    assert warm.stdout == "restored\n"
+    assert f"Restoring {UKI} from its saved state" in warm.stderr
+    assert "booting cold" not in warm.stderr
+    # A shell needs a login, which needs sshd: refused before anything boots.
+    shell = run(UKI)
+    assert shell.returncode == 125
+    assert f"error: {UKI} has no sshd: bootc-box can only run a command in it" in shell.stderr
+    assert cache_volume.leftovers() == []
     listed = subprocess.run(
         box_argv("images", "--json", volume=cache_volume.name, options=("--rm",)),
         capture_output=True,

@@ -1,0 +1,264 @@
+"""Running the command in a guest that has no sshd: bootc-box hands the guest
+a unit of its own as a systemd credential (`systemd.extra-unit.*`, systemd
+>= 256) and pulls it in with `systemd.wants=`; the unit talks to the host
+over three virtio-serial ports (FIELD-NOTES, "A command without sshd").
+
+The guest says `ready` on the control port once it is up, then waits for
+one line: the host's time and the command. So a cold boot can be saved at
+`ready` and the saved state serve every later run of the image, whatever its
+command. The command's stdout and stderr have a port each; its exit status
+comes back on the control port, and the guest powers off."""
+
+import base64
+import logging
+import shlex
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from bootc_box.credentials import write_credential
+from bootc_box.errors import BootcBoxError
+from bootc_box.kernel import resolve_in_root
+from bootc_box.machine import Machine
+from bootc_box.processes import last_line
+from bootc_box.run_spec import Transport
+
+log = logging.getLogger(__name__)
+
+UNIT = "bootc-box-exec.service"
+SCRIPT = "bootc-box.exec"
+KARG = f"systemd.wants={UNIT}"
+CONTROL, STDOUT, STDERR = "org.bootc-box.control", "org.bootc-box.stdout", "org.bootc-box.stderr"
+PORTS = (CONTROL, STDOUT, STDERR)
+
+# After the boot's target: the command runs in a system that is up, as it
+# would over SSH. Its own output goes to the console, where a failure of
+# the unit itself shows.
+GUEST_UNIT = f"""[Unit]
+Description=bootc-box: the run's command, over virtio-serial
+After=default.target
+
+[Service]
+Type=exec
+ImportCredential={SCRIPT}
+ExecStart=/bin/sh ${{CREDENTIALS_DIRECTORY}}/{SCRIPT}
+StandardOutput=journal+console
+StandardError=journal+console
+"""
+
+# The command runs as root from /root with no stdin, as a script of its own
+# (`sh FILE`, like ssh's `sh -c`): the host sends it base64-encoded, so one
+# line carries any command.
+GUEST_SCRIPT = f"""set -u
+ports=/dev/virtio-ports
+exec 3<>"$ports/{CONTROL}"
+echo ready >&3
+read -r now command <&3 || exit 1
+date -s "@$now" >/dev/null 2>&1 || :
+echo started >&3
+printf '%s' "$command" | base64 -d > /run/bootc-box-command
+cd /root
+sh /run/bootc-box-command </dev/null >"$ports/{STDOUT}" 2>"$ports/{STDERR}"
+echo "exit $?" >&3
+systemctl --no-block poweroff
+"""
+
+SSHD_BINARIES = ("usr/sbin/sshd", "usr/bin/sshd", "sbin/sshd")
+
+
+def image_has_sshd(root: Path) -> bool:
+    """Whether the image at `root` ships an sshd program (inside the image:
+    a link is followed as the image sees it)."""
+    return any(resolve_in_root(root, root / path).is_file() for path in SSHD_BINARIES)
+
+
+def choose_transport(choice: Transport, root: Path, image: str, needs_login: bool) -> Transport:
+    """ssh unless asked otherwise, or the image has no sshd (auto); a run
+    that needs a login (a shell, a VM that stays up) needs sshd."""
+    if choice is Transport.AUTO:
+        choice = Transport.SSH if image_has_sshd(root) else Transport.SERIAL
+    if choice is Transport.SERIAL and needs_login:
+        why = "has no sshd" if not image_has_sshd(root) else "is run with --exec-transport serial"
+        raise BootcBoxError(
+            f"{image} {why}: bootc-box can only run a command in it, not a shell "
+            "or a VM that stays up (-d, --persistent, ssh, cp)",
+            f"give the command: bootc-box run {image} -- CMD, or add openssh-server to the image",
+        )
+    return choice
+
+
+def guest_credentials(directory: Path) -> tuple[Path, Path]:
+    return (
+        write_credential(directory, f"systemd.extra-unit.{UNIT}", GUEST_UNIT.encode()),
+        write_credential(directory, SCRIPT, GUEST_SCRIPT.encode()),
+    )
+
+
+def serial_ports(workdir: Path) -> tuple[tuple[str, Path], ...]:
+    """The ports a machine gets (QemuSpec.ports): name and socket."""
+    return tuple((name, workdir / f"{name.rsplit('.', 1)[1]}.sock") for name in PORTS)
+
+
+def command_line(command: tuple[str, ...], now: float) -> bytes:
+    """What the host sends: its time, and the command as ssh would pass it."""
+    encoded = base64.b64encode(shlex.join(command).encode()).decode("ascii")
+    return f"{int(now)} {encoded}\n".encode()
+
+
+def parse_status(line: str) -> int | None:
+    """The command's exit status from the guest's `exit N` line."""
+    word, _, number = line.partition(" ")
+    if word != "exit" or not number.isdigit() or int(number) > 255:
+        return None
+    return int(number)
+
+
+@dataclass
+class Session:
+    """The host's ends of the three ports, connected."""
+
+    control: socket.socket
+    stdout: socket.socket
+    stderr: socket.socket
+    pending: bytes = field(default=b"", init=False)
+
+    def line(self, timeout: float) -> str | None:
+        """The next line the guest sent on the control port; None when none
+        came within `timeout`; EOFError when QEMU closed the port."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.control.settimeout(left)
+            try:
+                data = self.control.recv(4096)
+            except TimeoutError:
+                return None
+            if not data:
+                raise EOFError
+            self.pending += data
+            if len(self.pending) > 4096:  # the guest's lines are short
+                raise BootcBoxError("the guest sent a control line longer than 4096 bytes")
+        line, self.pending = self.pending.split(b"\n", 1)
+        return line.decode("ascii", "replace").strip()
+
+    def send(self, data: bytes) -> None:
+        self.control.settimeout(None)
+        self.control.sendall(data)
+
+
+@contextmanager
+def start_session(ports: tuple[tuple[str, Path], ...]) -> Iterator[Session]:
+    """Connect to the ports' sockets, which QEMU listens on from its start;
+    the guest's writes wait until the host is connected."""
+    sockets: list[socket.socket] = []
+    try:
+        for _, path in ports:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.connect(str(path))
+        control, stdout, stderr = sockets
+        yield Session(control, stdout, stderr)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@contextmanager
+def start_output_copies(session: Session, out: BinaryIO, err: BinaryIO) -> Iterator[None]:
+    """Copy the command's stdout and stderr to ours as they come. The block
+    ends once QEMU is gone (the guest powered off): its ends of the ports
+    are closed then, and what they held is copied before the block ends.
+    Ended early, the copies stop at what has come."""
+
+    def copy(source: socket.socket, target: BinaryIO) -> None:
+        shown = True
+        while data := source.recv(65536):
+            if shown:
+                try:
+                    target.write(data)
+                    target.flush()
+                except OSError:  # our reader went away: the guest's output still drains
+                    shown = False
+
+    threads = [
+        threading.Thread(target=copy, args=pair, name="serial output", daemon=True)
+        for pair in ((session.stdout, out), (session.stderr, err))
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        for sock in (session.stdout, session.stderr):
+            # What is queued is still read; then the copy sees the end.
+            sock.shutdown(socket.SHUT_RD)
+        for thread in threads:
+            thread.join()
+
+
+class CommandUnstarted(BootcBoxError):
+    """The guest did not start the command it was sent."""
+
+
+# A guest that waits for its command answers at once; a restored one that
+# does not in this long did not come back.
+START_TIMEOUT = 60.0
+# How long a guest has to power off after the command, before it is stopped.
+POWER_OFF_TIMEOUT = 60.0
+
+
+def run_serial_command(
+    session: Session,
+    command: tuple[str, ...],
+    machine: Machine,
+    *,
+    out: BinaryIO,
+    err: BinaryIO,
+) -> int:
+    """Send the guest its command, copy its output, return its exit status
+    once the guest has powered off."""
+    with start_output_copies(session, out, err):
+        session.send(command_line(command, time.time()))
+        if next_line(session, machine, START_TIMEOUT) != "started":
+            raise CommandUnstarted(
+                f"the guest did not start the command within {START_TIMEOUT:.0f} s"
+            )
+        status = None
+        while status is None:
+            line = next_line(session, machine, None)
+            status = parse_status(line or "")
+        try:
+            machine.qemu.wait(timeout=POWER_OFF_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            log.warning("the guest did not power off within %.0f s; stopping it", POWER_OFF_TIMEOUT)
+    return status
+
+
+def next_line(session: Session, machine: Machine, timeout: float | None) -> str | None:
+    """The guest's next control line; None after `timeout` seconds (None:
+    no limit). An error when the machine stops first."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while deadline is None or time.monotonic() < deadline:
+        try:
+            line = session.line(1.0)
+        except EOFError:
+            line = None
+        if line:
+            return line
+        machine.check_servers()
+        status = machine.qemu.poll()
+        if status is not None:
+            raise BootcBoxError(
+                f"the VM stopped while the command ran (QEMU status {status}): "
+                f"{last_line(machine.qemu_log) or last_line(machine.spec.console_log)}",
+                "bootc-box logs shows the guest's console",
+            )
+    return None

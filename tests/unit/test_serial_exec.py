@@ -1,0 +1,226 @@
+"""Running a command without sshd: choosing the transport, what the guest is
+given, the line the host sends, and the host's ends of the ports (real
+sockets standing in for QEMU's: the guest side is tests/e2e/test_images.py)."""
+
+import base64
+import io
+import shlex
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bootc_box.boot import KernelBoot
+from bootc_box.boot_failures import FailureWatch
+from bootc_box.credentials import new_login
+from bootc_box.errors import BootcBoxError
+from bootc_box.launch import Prepared, vm_spec
+from bootc_box.qemu import Accel, qemu_argv
+from bootc_box.run_spec import ImageSource, RunSpec, Transport
+from bootc_box.serial_exec import (
+    GUEST_SCRIPT,
+    GUEST_UNIT,
+    KARG,
+    Session,
+    choose_transport,
+    command_line,
+    guest_credentials,
+    image_has_sshd,
+    parse_status,
+    serial_ports,
+    start_output_copies,
+)
+from bootc_box.snapshots import machine_argv
+from tests.unit.test_launch import credential_value
+
+
+def add_sshd(root: Path) -> None:
+    (root / "usr/sbin").mkdir(parents=True)
+    (root / "usr/sbin/sshd").write_bytes(b"\x7fELF")
+
+
+def test_an_image_without_sshd_is_run_over_serial_unless_told(tmp_path: Path) -> None:
+    assert not image_has_sshd(tmp_path)
+    assert choose_transport(Transport.AUTO, tmp_path, "img", needs_login=False) is Transport.SERIAL
+    assert choose_transport(Transport.SSH, tmp_path, "img", needs_login=False) is Transport.SSH
+    add_sshd(tmp_path)
+    assert image_has_sshd(tmp_path)
+    assert choose_transport(Transport.AUTO, tmp_path, "img", needs_login=False) is Transport.SSH
+    assert choose_transport(Transport.SERIAL, tmp_path, "img", needs_login=False) is (
+        Transport.SERIAL
+    )
+
+
+def test_an_sshd_link_is_followed_inside_the_image_only(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "usr/sbin").mkdir(parents=True)
+    add_sshd(tmp_path / "host")  # /usr/sbin/sshd of "the host"
+    (root / "usr/sbin/sshd").symlink_to(tmp_path / "host/usr/sbin/sshd")
+    assert not image_has_sshd(root)
+
+
+def test_a_shell_or_a_vm_that_stays_up_without_sshd_is_refused_with_the_way_out(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(
+        BootcBoxError, match=r"^img has no sshd: bootc-box can only run a command"
+    ) as refused:
+        choose_transport(Transport.AUTO, tmp_path, "img", needs_login=True)
+    assert refused.value.hint == (
+        "give the command: bootc-box run img -- CMD, or add openssh-server to the image"
+    )
+    assert RunSpec(ImageSource("img")).needs_login
+    assert RunSpec(ImageSource("img"), detach=True, command=("x",)).needs_login
+    assert not RunSpec(ImageSource("img"), command=("x",), tty=True).needs_login
+
+
+def test_the_command_goes_as_ssh_would_pass_it_with_the_hosts_time() -> None:
+    command = ("sh", "-c", "echo 'a b' $HOME; exit 3")
+    now, encoded = command_line(command, 1733380000.7).decode().rstrip("\n").split(" ")
+    assert now == "1733380000"
+    assert base64.b64decode(encoded).decode() == shlex.join(command)
+    assert command_line(("x",) * 1000, 0).count(b"\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("line", "status"),
+    [("exit 0", 0), ("exit 3", 3), ("exit 255", 255), ("exit 256", None), ("exit -1", None),
+     ("exit", None), ("ready", None), ("exit 1x", None)],
+)  # fmt: skip
+def test_the_exit_status_line(line: str, status: int | None) -> None:
+    assert parse_status(line) == status
+
+
+def test_the_guest_gets_its_unit_and_script_as_credentials_and_the_karg(tmp_path: Path) -> None:
+    unit, script = guest_credentials(tmp_path)
+    assert unit.read_text().startswith(
+        "io.systemd.credential.binary:systemd.extra-unit.bootc-box-exec.service="
+    )
+    assert credential_value(unit).decode() == GUEST_UNIT
+    assert credential_value(script).decode() == GUEST_SCRIPT
+    assert "ImportCredential=bootc-box.exec" in GUEST_UNIT
+    assert KARG == "systemd.wants=bootc-box-exec.service"
+    assert oct(unit.stat().st_mode & 0o777) == "0o600"
+
+
+def serial_machine(tmp_path: Path, workdir: Path) -> list[str]:
+    login = new_login(tmp_path)
+    boot = KernelBoot(Path("/k/vmlinuz"), Path("/k/initramfs.img"), Path("r.sock"), (KARG,))
+    prepared = Prepared(
+        login, "qemu", Accel.TCG, boot, transport=Transport.SERIAL,
+        exec_credentials=guest_credentials(tmp_path),
+    )  # fmt: skip
+    spec = RunSpec(ImageSource("img"), command=("true",))
+    return qemu_argv(vm_spec(spec, prepared, workdir, 2222), "qemu")
+
+
+def test_a_serial_machine_has_three_ports_on_sockets_qemu_listens_on(tmp_path: Path) -> None:
+    argv = serial_machine(tmp_path, Path("/w"))
+    at = argv.index("virtio-serial-pci,id=ports")
+    assert argv[at + 1 :][:12] == [
+        "-chardev", "socket,id=port0,path=/w/control.sock,server=on,wait=off",
+        "-device", "virtserialport,bus=ports.0,chardev=port0,name=org.bootc-box.control",
+        "-chardev", "socket,id=port1,path=/w/stdout.sock,server=on,wait=off",
+        "-device", "virtserialport,bus=ports.0,chardev=port1,name=org.bootc-box.stdout",
+        "-chardev", "socket,id=port2,path=/w/stderr.sock,server=on,wait=off",
+        "-device", "virtserialport,bus=ports.0,chardev=port2,name=org.bootc-box.stderr",
+    ]  # fmt: skip
+    assert sum(a.startswith("type=11,path=") for a in argv) == 4  # login's two, and ours
+    assert serial_ports(Path("/w"))[0] == ("org.bootc-box.control", Path("/w/control.sock"))
+
+
+def test_where_the_ports_live_is_not_part_of_the_saved_state_key(tmp_path: Path) -> None:
+    login = new_login(tmp_path)
+    boot = KernelBoot(Path("/k/vmlinuz"), Path("/k/initramfs.img"), Path("r.sock"), (KARG,))
+    prepared = Prepared(login, "qemu", Accel.TCG, boot, transport=Transport.SERIAL)
+    spec = RunSpec(ImageSource("img"), command=("true",))
+    a = machine_argv(vm_spec(spec, prepared, Path("/run/a"), 1))
+    b = machine_argv(vm_spec(spec, prepared, Path("/run/b"), 2))
+    assert a == b
+    assert "socket,id=port0,path=org.bootc-box.control.sock,server=on,wait=off" in a
+
+
+@pytest.fixture
+def session() -> Iterator[tuple[Session, list[socket.socket]]]:
+    """The host's ends, and the far ends that stand in for QEMU's."""
+    pairs = [socket.socketpair() for _ in range(3)]
+    ours = Session(*(a for a, _ in pairs))
+    yield ours, [b for _, b in pairs]
+    for a, b in pairs:
+        a.close()
+        b.close()
+
+
+def test_control_lines_come_whole_whatever_the_pieces(
+    session: tuple[Session, list[socket.socket]],
+) -> None:
+    ours, (control, _, _) = session
+    assert ours.line(0.05) is None
+    control.sendall(b"rea")
+    assert ours.line(0.05) is None
+    control.sendall(b"dy\nstarted\nexit 3\n")
+    assert [ours.line(1), ours.line(1), ours.line(1)] == ["ready", "started", "exit 3"]
+    control.sendall(b"x" * 5000)
+    with pytest.raises(BootcBoxError, match="longer than 4096 bytes"):
+        ours.line(1)
+    control.close()
+    with pytest.raises(EOFError):
+        ours.line(1)
+
+
+def test_output_is_copied_whole_until_qemu_closes_the_ports(
+    session: tuple[Session, list[socket.socket]],
+) -> None:
+    ours, (_, stdout, stderr) = session
+    out, err = io.BytesIO(), io.BytesIO()
+    big = bytes(range(256)) * 4096
+    with start_output_copies(ours, out, err):
+        writer = threading.Thread(target=stdout.sendall, args=(big,))
+        writer.start()
+        stderr.sendall(b"warning\n")
+        writer.join()
+        # QEMU exits: its ends close, after all it wrote.
+        stdout.close()
+        stderr.close()
+    assert out.getvalue() == big
+    assert err.getvalue() == b"warning\n"
+
+
+def test_output_copies_ended_early_do_not_wait_for_qemu(
+    session: tuple[Session, list[socket.socket]],
+) -> None:
+    ours, (_, stdout, _) = session
+    out = io.BytesIO()
+
+    def interrupted() -> None:
+        with start_output_copies(ours, out, io.BytesIO()):
+            stdout.sendall(b"partial")
+            raise KeyboardInterrupt  # QEMU still runs: its ends stay open
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted()
+    assert out.getvalue() in (b"", b"partial")
+
+
+def test_a_guest_that_boots_but_never_starts_our_unit_says_what_it_needs(tmp_path: Path) -> None:
+    console = tmp_path / "console.log"
+    console.write_bytes(b"[  21.9] systemd[1]: Startup finished in 21.8s.\n")
+    watch = FailureWatch(console, grace=10, serial=True)
+    assert watch.failure(0) is None
+    failure = watch.failure(10)
+    assert failure is not None
+    assert failure.message == (
+        "the guest finished booting but bootc-box's command unit did not start within 10 s"
+    )
+    assert "systemd must be 256 or later" in str(failure.hint)
+    console.write_bytes(
+        b"systemd[1]: Failed to add dependency on bootc-box-exec.service, ignoring: Unit "
+        b"bootc-box-exec.service not found.\n"
+    )
+    old = FailureWatch(console, serial=True).failure(0)
+    assert old is not None
+    assert old.message.startswith("the guest's systemd did not take bootc-box's command unit")
+    # Over SSH, the same line means nothing.
+    assert FailureWatch(console).failure(0) is None

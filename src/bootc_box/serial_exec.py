@@ -47,7 +47,10 @@ After=default.target
 [Service]
 Type=exec
 ImportCredential={SCRIPT}
-ExecStart=/bin/sh ${{CREDENTIALS_DIRECTORY}}/{SCRIPT}
+# %d: the unit's credentials directory.
+ExecStart=/bin/sh %d/{SCRIPT}
+# What an SSH login would have set.
+Environment=HOME=/root USER=root LOGNAME=root SHELL=/bin/sh
 StandardOutput=journal+console
 StandardError=journal+console
 """

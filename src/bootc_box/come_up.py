@@ -69,7 +69,7 @@ def come_up(
     )
     if start.save:
         login = FirstLogin(target, machine.spec.console_log.with_name("known_hosts"))
-        wait_for_ssh(spec, start, machine, login)
+        wait_for_guest(spec, start, machine, login)
         target = login.target
         progress.begin("save")
         assert target.host_key, "a login checked or learnt the saved guest's host key"
@@ -86,7 +86,7 @@ def come_up(
         # A restored guest's first login is this one, with no probe before
         # it: each login costs most of a second under TCG.
         try:
-            wait_for_ssh(spec, start, machine, give_identity)
+            wait_for_guest(spec, start, machine, give_identity)
         except RestoreFailed:
             raise
         except BootcBoxError as e:
@@ -95,7 +95,7 @@ def come_up(
         log.debug("the guest has its own keys and time")
         return dataclasses.replace(target, key=key, host_key=keys[0].ed25519)
     login = FirstLogin(target, machine.spec.console_log.with_name("known_hosts"))
-    wait_for_ssh(spec, start, machine, login)
+    wait_for_guest(spec, start, machine, login)
     return login.target
 
 
@@ -128,13 +128,13 @@ def come_up_serial(
     if start.restore:
         restore(start, machine)
         return
-    wait_for_ssh(spec, start, machine, lambda: session.line(1.0) == "ready", serial=True)
+    wait_for_guest(spec, start, machine, lambda: session.said("ready", 1.0), serial=True)
     if start.save:
         progress.begin("save")
         save_for_later(spec, image_id, start, machine, start.login.host_key)
 
 
-def wait_for_ssh(
+def wait_for_guest(
     spec: RunSpec,
     start: Start,
     machine: Machine,

@@ -152,6 +152,14 @@ class Session:
         line, self.pending = self.pending.split(b"\n", 1)
         return line.decode("ascii", "replace").strip()
 
+    def said(self, word: str, timeout: float) -> bool:
+        """Whether the guest's next line, within `timeout`, is `word`
+        (False once QEMU closed the port: its exit is for the caller)."""
+        try:
+            return self.line(timeout) == word
+        except EOFError:
+            return False
+
     def send(self, data: bytes) -> None:
         self.control.settimeout(None)
         self.control.sendall(data)

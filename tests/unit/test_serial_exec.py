@@ -165,9 +165,14 @@ def test_control_lines_come_whole_whatever_the_pieces(
     control.sendall(b"x" * 5000)
     with pytest.raises(BootcBoxError, match="longer than 4096 bytes"):
         ours.line(1)
+    ours.pending = b""
+    control.sendall(b"started\nready\n")
+    assert not ours.said("ready", 1)
+    assert ours.said("ready", 1)
     control.close()
     with pytest.raises(EOFError):
         ours.line(1)
+    assert not ours.said("ready", 1)  # QEMU's exit is for the caller to see
 
 
 def test_output_is_copied_whole_until_qemu_closes_the_ports(

@@ -162,6 +162,10 @@ def supervise(spec: RunSpec, env: Environment, qemu: str, directory: Path) -> in
             and not spec.disks
         ):
             versions = program_versions(qemu, find_virtiofsd() or Path("virtiofsd"), prepared.accel)
+            if prepared.transport is Transport.SERIAL:
+                # The saved guest runs this unit's script: a state saved
+                # with another script would not understand the host.
+                versions["serial unit"] = serial_exec.guest_digest()
             machine = vm_spec(spec, prepared, Path("/vm"), 0)
             warm = Warm(snapshot_key(prepared.image_id, machine, versions), versions)
         cold_attempts = 0

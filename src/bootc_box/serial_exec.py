@@ -10,10 +10,11 @@ command. The command's stdout and stderr have a port each; its exit status
 comes back on the control port, and the guest powers off."""
 
 import base64
+import hashlib
 import logging
+import secrets
 import shlex
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -62,13 +63,17 @@ GUEST_SCRIPT = f"""set -u
 ports=/dev/virtio-ports
 exec 3<>"$ports/{CONTROL}"
 echo ready >&3
-read -r now command <&3 || exit 1
+read -r now token command <&3 || exit 1
 date -s "@$now" >/dev/null 2>&1 || :
 echo started >&3
 printf '%s' "$command" | base64 -d > /run/bootc-box-command
 cd /root
 sh /run/bootc-box-command </dev/null >"$ports/{STDOUT}" 2>"$ports/{STDERR}"
-echo "exit $?" >&3
+status=$?
+# After the command's last byte on each port: the host stops reading there.
+printf '%s' "$token" >"$ports/{STDOUT}"
+printf '%s' "$token" >"$ports/{STDERR}"
+echo "exit $status" >&3
 systemctl --no-block poweroff
 """
 
@@ -96,6 +101,11 @@ def choose_transport(choice: Transport, root: Path, image: str, needs_login: boo
     return choice
 
 
+def guest_digest() -> str:
+    """What the guest is given, as a version for the saved-state key."""
+    return hashlib.sha256((GUEST_UNIT + GUEST_SCRIPT).encode()).hexdigest()[:16]
+
+
 def guest_credentials(directory: Path) -> tuple[Path, Path]:
     return (
         write_credential(directory, f"systemd.extra-unit.{UNIT}", GUEST_UNIT.encode()),
@@ -108,10 +118,11 @@ def serial_ports(workdir: Path) -> tuple[tuple[str, Path], ...]:
     return tuple((name, workdir / f"{name.rsplit('.', 1)[1]}.sock") for name in PORTS)
 
 
-def command_line(command: tuple[str, ...], now: float) -> bytes:
-    """What the host sends: its time, and the command as ssh would pass it."""
+def command_line(command: tuple[str, ...], now: float, token: bytes) -> bytes:
+    """What the host sends: its time, the token that ends the output
+    streams (StreamEnd), and the command as ssh would pass it."""
     encoded = base64.b64encode(shlex.join(command).encode()).decode("ascii")
-    return f"{int(now)} {encoded}\n".encode()
+    return f"{int(now)} {token.decode('ascii')} {encoded}\n".encode()
 
 
 def parse_status(line: str) -> int | None:
@@ -182,37 +193,89 @@ def start_session(ports: tuple[tuple[str, Path], ...]) -> Iterator[Session]:
             sock.close()
 
 
-@contextmanager
-def start_output_copies(session: Session, out: BinaryIO, err: BinaryIO) -> Iterator[None]:
-    """Copy the command's stdout and stderr to ours as they come. The block
-    ends once QEMU is gone (the guest powered off): its ends of the ports
-    are closed then, and what they held is copied before the block ends.
-    Ended early, the copies stop at what has come."""
+class StreamEnd:
+    """Passes a stream on up to `token`, which the guest writes after the
+    command's last byte (the ports keep order): the host knows the output is
+    whole without waiting for the guest's power-off. Holds back only what
+    could be the token's start."""
 
-    def copy(source: socket.socket, target: BinaryIO) -> None:
+    def __init__(self, token: bytes) -> None:
+        self.token = token
+        self.held = b""
+        self.ended = False
+
+    def feed(self, data: bytes) -> bytes:
+        """What of `data` is output, once what could be the token is known
+        not to be."""
+        if self.ended:
+            return b""
+        self.held += data
+        at = self.held.find(self.token)
+        if at >= 0:
+            self.ended = True
+            return self.held[:at]
+        cut = max(0, len(self.held) - (len(self.token) - 1))
+        out, self.held = self.held[:cut], self.held[cut:]
+        return out
+
+    def close(self) -> bytes:
+        """What was held back, when the stream ended without its token."""
+        rest, self.held = (b"" if self.ended else self.held), b""
+        self.ended = True
+        return rest
+
+
+class OutputCopies:
+    """Threads copying the command's stdout and stderr to ours as they come,
+    each until the stream's end (its token, or QEMU closing the port)."""
+
+    def __init__(self, session: Session, out: BinaryIO, err: BinaryIO, token: bytes) -> None:
+        self.sockets = (session.stdout, session.stderr)
+        self.threads = [
+            threading.Thread(target=self._copy, args=(sock, target, StreamEnd(token)), daemon=True)
+            for sock, target in zip(self.sockets, (out, err), strict=True)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    @staticmethod
+    def _copy(source: socket.socket, target: BinaryIO, end: StreamEnd) -> None:
         shown = True
-        while data := source.recv(65536):
-            if shown:
+        while not end.ended:
+            data = source.recv(65536)
+            output = end.feed(data) if data else end.close()
+            if shown and output:
                 try:
-                    target.write(data)
+                    target.write(output)
                     target.flush()
                 except OSError:  # our reader went away: the guest's output still drains
                     shown = False
 
-    threads = [
-        threading.Thread(target=copy, args=pair, name="serial output", daemon=True)
-        for pair in ((session.stdout, out), (session.stderr, err))
-    ]
-    for thread in threads:
-        thread.start()
-    try:
-        yield
-    finally:
-        for sock in (session.stdout, session.stderr):
-            # What is queued is still read; then the copy sees the end.
+    def wait(self, timeout: float) -> bool:
+        """Whether both streams ended within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self.threads)
+
+    def stop(self) -> None:
+        """End the copies at what has come (what is queued is still read)."""
+        for sock in self.sockets:
             sock.shutdown(socket.SHUT_RD)
-        for thread in threads:
+        for thread in self.threads:
             thread.join()
+
+
+@contextmanager
+def start_output_copies(
+    session: Session, out: BinaryIO, err: BinaryIO, token: bytes
+) -> Iterator[OutputCopies]:
+    """Output copies that end with the block, at the latest."""
+    copies = OutputCopies(session, out, err, token)
+    try:
+        yield copies
+    finally:
+        copies.stop()
 
 
 class CommandUnstarted(BootcBoxError):
@@ -222,8 +285,9 @@ class CommandUnstarted(BootcBoxError):
 # A guest that waits for its command answers at once; a restored one that
 # does not in this long did not come back.
 START_TIMEOUT = 60.0
-# How long a guest has to power off after the command, before it is stopped.
-POWER_OFF_TIMEOUT = 60.0
+# How long the output may take to arrive after the exit status, which the
+# guest sent after it: in order, and at once, unless the guest is broken.
+DRAIN_TIMEOUT = 30.0
 
 
 def run_serial_command(
@@ -235,9 +299,11 @@ def run_serial_command(
     err: BinaryIO,
 ) -> int:
     """Send the guest its command, copy its output, return its exit status
-    once the guest has powered off."""
-    with start_output_copies(session, out, err):
-        session.send(command_line(command, time.time()))
+    once the output is whole. The guest powers itself off after; the run
+    stops QEMU as it would after a command over SSH (nothing to keep)."""
+    token = secrets.token_hex(16).encode()
+    with start_output_copies(session, out, err, token) as copies:
+        session.send(command_line(command, time.time(), token))
         if next_line(session, machine, START_TIMEOUT) != "started":
             raise CommandUnstarted(
                 f"the guest did not start the command within {START_TIMEOUT:.0f} s"
@@ -246,10 +312,9 @@ def run_serial_command(
         while status is None:
             line = next_line(session, machine, None)
             status = parse_status(line or "")
-        try:
-            machine.qemu.wait(timeout=POWER_OFF_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            log.warning("the guest did not power off within %.0f s; stopping it", POWER_OFF_TIMEOUT)
+        if not copies.wait(DRAIN_TIMEOUT):
+            log.warning("the command's output did not end within %.0f s of its exit status;"
+                        " it may be cut short", DRAIN_TIMEOUT)  # fmt: skip
     return status
 
 

@@ -24,6 +24,7 @@ from bootc_box.serial_exec import (
     GUEST_UNIT,
     KARG,
     Session,
+    StreamEnd,
     choose_transport,
     command_line,
     guest_credentials,
@@ -78,10 +79,11 @@ def test_a_shell_or_a_vm_that_stays_up_without_sshd_is_refused_with_the_way_out(
 
 def test_the_command_goes_as_ssh_would_pass_it_with_the_hosts_time() -> None:
     command = ("sh", "-c", "echo 'a b' $HOME; exit 3")
-    now, encoded = command_line(command, 1733380000.7).decode().rstrip("\n").split(" ")
-    assert now == "1733380000"
+    line = command_line(command, 1733380000.7, b"f00d").decode()
+    now, token, encoded = line.rstrip("\n").split(" ")
+    assert (now, token) == ("1733380000", "f00d")
     assert base64.b64decode(encoded).decode() == shlex.join(command)
-    assert command_line(("x",) * 1000, 0).count(b"\n") == 1
+    assert command_line(("x",) * 1000, 0, b"f00d").count(b"\n") == 1
 
 
 @pytest.mark.parametrize(
@@ -175,22 +177,49 @@ def test_control_lines_come_whole_whatever_the_pieces(
     assert not ours.said("ready", 1)  # QEMU's exit is for the caller to see
 
 
-def test_output_is_copied_whole_until_qemu_closes_the_ports(
+TOKEN = b"0123456789abcdef"
+
+
+@pytest.mark.parametrize("pieces", [1, 7, 4096])
+def test_a_stream_ends_at_its_token_whatever_the_pieces(pieces: int) -> None:
+    data = b"out" * 1000 + b"0123456789abcdeX" + b"tail" + TOKEN + b"after"
+    end, passed = StreamEnd(TOKEN), b""
+    for at in range(0, len(data), pieces):
+        passed += end.feed(data[at : at + pieces])
+    assert end.ended
+    assert passed == b"out" * 1000 + b"0123456789abcdeX" + b"tail"
+    assert end.feed(b"more") == b""
+
+
+def test_output_is_copied_whole_up_to_the_token(
     session: tuple[Session, list[socket.socket]],
 ) -> None:
     ours, (_, stdout, stderr) = session
     out, err = io.BytesIO(), io.BytesIO()
     big = bytes(range(256)) * 4096
-    with start_output_copies(ours, out, err):
-        writer = threading.Thread(target=stdout.sendall, args=(big,))
+    with start_output_copies(ours, out, err, TOKEN) as copies:
+        writer = threading.Thread(target=stdout.sendall, args=(big + TOKEN,))
         writer.start()
         stderr.sendall(b"warning\n")
+        assert not copies.wait(0.05)  # stderr has not ended
+        stderr.sendall(TOKEN)
         writer.join()
-        # QEMU exits: its ends close, after all it wrote.
-        stdout.close()
-        stderr.close()
+        assert copies.wait(10)
     assert out.getvalue() == big
     assert err.getvalue() == b"warning\n"
+
+
+def test_output_ends_when_qemu_closes_the_ports(
+    session: tuple[Session, list[socket.socket]],
+) -> None:
+    ours, (_, stdout, stderr) = session
+    out = io.BytesIO()
+    with start_output_copies(ours, out, io.BytesIO(), TOKEN) as copies:
+        stdout.sendall(b"cut short")
+        stdout.close()
+        stderr.close()
+        assert copies.wait(10)
+    assert out.getvalue() == b"cut short"
 
 
 def test_output_copies_ended_early_do_not_wait_for_qemu(
@@ -200,7 +229,7 @@ def test_output_copies_ended_early_do_not_wait_for_qemu(
     out = io.BytesIO()
 
     def interrupted() -> None:
-        with start_output_copies(ours, out, io.BytesIO()):
+        with start_output_copies(ours, out, io.BytesIO(), TOKEN):
             stdout.sendall(b"partial")
             raise KeyboardInterrupt  # QEMU still runs: its ends stay open
 

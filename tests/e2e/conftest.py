@@ -233,6 +233,26 @@ def host_state() -> HostState:
     )
 
 
+def assert_refused_cleanly(argv: list[str], message: str, volume: CacheVolume) -> None:
+    """A run of `argv` fails with one error line that starts with `message`,
+    exit 125, and leaves nothing behind: no container in the nested store,
+    nothing on the volume but whole entries, nothing new on the host. Well
+    inside --timeout's 600 s: a run that waits it out fails."""
+    before = host_state()
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=300)
+    assert result.returncode == 125
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith(message)
+    assert "Traceback" not in result.stderr
+    assert volume.nested_containers() == []
+    assert volume.leftovers() == []
+    after = host_state()
+    assert after.processes <= before.processes
+    assert after.containers <= before.containers
+    assert after.mounts <= before.mounts
+
+
 def read_until(fd: int, marker: bytes, deadline: float, times: int = 1) -> bytes:
     """Read `fd` until `marker` shows (`times` times), the writer is gone, or time is up."""
     seen = b""

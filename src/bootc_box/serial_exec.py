@@ -13,7 +13,6 @@ import base64
 import hashlib
 import logging
 import secrets
-import shlex
 import socket
 import threading
 import time
@@ -29,6 +28,7 @@ from bootc_box.kernel import resolve_in_root
 from bootc_box.machine import Machine
 from bootc_box.processes import last_line
 from bootc_box.run_spec import Transport
+from bootc_box.ssh import remote_command
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def serial_ports(workdir: Path) -> tuple[tuple[str, Path], ...]:
 def command_line(command: tuple[str, ...], now: float, token: bytes) -> bytes:
     """What the host sends: its time, the token that ends the output
     streams (StreamEnd), and the command as ssh would pass it."""
-    encoded = base64.b64encode(shlex.join(command).encode()).decode("ascii")
+    encoded = base64.b64encode(remote_command(command).encode()).decode("ascii")
     return f"{int(now)} {token.decode('ascii')} {encoded}\n".encode()
 
 

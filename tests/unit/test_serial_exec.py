@@ -83,6 +83,9 @@ def test_the_command_goes_as_ssh_would_pass_it_with_the_hosts_time() -> None:
     now, token, encoded = line.rstrip("\n").split(" ")
     assert (now, token) == ("1733380000", "f00d")
     assert base64.b64decode(encoded).decode() == shlex.join(command)
+    # One argument is a command line for the guest's shell, as over ssh.
+    one = command_line(("echo a; exit 4",), 0, b"f00d").decode().split(" ")[2]
+    assert base64.b64decode(one).decode() == "echo a; exit 4"
     assert command_line(("x",) * 1000, 0, b"f00d").count(b"\n") == 1
 
 

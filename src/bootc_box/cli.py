@@ -18,7 +18,7 @@ from bootc_box.binds import parse_bind
 from bootc_box.boot import FORMATS, Disk
 from bootc_box.bootable import run_images
 from bootc_box.cache import run_cache_ls, run_cache_prune
-from bootc_box.disks import parse_size
+from bootc_box.disks import checked_size, parse_size
 from bootc_box.doctor import run_doctor
 from bootc_box.environment import probe_environment
 from bootc_box.errors import EXIT_TOOL_FAILED
@@ -357,8 +357,10 @@ def run(
     for flag, given in (("--transient", transient), ("--format", disk_format)):
         if given and not disk:
             raise click.UsageError(f"{flag} applies to a disk; add --disk FILE")
-    if persistent and (disk or not name):
-        raise click.UsageError("--persistent takes an IMAGE and --name NAME, not --disk")
+    if persistent and disk:
+        raise click.UsageError("--persistent takes an IMAGE, not --disk")
+    if persistent and not name:
+        raise click.UsageError("--persistent needs --name NAME: the VM is booted again by its name")
     target = what_to_boot(disk, image, command)
     if target is None:
         raise click.UsageError("Missing argument 'IMAGE'.")
@@ -465,7 +467,7 @@ def to_disk(
         format=disk_format,
         disk_size=parse_size(disk_size, "--disk-size") if disk_size else None,
         filesystem=filesystem,
-        root_size=root_size,
+        root_size=checked_size(root_size, "--root-size"),
         # --karg is the installed system's; the installer boots without.
         kargs=machine.kargs,
         pull=PullOptions(PullPolicy(pull_policy), tls_verify, cert_dir, authfile),
@@ -712,6 +714,8 @@ def cache_prune(all_images: bool) -> None:
 
 def usage_error(e: click.ClickException) -> str:
     """click's message on one line, with where the command's usage is."""
+    if isinstance(e, click.NoSuchOption) and e.option_name == "--debug":
+        return "--debug goes before the command: bootc-box --debug COMMAND ..."
     message = e.format_message().replace("\n", " ").rstrip(".")
     context = getattr(e, "ctx", None)
     if isinstance(e, click.UsageError) and context is not None:

@@ -36,6 +36,15 @@ def parse_size(text: str, option: str) -> int:
     return int(match[1]) * (1 << (10 * power))
 
 
+def checked_size(text: str | None, option: str) -> str | None:
+    """`text` as given (for a program that reads sizes itself, as bootc
+    reads --root-size), once it reads as a size: refused here, not by the
+    installer a minute later."""
+    if text is not None:
+        parse_size(text, option)
+    return text
+
+
 @dataclass(frozen=True)
 class Qcow2Header:
     """The other files a qcow2 file's header names. A data file of "" is

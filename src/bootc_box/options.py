@@ -4,6 +4,8 @@ options end (so that what follows IMAGE or `--` is left alone), podman's
 
 from collections.abc import Sequence
 
+from bootc_box.errors import BootcBoxError
+
 
 def scan_options(args: Sequence[str], value_options: set[str]) -> tuple[list[int], int]:
     """The indices of the option words in `args` (not their values), and the
@@ -29,10 +31,22 @@ def scan_options(args: Sequence[str], value_options: set[str]) -> tuple[list[int
     return words, len(args)
 
 
+BOOLEAN_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "1", "0"})
+
+
 def bare_to_true(args: Sequence[str], flag: str, value_options: set[str]) -> list[str]:
     """`args` with a bare `flag` among the options written `flag=true`, as
-    podman reads `--tls-verify`; words after the options are left alone."""
+    podman reads `--tls-verify`; words after the options are left alone. A
+    bare `flag` followed by `false` (which would be taken for IMAGE, and the
+    flag for true) is refused, naming `flag=false`."""
     words, _ = scan_options(args, value_options - {flag})
+    for i in words:
+        if args[i] == flag and i + 1 < len(args) and args[i + 1].lower() in BOOLEAN_WORDS:
+            raise BootcBoxError(
+                f"{flag} takes its value after '=': {flag} {args[i + 1]} would mean "
+                f"{flag}=true and take {args[i + 1]!r} for IMAGE",
+                f"write {flag}={args[i + 1].lower()}",
+            )
     return [f"{flag}=true" if i in words and a == flag else a for i, a in enumerate(args)]
 
 

@@ -138,7 +138,19 @@ def test_every_help_shows_an_example_that_uses_the_command(words: list[str]) -> 
             ["run", "--disk", "d.img", "--format", "vmdk"],
             "'vmdk' is not one of 'raw', 'qcow2'; see bootc-box run --help",
         ),
-        (["run", "--persistent", "img"], "--persistent takes an IMAGE and --name NAME"),
+        (["run", "--persistent", "img"], "--persistent needs --name NAME"),
+        (["run", "--persistent", "--name", "a", "--disk", "d.raw"], "takes an IMAGE, not --disk"),
+        (
+            ["run", "--tls-verify", "false", "img", "--", "true"],
+            "--tls-verify takes its value after '=': --tls-verify false would mean "
+            "--tls-verify=true and take 'false' for IMAGE; write --tls-verify=false",
+        ),
+        (["pull", "--tls-verify", "False", "img"], "write --tls-verify=false"),
+        (
+            ["run", "--debug", "img"],
+            "--debug goes before the command: bootc-box --debug COMMAND ...",
+        ),
+        (["to-disk", "--root-size", "10X", "img", "out"], "invalid --root-size '10X'"),
         (["start"], "Missing argument 'NAMES...'; see bootc-box start --help"),
         (["start", "-a", "a", "b"], "--attach takes one NAME"),
         (

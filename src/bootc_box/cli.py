@@ -699,11 +699,18 @@ def cache_ls(as_json: bool) -> None:
 
 
 @cache.command("prune")
-@click.option("--all", "all_images", is_flag=True, help="Remove every image of ours not in use.")
+@click.option(
+    "--all",
+    "all_images",
+    is_flag=True,
+    help="Remove every image of the box's store that no container uses.",
+)
 def cache_prune(all_images: bool) -> None:
-    """Remove what crashed runs left, images nothing uses, the boot files
-    and saved states of images that are gone, and every cached disk no VM
-    that keeps its state is built on (to-disk installs it again).
+    """Remove what crashed runs left, the box store's dangling (untagged)
+    images, the boot files and saved states of images that are gone, and
+    every cached disk no VM that keeps its state is built on (to-disk
+    installs it again). With --all, every image of the box's store that no
+    container uses, not only the dangling ones.
 
     \b
     Example:

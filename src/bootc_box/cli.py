@@ -721,9 +721,14 @@ def cache_prune(all_images: bool) -> None:
 
 def usage_error(e: click.ClickException) -> str:
     """click's message on one line, with where the command's usage is."""
-    if isinstance(e, click.NoSuchOption) and e.option_name == "--debug":
-        return "--debug goes before the command: bootc-box --debug COMMAND ..."
-    message = e.format_message().replace("\n", " ").rstrip(".")
+    message = " ".join(e.format_message().split()).rstrip(".")  # click's tabs and newlines
+    if isinstance(e, click.NoSuchOption):
+        if e.option_name == "--debug":
+            return "--debug goes before the command: bootc-box --debug COMMAND ..."
+        # click words this differently from one version to the next.
+        message = f"No such option {e.option_name}"
+        if e.possibilities:
+            message += f" (did you mean {' or '.join(sorted(e.possibilities))}?)"
     context = getattr(e, "ctx", None)
     if isinstance(e, click.UsageError) and context is not None:
         return f"{message}; see {context.command_path} --help"

@@ -151,6 +151,14 @@ def test_every_help_shows_an_example_that_uses_the_command(words: list[str]) -> 
             "--debug goes before the command: bootc-box --debug COMMAND ...",
         ),
         (["to-disk", "--root-size", "10X", "img", "out"], "invalid --root-size '10X'"),
+        (
+            ["run", "--memroy", "2G", "img"],
+            "No such option --memroy (did you mean --memory?); see bootc-box run --help",
+        ),
+        (
+            ["completion"],
+            "Missing argument 'SHELL'. Choose from: bash, zsh, fish; see bootc-box completion",
+        ),
         (["start"], "Missing argument 'NAMES...'; see bootc-box start --help"),
         (["start", "-a", "a", "b"], "--attach takes one NAME"),
         (

@@ -102,3 +102,29 @@ def test_a_writable_cache_gets_its_store(tmp_path: Path) -> None:
     result = entrypoint(f"{stubs}; CACHE={cache}; prepare_cache", tmp_path)
     assert result.returncode == 0, result.stderr
     assert (cache / "storage").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (("run", "img", "--", "true"), "run"),
+        (("--help",), "help"),
+        (("--virtiofsd-sandbox", "none", "run", "img"), "run"),
+        # Help is help after a command of ours too: no cache, no warning.
+        (("run", "--help"), "help"),
+        (("--debug", "to-disk", "-h"), "help"),
+        (("run", "-d", "--help"), "help"),
+        # Not when it is the guest's, an operand's, or another program's.
+        (("run", "img", "--", "prog", "--help"), "run"),
+        (("run", "--", "img", "--help"), "run"),
+        (("ssh", "web", "--help"), "ssh"),
+        (("sleep", "--help"), "sleep"),
+        ((), ""),
+    ],
+)
+def test_the_command_is_found_and_help_needs_no_cache(
+    tmp_path: Path, argv: tuple[str, ...], command: str
+) -> None:
+    result = entrypoint('command_of "$@"', tmp_path, argv=argv)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{command}\n"

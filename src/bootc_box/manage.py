@@ -264,6 +264,11 @@ def run_ssh_config(env: Environment, name: str | None) -> int:
             f"VM {name} has not answered SSH yet ({current_state(records[0]).value})",
             f"wait for it with bootc-box ssh {name} -- true",
         )
+    if not reachable:
+        raise BootcBoxError(
+            "no VM here answers SSH yet",
+            "start one with bootc-box run -d IMAGE, or wait with bootc-box ssh NAME -- true",
+        )
     print("\n".join(ssh_config(r.name, ssh_target(r)) for r in reachable), end="")
     return 0
 

@@ -211,3 +211,18 @@ def test_bash_loads_the_completion_and_completes_commands(tmp_path: Path) -> Non
         [sys.executable, "-m", "bootc_box"], env=env, capture_output=True, text=True, check=False
     )
     assert answer.stdout.split() == ["plain,ssh", "plain,ssh-config"]
+
+
+def test_ssh_config_with_no_vm_says_so(tmp_path: Path) -> None:
+    """Nothing printed and status 0 would write an empty ssh_config file."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bootc_box", "ssh-config"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env=dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path), XDG_CACHE_HOME=str(tmp_path)),
+    )
+    assert result.returncode == 125
+    assert result.stdout == ""
+    assert result.stderr.startswith("bootc-box: error: no VM here answers SSH yet; start one")

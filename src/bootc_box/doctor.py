@@ -12,7 +12,8 @@ from bootc_box.virtiofsd import find_old_virtiofsd, find_virtiofsd
 def render_table(checks: list[Check]) -> str:
     rows = [("CHECK", "STATUS", "DETAIL", "FIX")]
     for c in checks:
-        status = "ok" if c.ok else ("MISSING" if c.required else "warning")
+        # A check with no fix only informs: nothing is wrong.
+        status = "ok" if c.ok else "MISSING" if c.required else "warning" if c.fix else "info"
         rows.append((c.name, status, c.detail, "" if c.ok else c.fix))
     return format_table(rows)
 

@@ -7,6 +7,7 @@ CHECKS = [
     Check("kvm", True, "/dev/kvm"),
     Check("/cache volume", False, "not a volume", "add -v bootc-box:/cache", required=False),
     Check("virtiofsd", False, "not found", "install the virtiofsd package"),
+    Check("fuse", False, "not needed", "", required=False),
 ]
 
 
@@ -18,6 +19,8 @@ def test_table_shows_status_and_the_fix_only_for_what_fails() -> None:
     assert "warning" in lines[2]
     assert lines[2].endswith("add -v bootc-box:/cache")
     assert "MISSING" in lines[3]
+    # Absent but not needed: nothing to fix, so no warning.
+    assert lines[4].split() == ["fuse", "info", "not", "needed"]
 
 
 def test_json_has_every_field() -> None:

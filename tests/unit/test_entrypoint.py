@@ -128,3 +128,26 @@ def test_the_command_is_found_and_help_needs_no_cache(
     result = entrypoint('command_of "$@"', tmp_path, argv=argv)
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{command}\n"
+
+
+@pytest.mark.parametrize(
+    ("command", "program"),
+    [
+        ("sleep", True),
+        ("bash", True),
+        ("/usr/bin/ls", True),
+        # Not ours, so bootc-box says there is no such command (exit 125),
+        # instead of listing the box's / or failing as `exec: not found`.
+        ("ls", False),
+        ("exec", False),
+        ("run", False),
+        ("help", False),
+        ("/no/such/program", False),
+        ("", False),
+    ],
+)
+def test_only_named_programs_of_the_box_run_as_themselves(
+    tmp_path: Path, command: str, program: bool
+) -> None:
+    result = entrypoint('runs_as_program "$1"', tmp_path, argv=(command,))
+    assert result.returncode == (0 if program else 1), result.stderr

@@ -1,7 +1,9 @@
 """The command line as a user meets it: a real process, its exit code and stderr."""
 
+import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -226,3 +228,32 @@ def test_ssh_config_with_no_vm_says_so(tmp_path: Path) -> None:
     assert result.returncode == 125
     assert result.stdout == ""
     assert result.stderr.startswith("bootc-box: error: no VM here answers SSH yet; start one")
+
+
+def readme_option_rows(header: str) -> list[tuple[list[str], str]]:
+    """The options (and their documented default) of the README table that
+    starts with `header`."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    lines = text[text.index(header) :].splitlines()[2:]
+    rows = []
+    for line in itertools.takewhile(lambda line: line.startswith("|"), lines):
+        cells = [cell.strip() for cell in line.strip("|").split(" | ")]
+        rows.append((re.findall(r"`(-[-\w]+)", cells[0]), cells[-1]))
+    return rows
+
+
+def test_every_run_option_the_readme_documents_exists_with_its_default() -> None:
+    run = cli.commands["run"]
+    params = {name: p for p in (*run.params, *cli.params) for name in p.opts}
+    rows = readme_option_rows("| option | meaning | default |")
+    assert len(rows) > 20
+    for names, default in rows:
+        for name in names:
+            assert name in params, f"README documents {name}, which run does not have"
+            literal = re.fullmatch(r"`([^`]+)`", default)
+            value = params[name].default
+            if literal and isinstance(value, str | int) and not isinstance(value, bool):
+                assert str(value) == literal[1], f"{name}: README says {default}"
+    documented = {name for names, _ in rows for name in names}
+    options = [p for p in run.params if isinstance(p, click.Option) and not p.hidden]
+    assert [p.opts[0] for p in options if p.opts[0] not in documented] == []

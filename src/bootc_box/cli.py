@@ -421,7 +421,8 @@ def start(attach: bool, names: tuple[str, ...]) -> None:
 @click.option(
     "--disk-size",
     metavar="SIZE",
-    help="Size of the disk (20G, 4096M) [default: the larger of 2x the image and 10G].",
+    help="Size of the disk (20G, 4096M; a number alone is MiB, as for --memory)"
+    " [default: the larger of 2x the image and 10G].",
 )
 @click.option(
     "--filesystem",
@@ -430,7 +431,11 @@ def start(attach: bool, names: tuple[str, ...]) -> None:
     show_default=True,
     help="Root file system, as bootc install's --filesystem.",
 )
-@click.option("--root-size", metavar="SIZE", help="Size of the root partition (default: the rest).")
+@click.option(
+    "--root-size",
+    metavar="SIZE",
+    help="Size of the root partition (a number alone is MiB) [default: the rest].",
+)
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 @registry_options
 @click.argument("image")

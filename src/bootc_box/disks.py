@@ -28,21 +28,23 @@ _SIZE = re.compile(r"(\d+)\s*(?:([kmgt])(?:i?b)?)?", re.IGNORECASE)
 
 
 def parse_size(text: str, option: str) -> int:
-    """Bytes, from `20G`, `512M`, `1T` or a plain byte count (as qemu-img)."""
+    """Bytes, from `20G`, `512M`, `1T`, or a number alone, which is MiB: the
+    one rule for every size bootc-box takes (--memory's, as QEMU's -m)."""
     match = _SIZE.fullmatch(text.strip())
     if not match or int(match[1]) == 0:
         raise BootcBoxError(f"invalid {option} {text!r}", f"write it like {option} 20G or 512M")
-    power: int = "_kmgt".index((match[2] or "_").lower())
+    power: int = "_kmgt".index((match[2] or "m").lower())
     return int(match[1]) * (1 << (10 * power))
 
 
 def checked_size(text: str | None, option: str) -> str | None:
-    """`text` as given (for a program that reads sizes itself, as bootc
-    reads --root-size), once it reads as a size: refused here, not by the
-    installer a minute later."""
-    if text is not None:
-        parse_size(text, option)
-    return text
+    """`text` for a program that reads sizes itself (bootc reads
+    --root-size), once it reads as a size: refused here, not by the
+    installer a minute later; a number alone gets its unit, MiB."""
+    if text is None:
+        return None
+    parse_size(text, option)
+    return f"{text.strip()}M" if text.strip().isdigit() else text
 
 
 @dataclass(frozen=True)

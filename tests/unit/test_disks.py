@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from bootc_box.boot import Disk, Firmware, FirmwareBoot
-from bootc_box.disks import open_disk, parse_size
+from bootc_box.disks import checked_size, open_disk, parse_size
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.network import Network
@@ -52,11 +52,17 @@ def booted(disk: Disk) -> list[str]:
 
 @pytest.mark.parametrize(
     ("text", "size"),
-    [("20G", 20 << 30), ("512M", 512 << 20), ("1T", 1 << 40), ("4096", 4096), ("10GiB", 10 << 30),
-     ("2g", 2 << 30), ("64k", 64 << 10)],
+    [("20G", 20 << 30), ("512M", 512 << 20), ("1T", 1 << 40), ("4096", 4096 << 20),
+     ("10GiB", 10 << 30), ("2g", 2 << 30), ("64k", 64 << 10)],
 )  # fmt: skip
-def test_sizes_read_as_qemu_img_reads_them(text: str, size: int) -> None:
+def test_sizes_read_with_one_rule_a_number_alone_is_mib(text: str, size: int) -> None:
     assert parse_size(text, "--disk-size") == size
+
+
+def test_a_size_for_bootc_gets_its_unit() -> None:
+    assert checked_size("4096", "--root-size") == "4096M"
+    assert checked_size("10G", "--root-size") == "10G"
+    assert checked_size(None, "--root-size") is None
 
 
 @pytest.mark.parametrize("text", ["", "0", "ten", "1.5G", "-1G", "10X", "20b", "20ib"])

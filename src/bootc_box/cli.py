@@ -342,7 +342,9 @@ def run(
     bootc-box itself failed. A COMMAND of one argument is a command line
     for the guest's shell, as with ssh; several arguments are a program
     and its arguments, passed as they are. Put -- before IMAGE too when it
-    comes from elsewhere: run [OPTIONS] -- IMAGE -- COMMAND.
+    comes from elsewhere: run [OPTIONS] -- IMAGE -- COMMAND. In the box,
+    paths (--bind ., --disk, --ssh-key, archives) are the box's: mount the
+    host directory into it first (podman run -v "$PWD:$PWD" -w "$PWD" ...).
 
     \b
     Examples:

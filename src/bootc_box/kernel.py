@@ -74,17 +74,15 @@ def resolve_in_root(root: Path, path: Path) -> Path:
 def find_ukis(root: Path) -> list[Uki]:
     """The UKIs the image at `root` ships, where bcvk looks for them:
     /boot/EFI/Linux/*.efi and /usr/lib/modules/<kver>/*.efi."""
+    # Where to look, and the kernel version a UKI there has (None: its name).
+    places = [(ESP_LINUX, None), *((MODULES_DIR / k, k) for k in module_dirs(root))]
     found: list[Uki] = []
-    esp = resolve_in_root(root, root / ESP_LINUX)
-    for path in sorted(esp.glob("*.efi")) if esp.is_dir() else ():
-        if resolve_in_root(root, path).is_file():
-            found.append(Uki(path.stem, resolve_in_root(root, path), f"/{ESP_LINUX}/{path.name}"))
-    for kver in module_dirs(root):
-        directory = resolve_in_root(root, root / MODULES_DIR / kver)
-        for path in sorted(directory.glob("*.efi")):
-            if resolve_in_root(root, path).is_file():
-                shown = f"/{MODULES_DIR}/{kver}/{path.name}"
-                found.append(Uki(kver, resolve_in_root(root, path), shown))
+    for place, kver in places:
+        directory = resolve_in_root(root, root / place)
+        for path in sorted(directory.glob("*.efi")) if directory.is_dir() else ():
+            file = resolve_in_root(root, path)
+            if file.is_file():
+                found.append(Uki(kver or path.stem, file, f"/{place}/{path.name}"))
     return found
 
 

@@ -89,10 +89,11 @@ def image_has_sshd(root: Path) -> bool:
 def choose_transport(choice: Transport, root: Path, image: str, needs_login: bool) -> Transport:
     """ssh unless asked otherwise, or the image has no sshd (auto); a run
     that needs a login (a shell, a VM that stays up) needs sshd."""
+    has_sshd = image_has_sshd(root)
     if choice is Transport.AUTO:
-        choice = Transport.SSH if image_has_sshd(root) else Transport.SERIAL
+        choice = Transport.SSH if has_sshd else Transport.SERIAL
     if choice is Transport.SERIAL and needs_login:
-        why = "has no sshd" if not image_has_sshd(root) else "is run with --exec-transport serial"
+        why = "is run with --exec-transport serial" if has_sshd else "has no sshd"
         raise BootcBoxError(
             f"{image} {why}: bootc-box can only run a command in it, not a shell "
             "or a VM that stays up (-d, --persistent, ssh, cp)",

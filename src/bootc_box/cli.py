@@ -38,6 +38,7 @@ from bootc_box.manage import (
 from bootc_box.options import bare_to_true, first_operand, wants_debug
 from bootc_box.persistent import run_persistent, run_start
 from bootc_box.programs import as_user_error
+from bootc_box.provision import parse_provision
 from bootc_box.publish import parse_publish
 from bootc_box.qemu import parse_memory
 from bootc_box.run_spec import DiskSource, ImageSource, RunSpec, Transport, what_to_boot
@@ -238,8 +239,78 @@ def machine_options(command: F) -> F:
     return cast(F, with_machine)
 
 
+def provision_options(command: F) -> F:
+    """What the guest is given at boot besides its login (provision.py),
+    folded into the command's `machine`."""
+
+    @functools.wraps(command)
+    def with_provision(
+        *,
+        machine: MachineOptions,
+        set_credentials: tuple[str, ...],
+        load_credentials: tuple[str, ...],
+        units_dir: Path | None,
+        disk_files: tuple[str, ...],
+        swap: str | None,
+        **rest: Any,
+    ) -> Any:
+        provision = parse_provision(
+            set_credentials=set_credentials,
+            load_credentials=load_credentials,
+            units_dir=units_dir,
+            disk_files=disk_files,
+            swap=swap,
+            cwd=Path.cwd(),
+        )
+        return command(machine=dataclasses.replace(machine, provision=provision), **rest)
+
+    for option in reversed(
+        [
+            click.option(
+                "--set-credential",
+                "set_credentials",
+                multiple=True,
+                metavar="ID:VALUE",
+                help="Give the guest systemd credential ID (C escapes read; repeatable).",
+            ),
+            click.option(
+                "--load-credential",
+                "load_credentials",
+                multiple=True,
+                metavar="ID:PATH",
+                help="Give the guest systemd credential ID with PATH's bytes (repeatable).",
+            ),
+            click.option(
+                "--systemd-units",
+                "units_dir",
+                type=click.Path(path_type=Path),
+                metavar="DIR",
+                help="Add DIR's unit files (or DIR/system's) to the guest, enabled by their"
+                " [Install] section; the image is not changed.",
+            ),
+            click.option(
+                "--mount-disk-file",
+                "disk_files",
+                multiple=True,
+                metavar="FILE[:NAME[:FORMAT]]",
+                help="Attach FILE as /dev/disk/by-id/virtio-NAME (default: FILE's name; raw, or"
+                " qcow2 for FILE.qcow2; repeatable). The run boots cold.",
+            ),
+            click.option(
+                "--add-swap",
+                "swap",
+                metavar="SIZE",
+                help="Give the guest a swap disk of SIZE (e.g. 2G). The run boots cold.",
+            ),
+        ]
+    ):
+        with_provision = option(with_provision)
+    return cast(F, with_provision)
+
+
 @cli.command(cls=_PodmanStyle, context_settings={"allow_interspersed_args": False})
 @machine_options
+@provision_options
 @click.option("--detach", "-d", is_flag=True, help="Run the VM in the background; print its name.")
 @click.option("--name", help="Name the VM (default: vm-<random>).")
 @click.option(

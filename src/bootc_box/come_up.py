@@ -6,10 +6,12 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from bootc_box.boot_failures import FailureWatch
 from bootc_box.console import StallWatch
+from bootc_box.credentials import Login
 from bootc_box.errors import BootcBoxError
 from bootc_box.identity import HostKeys, give_own_identity
 from bootc_box.machine import BootAgain, Machine
@@ -18,7 +20,7 @@ from bootc_box.processes import last_line, wait_until
 from bootc_box.progress import Progress
 from bootc_box.run_spec import RunSpec
 from bootc_box.serial_exec import Session
-from bootc_box.ssh import FirstLogin, SshTarget, public_key
+from bootc_box.ssh import Answer, FirstLogin, SshTarget, public_key, ssh_ready
 from bootc_box.warm import Start
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,15 @@ class RestoreFailed(BootAgain):
 
 class GuestStalled(BootAgain):
     """The guest kernel reported CPUs that stopped running."""
+
+
+@dataclass(frozen=True)
+class Up:
+    """A guest that answered: how the run logs in to it, and how to tell it
+    answers again after it rebooted."""
+
+    target: SshTarget
+    again: Callable[[], bool]
 
 
 def report_waiting(what: str, every: float = 15.0) -> Callable[[float], None]:
@@ -57,7 +68,7 @@ def come_up(
     key: Path,
     image_id: str,
     progress: Progress,
-) -> SshTarget:
+) -> Up:
     """From a started QEMU to a guest that lets the run's `key` in: load
     the saved state, or wait for the boot and save it (as a state of
     `image_id`); then give the guest its own identity if it began as a
@@ -93,10 +104,18 @@ def come_up(
             # Also in the run that saved the state: the state is no good.
             raise RestoreFailed(e.message) from e
         log.debug("the guest has its own keys and time")
-        return dataclasses.replace(target, key=key, host_key=keys[0].ed25519)
+        # Each boot gives the guest the saved state's login again (its
+        # firmware's credentials): after a reboot it gets this run's again.
+        return Up(dataclasses.replace(target, key=key, host_key=keys[0].ed25519), give_identity)
     login = FirstLogin(target, machine.spec.console_log.with_name("known_hosts"))
     wait_for_guest(spec, start, machine, login)
-    return login.target
+    return Up(login.target, lambda: ssh_ready(login.target) is Answer.UP)
+
+
+def come_back(spec: RunSpec, machine: Machine, up: Up) -> None:
+    """Wait for a guest that rebooted to answer again, as it did first;
+    only what its console says from now on tells of this boot."""
+    wait_for_guest(spec, Start(Login(up.target.key, (), "")), machine, up.again, rebooted=True)
 
 
 def restore(start: Start, machine: Machine) -> None:
@@ -141,6 +160,7 @@ def wait_for_guest(
     answered: Callable[[], bool],
     *,
     serial: bool = False,
+    rebooted: bool = False,
 ) -> None:
     """Wait until the guest `answered` over SSH (or said it is ready over
     virtio-serial); a restored guest that does not, within RESTORE_TIMEOUT,
@@ -149,6 +169,10 @@ def wait_for_guest(
     stalls = StallWatch(console_log)
     # A restored guest booted long ago: its console says nothing of it.
     failures = None if start.restore else FailureWatch(console_log, serial=serial)
+    if rebooted:  # the console's earlier boots are not this one
+        stalls.news.skip()
+        if failures:
+            failures.news.skip()
     how = "say it was ready over virtio-serial" if serial else "answer SSH"
 
     def booted() -> bool:

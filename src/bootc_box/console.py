@@ -8,7 +8,8 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -182,6 +183,48 @@ class ConsoleNews:
             return b""
         self.carry = news[-self.keep :]
         return news
+
+    def skip(self) -> None:
+        """Look only at what the console gains from now on."""
+        self.read()
+        self.carry = b""
+
+
+# What a guest says as it begins to reboot (systemd-logind, in the journal
+# on the console), and what its kernel says as it resets the machine (at
+# KERN_EMERG: also under `quiet`). `reboot -f` says only the second.
+REBOOTING = b"System is rebooting."
+RESETTING = b"reboot: Restarting system"
+
+
+class RebootWatch:
+    """Follows a guest that stays up through its reboots (a VM that stays
+    up boots again in the same QEMU: qemu.QemuSpec.reboot)."""
+
+    def __init__(self, console: Path) -> None:
+        self.news = ConsoleNews(console, max(len(REBOOTING), len(RESETTING)) - 1)
+        self.news.skip()
+        self.reset = False
+
+    def rebooting(self) -> bool:
+        """Whether the guest began to reboot since the last look."""
+        news = self.news.read()
+        self.reset = RESETTING in news
+        return self.reset or REBOOTING in news
+
+    def wait_for_reset(self, running: Callable[[], bool], timeout: float) -> None:
+        """Until the machine was reset, while `running`: its old sshd may
+        still answer until then. At most `timeout` seconds (a guest that
+        soft-reboots is never reset)."""
+        deadline = time.monotonic() + timeout
+        while not self.reset and running() and time.monotonic() < deadline:
+            time.sleep(0.2)
+            self.reset = RESETTING in self.news.read()
+
+    def done(self) -> None:
+        """The guest is back: what its console said until now is of this reboot."""
+        self.news.skip()
+        self.reset = False
 
 
 STALL_REPORT = b"detected stalls on CPUs"

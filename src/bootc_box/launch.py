@@ -9,6 +9,7 @@ import dataclasses
 import itertools
 import logging
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
@@ -17,10 +18,10 @@ from pathlib import Path
 from bootc_box import serial_exec
 from bootc_box.accel import choose_accel
 from bootc_box.binds import bind_kargs, bind_owner, bind_tag, check_bind_sources
-from bootc_box.boot import Boot, FirmwareBoot, KernelBoot
+from bootc_box.boot import Boot, Disk, FirmwareBoot, KernelBoot
 from bootc_box.boot_cache import BootFilesLease
-from bootc_box.come_up import RestoreFailed, come_up, come_up_serial
-from bootc_box.console import start_console_follower
+from bootc_box.come_up import RestoreFailed, Up, come_back, come_up, come_up_serial
+from bootc_box.console import RebootWatch, start_console_follower
 from bootc_box.credentials import Login, new_login
 from bootc_box.detach import SUPERVISOR_LOG, start_detached
 from bootc_box.disks import open_disk
@@ -35,7 +36,8 @@ from bootc_box.machine import BootAgain, FileServer, Machine, start_machine
 from bootc_box.network import Network, free_port
 from bootc_box.processes import last_line
 from bootc_box.progress import Progress, start_progress
-from bootc_box.qemu import Accel, QemuSpec, require_qemu
+from bootc_box.provision import make_swap, write_credentials
+from bootc_box.qemu import Accel, QemuSpec, require_qemu, scratch_root
 from bootc_box.run_spec import DiskSource, ImageSource, RunSpec, Transport
 from bootc_box.serial_exec import (
     CommandUnstarted,
@@ -68,6 +70,8 @@ from bootc_box.warm import Start, Warm, choose_start
 log = logging.getLogger(__name__)
 
 BOOT_ATTEMPTS = 2
+# Seconds a guest that began to reboot gets to reset its machine.
+REBOOT_GRACE = 120.0
 
 
 def run_vm(spec: RunSpec, *, installer: bool = False) -> int:
@@ -121,6 +125,10 @@ class Prepared:
     # Over virtio-serial: the credentials that give the guest bootc-box's unit.
     transport: Transport = Transport.SSH
     exec_credentials: tuple[Path, ...] = ()
+    # --set-credential, --systemd-units...: the user's credentials, as files.
+    provision_credentials: tuple[Path, ...] = ()
+    # More disks: to-disk's output, --mount-disk-file's, --add-swap's.
+    disks: tuple[Disk, ...] = ()
 
     def retaken(self) -> "Prepared":
         """Ready for another attempt: the boot files held again, after an
@@ -147,6 +155,7 @@ def supervise(spec: RunSpec, env: Environment, qemu: str, directory: Path) -> in
                 prepared = prepare_image(
                     spec, image, env, qemu, vm=vm, progress=progress, stack=stack
                 )
+        prepared = provide(spec, prepared, vm.directory, stack)
         vm.update(
             ssh_key=str(prepared.login.key),
             publish=tuple(str(p) for p in spec.publish),
@@ -159,9 +168,12 @@ def supervise(spec: RunSpec, env: Environment, qemu: str, directory: Path) -> in
             spec.warm
             and env.cache_kept
             and isinstance(prepared.boot, KernelBoot)
-            and not spec.disks
+            and not prepared.disks
         ):
             versions = program_versions(qemu, find_virtiofsd() or Path("virtiofsd"), prepared.accel)
+            if spec.machine.provision:
+                # The saved guest read these when it booted.
+                versions["provision"] = spec.machine.provision.digest()
             if prepared.transport is Transport.SERIAL:
                 # The saved guest runs this unit's script: a state saved
                 # with another script would not understand the host.
@@ -241,6 +253,21 @@ def prepare_disk(
     return Prepared(login, qemu, accel, boot)
 
 
+def provide(spec: RunSpec, prepared: Prepared, directory: Path, stack: ExitStack) -> Prepared:
+    """`prepared` with what the user provisions (provision.py): its
+    credentials written as files, and its disks, swap made for this run."""
+    provision = spec.machine.provision
+    disks = (*spec.disks, *provision.disk_files)
+    if provision.swap_bytes:
+        scratch = stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="bootc-box-swap-", dir=scratch_root())
+        )
+        disks += (make_swap(Path(scratch, "swap.raw"), provision.swap_bytes),)
+    credentials = provision.guest_credentials()
+    files = write_credentials(directory / "provision", credentials) if credentials else ()
+    return dataclasses.replace(prepared, provision_credentials=files, disks=disks)
+
+
 def bind_tags(spec: RunSpec) -> list[str]:
     return [bind_tag(i) for i in range(len(spec.binds))]
 
@@ -262,12 +289,17 @@ def vm_spec(
         boot=prepared.boot.in_dir(workdir),
         network=Network(workdir / "network.sock", ssh_port, spec.publish, spec.allow_host_loopback),
         console_log=workdir / "console.log",
-        credential_files=(*(credentials or prepared.login.credentials), *prepared.exec_credentials),
+        credential_files=(
+            *(credentials or prepared.login.credentials),
+            *prepared.exec_credentials,
+            *prepared.provision_credentials,
+        ),
         shares=tuple((tag, workdir / f"{tag}.sock") for tag in bind_tags(spec)),
         qmp_socket=workdir / "qmp.sock",
         incoming=incoming,
-        disks=spec.disks,
+        disks=prepared.disks,
         ports=serial_ports(workdir) if prepared.transport is Transport.SERIAL else (),
+        reboot=spec.keeps_running,
     )
 
 
@@ -325,7 +357,7 @@ def boot_and_run(
             )
             if serial:
                 return run_over_serial(spec, prepared, start, machine, progress=progress)
-            target = come_up(
+            up = come_up(
                 spec,
                 start,
                 machine,
@@ -335,16 +367,43 @@ def boot_and_run(
                 progress=progress,
             )
             log.info("%s", progress.done(start.kind))
-            vm.update(state=VmState.RUNNING, ssh_host_key=target.host_key or "")
+            vm.update(state=VmState.RUNNING, ssh_host_key=up.target.host_key or "")
             if not spec.keeps_running:
                 if spec.tty and follower:
                     follower.stop()  # an interactive shell and the console would interleave
-                return connect(target, spec.command, tty=spec.tty)
+                return connect(up.target, spec.command, tty=spec.tty)
             # From here a stop is a power-off: the guest gets its ACPI power
             # button and a few seconds before QEMU is stopped.
             machine.graceful = True
             log.info("VM %s is running; stop it with bootc-box stop or podman stop", vm.record.name)
-            return machine.wait()
+            return stay_up(spec, machine, vm, up)
+
+
+def stay_up(spec: RunSpec, machine: Machine, vm: VmEntry, up: Up) -> int:
+    """Keep the VM up until QEMU ends; when its guest reboots, it boots
+    again in the same QEMU, and is `booting` until it answers again."""
+    reboots = RebootWatch(machine.spec.console_log)
+
+    def follow_reboots() -> None:
+        if not reboots.rebooting():
+            return
+        log.info("The guest is rebooting; waiting for it to answer again")
+        vm.update(state=VmState.BOOTING)
+        try:
+            reboots.wait_for_reset(lambda: machine.qemu.poll() is None, REBOOT_GRACE)
+            come_back(spec, machine, up)
+            reboots.done()
+        except BootcBoxError as e:
+            if machine.qemu.poll() is not None:
+                return  # powered off, as it may while rebooting: wait() says so
+            # The VM stays up, for its console and a look at what went wrong.
+            log.warning("the VM did not come back from its reboot: %s", e)
+            vm.update(error=e.message)
+            return
+        vm.update(state=VmState.RUNNING)
+        log.info("VM %s is running again", vm.record.name)
+
+    return machine.wait(follow_reboots)
 
 
 def run_over_serial(

@@ -4,7 +4,7 @@ end, an error, SIGTERM from `podman stop` or `bootc-box stop`, Ctrl-C)."""
 
 import logging
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,13 +59,15 @@ class Machine:
         for server in self.servers:
             server.check_running()
 
-    def wait(self) -> int:
-        """QEMU's exit status, unless a virtiofsd dies first (then the error)."""
+    def wait(self, watch: Callable[[], None] = lambda: None) -> int:
+        """QEMU's exit status, unless a virtiofsd dies first (then the
+        error); `watch` is called four times a second while QEMU runs."""
         while True:
             try:
-                return self.qemu.wait(timeout=1.0)
+                return self.qemu.wait(timeout=0.25)
             except subprocess.TimeoutExpired:
                 self.check_servers()
+                watch()
 
     def stop(self) -> None:
         """The one way a machine stops, after which QEMU and then the file

@@ -1,9 +1,10 @@
 """What a user says about the machine, whatever it boots: one set of
 options for `run`, to-disk's installer and a kept VM (bcvk's CommonVmOpts)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bootc_box.accel import AccelChoice
+from bootc_box.provision import Provision
 
 
 @dataclass(frozen=True)
@@ -17,3 +18,5 @@ class MachineOptions:
     console: bool = False
     # Seconds the guest gets to answer SSH after a cold boot.
     timeout: float = 600.0
+    # What the guest is given at boot besides its login (provision.py).
+    provision: Provision = field(default_factory=Provision)

@@ -61,6 +61,9 @@ class QemuSpec:
     # virtio-serial ports (serial_exec.py): the name the guest sees in
     # /dev/virtio-ports, and the socket QEMU listens on for the host's end.
     ports: tuple[tuple[str, Path], ...] = ()
+    # A guest reboot resets the machine, which boots again (a VM that stays
+    # up); else it ends QEMU, as a power-off does (a run of a command).
+    reboot: bool = False
 
     @property
     def drives(self) -> tuple[Disk, ...]:
@@ -132,8 +135,8 @@ def qemu_argv(spec: QemuSpec, qemu: str = QEMU) -> list[str]:
         # grows too large (console.rotate_if_large).
         "-chardev", f"file,id=console,path={option_value(spec.console_log)},append=on",
         "-serial", "chardev:console",
-        # A guest reboot or poweroff ends the run instead of booting again.
-        "-no-reboot",
+        # A guest reboot ends the run instead of booting again.
+        *([] if spec.reboot else ["-no-reboot"]),
         # A new generation ID on every start, restores included: the guest
         # reseeds its RNG instead of repeating its siblings' random numbers.
         "-device", "vmgenid",
@@ -268,6 +271,12 @@ def require_qemu() -> str:
     return require_program(QEMU)
 
 
+def scratch_root() -> str:
+    """Where a run's large scratch files go: on disk, not in the runtime
+    directory's tmpfs, which is memory."""
+    return os.environ.get("TMPDIR") or "/var/tmp"
+
+
 @contextmanager
 def transient_overlays(spec: QemuSpec) -> Iterator[QemuSpec]:
     """`spec` with each transient drive replaced by a new qcow2 overlay on
@@ -279,8 +288,7 @@ def transient_overlays(spec: QemuSpec) -> Iterator[QemuSpec]:
     if not any(disk.transient for disk in drives):
         yield spec
         return
-    scratch = os.environ.get("TMPDIR") or "/var/tmp"
-    with tempfile.TemporaryDirectory(prefix="bootc-box-overlays-", dir=scratch) as directory:
+    with tempfile.TemporaryDirectory(prefix="bootc-box-overlays-", dir=scratch_root()) as directory:
         yield spec.with_drives(tuple(
             _new_overlay(disk, Path(directory, f"disk{i}.qcow2")) if disk.transient else disk
             for i, disk in enumerate(drives)

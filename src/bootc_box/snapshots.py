@@ -66,6 +66,9 @@ def machine_argv(spec: QemuSpec) -> list[str]:
         ports=tuple((name, Path(f"{name}.sock")) for name, _ in spec.ports),
         qmp_socket=Path("qmp.sock") if spec.qmp_socket else None,
         incoming=False,
+        # What QEMU does at a reset, not what the guest sees: a state serves
+        # runs that stay up and runs of a command alike.
+        reboot=False,
     )
     return qemu_argv(placeholders, "qemu")
 

@@ -22,3 +22,9 @@ def test_sshd_is_enabled_and_running(bootc_vm: BootcVm) -> None:
 def test_a_command_runs_with_its_status_and_output(bootc_vm: BootcVm) -> None:
     result = bootc_vm.run("cat /usr/share/bootc-box-fixture-marker; exit 3")
     assert (result.returncode, result.stdout) == (3, "bootc-box fixture\n")
+
+
+def test_the_guest_comes_back_from_a_reboot_with_a_fresh_etc(bootc_vm: BootcVm) -> None:
+    assert bootc_vm.run("touch /etc/before-reboot").returncode == 0
+    bootc_vm.reboot()  # waits until the guest answers from its next boot
+    assert not bootc_vm.host.file("/etc/before-reboot").exists

@@ -17,10 +17,12 @@ from typing import Any
 from bootc_box import cache_entries
 from bootc_box.binds import parse_bind
 from bootc_box.cache_entries import Entries, partial_key, read_regular
+from bootc_box.credentials import write_private
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.locks import hold_lock, is_held
 from bootc_box.machine_options import MachineOptions
+from bootc_box.provision import Provision, provision_from_json, provision_json
 from bootc_box.publish import parse_publish
 from bootc_box.qemu import parse_memory
 from bootc_box.records import from_json
@@ -39,6 +41,7 @@ from bootc_box.vms import (
 log = logging.getLogger(__name__)
 
 CONFIG = KEPT_CONFIG
+PROVISION = "provision.json"
 OVERLAY = "disk.qcow2"
 LOCK = "lock"
 
@@ -96,6 +99,27 @@ def read_config(directory: Path) -> KeptVm:
         problem = e.message if isinstance(e, BootcBoxError) else str(e)
         raise BootcBoxError(
             f"the state of VM {name} is unreadable ({problem})",
+            f"remove it with bootc-box rm {name}",
+        ) from e
+
+
+def write_provision(directory: Path, provision: Provision) -> None:
+    """What the VM's guest is given at each boot, for `start`: its own file,
+    which only its owner can read (credentials may be secrets)."""
+    if provision:
+        write_private(directory / PROVISION, provision_json(provision))
+
+
+def read_provision(env: Environment, name: str) -> Provision:
+    path = kept_vm_dir(env, name) / PROVISION
+    if not path.exists() and not path.is_symlink():
+        return Provision()
+    try:
+        return provision_from_json(read_regular(path))
+    except (OSError, ValueError, KeyError, TypeError, BootcBoxError) as e:
+        problem = e.message if isinstance(e, BootcBoxError) else str(e)
+        raise BootcBoxError(
+            f"what VM {name} is given at boot is unreadable ({problem})",
             f"remove it with bootc-box rm {name}",
         ) from e
 

@@ -23,8 +23,11 @@ from bootc_box.kept_vms import (
     find_kept_vm,
     forget_stopped,
     making_vm,
+    read_provision,
+    write_provision,
 )
 from bootc_box.launch import run_vm
+from bootc_box.provision import Provision
 from bootc_box.publish import parse_publish
 from bootc_box.records import to_json
 from bootc_box.run_spec import DiskSource, ImageSource, RunSpec
@@ -71,9 +74,12 @@ def create_persistent(env: Environment, spec: RunSpec, image: str) -> KeptVm:
     when it is not cached) and its config, put in place whole while the base
     disk is held, so that no prune can take it in between."""
     assert spec.name
-    # The installer's machine is this run's; the kargs are the VM's own.
+    # The installer's machine is this run's; the kargs and what the guest
+    # is given at boot are the VM's own.
     installer = InstallSpec(
-        image, pull=spec.pull, machine=dataclasses.replace(spec.machine, kargs=())
+        image,
+        pull=spec.pull,
+        machine=dataclasses.replace(spec.machine, kargs=(), provision=Provision()),
     )
     prepare_host(env, installer)
     options = disk_options(installer, env)
@@ -96,6 +102,7 @@ def create_persistent(env: Environment, spec: RunSpec, image: str) -> KeptVm:
         with making_vm(root, vm.name) as partial:
             clone_overlay(base, options, partial / OVERLAY)
             (partial / CONFIG).write_text(to_json(vm))
+            write_provision(partial, spec.machine.provision)
             try:
                 partial.rename(root / vm.name)
             except OSError as e:
@@ -125,8 +132,9 @@ def run_start(names: tuple[str, ...], *, detach: bool = True) -> int:
                 f"no VM named {name} keeps its state here",
                 "only VMs made with run --persistent --name NAME start again; see bootc-box list",
             )
+        machine = dataclasses.replace(vm.machine, provision=read_provision(env, vm.name))
         spec = RunSpec(
-            ImageSource(vm.image), name=vm.name, detach=detach, machine=vm.machine,
+            ImageSource(vm.image), name=vm.name, detach=detach, machine=machine,
             publish=tuple(parse_publish(p) for p in vm.publish),
             allow_host_loopback=vm.allow_host_loopback,
             binds=tuple(parse_bind(b) for b in vm.binds),

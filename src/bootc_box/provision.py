@@ -10,8 +10,10 @@ boot and on a disk boot alike, and nothing is written into the image or
 the disk. Every credential travels as a file (credentials.py), so no value
 is ever on a command line."""
 
+import base64
 import codecs
 import hashlib
+import json
 import re
 import subprocess
 from dataclasses import dataclass, field
@@ -351,3 +353,51 @@ def parse_provision(
         disk_files=check_disk_files(tuple(parse_disk_file(text, cwd) for text in disk_files)),
         swap_bytes=parse_swap(swap),
     )
+
+
+def provision_json(provision: Provision) -> bytes:
+    """`provision` as a kept VM keeps it (kept_vms.py): values in base64,
+    disks by path and format, as `run` was given them."""
+    return json.dumps({
+        "credentials": [[c.name, _b64(c.value)] for c in provision.credentials],
+        "units": [[u.name, _b64(u.text), [list(by) for by in u.enabled_by]]
+                  for u in provision.units],
+        "disk_files": [[str(d.path), d.format, d.serial] for d in provision.disk_files],
+        "swap_bytes": provision.swap_bytes,
+    }).encode()  # fmt: skip
+
+
+def provision_from_json(data: bytes) -> Provision:
+    """A kept VM's provisioning, checked as `run` checked the options it came
+    from (whoever can write the cache can write it too): ValueError,
+    TypeError, KeyError or BootcBoxError say what is wrong."""
+    record = json.loads(data)
+    credentials = tuple(
+        Credential(check_credential_name(name, "a kept credential"), _checked_size(name, b64(v)))
+        for name, v in record["credentials"]
+    )
+    units = []
+    for name, text, enabled_by in record["units"]:
+        unit = parse_unit(name, b64(text), name)
+        pairs = tuple((str(d), str(t)) for d, t in enabled_by)
+        if not all(d in _INSTALL_KEYS.values() and _UNIT_NAME.fullmatch(t) for d, t in pairs):
+            raise ValueError(f"unit {name} is wanted by something that is no unit")
+        units.append(Unit(unit.name, unit.text, pairs))
+    disks = tuple(
+        parse_disk_file(f"{path}:{serial}:{disk_format}", Path("/"))
+        for path, disk_format, serial in record["disk_files"]
+    )
+    swap = record["swap_bytes"]
+    if type(swap) is not int or swap < 0:
+        raise ValueError("swap_bytes is not a size")
+    return Provision(check_credentials(credentials), tuple(units), check_disk_files(disks), swap)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64(text: object) -> bytes:
+    if not isinstance(text, str):
+        raise TypeError("a value is not base64 text")
+    return base64.b64decode(text, validate=True)

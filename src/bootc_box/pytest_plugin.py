@@ -8,10 +8,12 @@ network is the host's so the VM's SSH port is on the host's loopback;
 `--bootc-native` runs bootc-box on this host instead."""
 
 import json
+import logging
 import secrets
 import shlex
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,8 @@ from typing import Any
 import pytest
 
 from bootc_box.ssh import SshTarget, generate_key, ssh_argv
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BOX = "localhost/bootc-box:latest"
 
@@ -59,6 +63,29 @@ class BootcVm:
             capture_output=True, text=True, check=False, timeout=timeout,
             stdin=subprocess.DEVNULL,
         )  # fmt: skip
+
+    def boot_id(self) -> str | None:
+        """The guest's boot ID, which each boot draws anew; None while it does not answer."""
+        try:
+            result = self.run("cat /proc/sys/kernel/random/boot_id", timeout=30)
+        except subprocess.TimeoutExpired:
+            return None
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    def reboot(self, command: str = "systemctl reboot", timeout: float = 900) -> None:
+        """Reboot the guest with `command` (or one that reboots it, as
+        `bootc upgrade --apply` does) and wait until it answers from its
+        next boot: bootc-box boots it again in the same VM."""
+        before = self.boot_id()
+        assert before, f"VM {self.name} does not answer before its reboot"
+        # Its status is the guest's or ssh's, whichever ends the connection first.
+        self.run(command)
+        deadline = time.monotonic() + timeout
+        while (now := self.boot_id()) in (None, before):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"VM {self.name} did not come back within {timeout:.0f} s")
+            time.sleep(1)  # one SSH attempt a second, while the guest boots
+        log.info("VM %s rebooted: boot %s", self.name, now)
 
 
 @dataclass(frozen=True)

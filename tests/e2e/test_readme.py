@@ -529,11 +529,25 @@ def make_app_conf(ws: Workspace) -> None:
     assert mkdir == ""
 
 
+def make_provisioning(ws: Workspace) -> None:
+    """A credential's file, a unit that runs at boot, a disk to attach."""
+    (ws.work / "token.txt").write_text("readme-token\n")
+    (ws.work / "units").mkdir()
+    (ws.work / "units/hello.service").write_text(
+        "[Service]\nType=oneshot\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n"
+    )
+    with (ws.work / "data.raw").open("wb") as disk:
+        disk.truncate(16 << 20)
+
+
 GIVEN: dict[str, Callable[[Workspace], None]] = {
     "podman run -d --name vm1 --network host": make_ssh_key,
     "tmt run": make_tmt_tree,
     "rsync -e 'ssh -F vm.conf' -a ./site/": make_site,
     "podman exec vm1 bootc-box cp /work/app.conf": make_app_conf,
+    "podman run --rm --device /dev/kvm -v bootc-box:/cache -v \"$PWD:$PWD\" -w \"$PWD\" -v "
+    "/var/lib/containers/storage:/var/lib/containers/host-storage:ro localhost/bootc-box:latest "
+    "run --set-credential": make_provisioning,
 }
 
 # What a user types at a `-it` line: the guest's shell works out 42.

@@ -7,6 +7,7 @@ import pytest
 from bootc_box.console import (
     STALL_REPORT,
     LogReader,
+    RebootWatch,
     StallWatch,
     rotate_if_large,
     rotated,
@@ -180,3 +181,46 @@ def test_a_reader_between_the_steps_of_a_rotation_reads_each_line_once(
     seen.append(reader.read())
     reader.close()
     assert b"".join(seen) == b"one\ntwo\nthree\n"
+
+
+# From a guest's console, as journald forwards logind's messages and the
+# kernel says its last words (this run's boot, then the next's).
+REBOOT = b"""[   30.242686] systemd-logind[509]: The system will reboot now!
+[   30.269862] systemd-logind[509]: System is rebooting.
+[   30.707281] systemd[1]: Stopping ssh.service - OpenBSD Secure Shell server...
+"""
+RESET = b"[   33.281012] reboot: Restarting system\n"
+
+
+def test_a_reboot_is_seen_when_it_begins_and_the_reset_before_the_guest_is_asked_again(
+    tmp_path: Path,
+) -> None:
+    console = tmp_path / "console.log"
+    console.write_bytes(REBOOT + RESET)  # a reboot during the first boot: not this VM's
+    watch = RebootWatch(console)
+    assert not watch.rebooting()
+    with console.open("ab") as more:
+        more.write(REBOOT[:50])
+        more.flush()
+        assert not watch.rebooting()
+        more.write(REBOOT[50:])  # the phrase cut in two by a look
+        more.flush()
+        assert watch.rebooting()
+        assert not watch.reset
+        more.write(RESET + b"[    0.000000] Linux version 6.12\n")
+    watch.wait_for_reset(lambda: True, timeout=60)
+    assert watch.reset
+    watch.done()
+    assert not watch.rebooting()
+    with console.open("ab") as more:  # `reboot -f`: the kernel's words alone
+        more.write(RESET)
+    assert watch.rebooting()
+    assert watch.reset
+
+
+def test_waiting_for_the_reset_ends_with_the_machine(tmp_path: Path) -> None:
+    console = tmp_path / "console.log"
+    console.write_bytes(REBOOT)
+    watch = RebootWatch(console)
+    watch.wait_for_reset(lambda: False, timeout=60)  # QEMU ended: no wait
+    assert not watch.reset

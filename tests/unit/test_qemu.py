@@ -281,3 +281,15 @@ def test_only_a_firmware_boot_boots_from_a_disk_of_its_own() -> None:
     ]
     assert disk_boot().drives == (ROOT_DISK,)
     assert spec().drives == ()
+
+
+def test_a_vm_that_stays_up_boots_again_after_a_guest_reboot_and_a_command_run_ends() -> None:
+    assert "-no-reboot" in qemu_argv(spec(), "qemu")
+    assert "-no-reboot" not in qemu_argv(spec(reboot=True), "qemu")
+
+
+def test_a_saved_state_serves_vms_that_stay_up_and_runs_of_a_command_alike() -> None:
+    from bootc_box.snapshots import snapshot_key  # noqa: PLC0415
+
+    versions = {"qemu": "QEMU emulator version 10"}
+    assert snapshot_key("id", spec(), versions) == snapshot_key("id", spec(reboot=True), versions)

@@ -1,0 +1,179 @@
+"""Provisioning and reboots: what a guest is given at boot besides its login
+(credentials, units, extra disks, swap: provision.py), and a VM that stays
+up through its guest's reboots, as one booted cold and one restored from
+the session's saved state. Both VMs run at once in one long-lived box, so
+that their boots and reboots share the host's two cores."""
+
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import (
+    BOOT_DEADLINE,
+    FIXTURE,
+    CacheVolume,
+    assert_refused_cleanly,
+    box_argv,
+)
+
+UNIT = """\
+[Unit]
+Description=bootc-box test unit, enabled by its [Install] section
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'cat /proc/sys/kernel/random/boot_id >> /var/tmp/unit-ran'
+
+[Install]
+WantedBy=multi-user.target
+"""
+LINKED = "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n"
+# Run in the guest: what it was given, one fact a line.
+FACTS = """
+systemd-creds --system cat app.greeting; echo
+systemd-creds --system cat app.file
+systemctl is-active hello.service linked.service
+cat /var/tmp/unit-ran
+readlink /dev/disk/by-id/virtio-data
+cat /sys/block/$(basename $(readlink /dev/disk/by-id/virtio-data))/size
+swapon --show=NAME,SIZE --noheadings
+cat /proc/sys/kernel/random/boot_id
+"""
+
+
+@dataclass(frozen=True)
+class Box:
+    container: str
+    files: Path
+
+    def bootc_box(self, *args: str) -> "subprocess.CompletedProcess[str]":
+        return subprocess.run(
+            ["podman", "exec", self.container, "bootc-box", *args],
+            capture_output=True, text=True, check=False, timeout=BOOT_DEADLINE,
+        )  # fmt: skip
+
+    def ssh(self, vm: str, script: str) -> str:
+        result = self.bootc_box("ssh", vm, "--", script)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def reboot(self, vm: str) -> None:
+        # The connection may end with the guest's sshd (255) or first (0).
+        result = self.bootc_box("ssh", vm, "--", "systemctl reboot")
+        assert result.returncode in (0, 255), result.stderr
+
+
+@pytest.fixture(scope="module")
+def box(warm_volume: CacheVolume, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
+    files = tmp_path_factory.mktemp("provision")
+    system = files / "units/system"
+    (system / "multi-user.target.wants").mkdir(parents=True)
+    (system / "hello.service").write_text(UNIT)
+    (system / "linked.service").write_text(LINKED)
+    (system / "multi-user.target.wants/linked.service").symlink_to("../linked.service")
+    (files / "secret").write_bytes(b"from a file\n")
+    (files / "secret").chmod(0o600)
+    with (files / "data.raw").open("wb") as disk:
+        disk.truncate(64 << 20)
+    name = f"bootc-box-test-provision-{time.monotonic_ns()}"
+    argv = box_argv("sleep", "infinity", volume=warm_volume.name,
+                    options=("-d", "--name", name, "-v", f"{files}:{files}"))  # fmt: skip
+    subprocess.run(argv, check=True, capture_output=True)
+    try:
+        yield Box(name, files)
+    finally:
+        subprocess.run(["podman", "rm", "--force", "--time", "0", name],
+                       check=False, capture_output=True)  # fmt: skip
+
+
+def test_a_provisioned_vm_and_a_restored_one_come_back_from_their_reboots(box: Box) -> None:
+    files = box.files
+    provisioned = box.bootc_box(
+        "run", "-d", "--name", "p",
+        "--set-credential", r"app.greeting:hello\nworld",
+        "--load-credential", f"app.file:{files}/secret",
+        "--systemd-units", f"{files}/units",
+        "--mount-disk-file", f"{files}/data.raw",
+        "--add-swap", "128M",
+        FIXTURE,
+    )  # fmt: skip
+    assert provisioned.returncode == 0, provisioned.stderr
+    # The session's saved state is of this machine: restored, not booted.
+    restored = box.bootc_box("run", "-d", "--name", "w", FIXTURE)
+    assert restored.returncode == 0, restored.stderr
+
+    facts = box.ssh("p", FACTS).splitlines()
+    assert facts[:4] == ["hello", "world", "from a file", "active"]
+    assert facts[4] == "active"  # enabled by its multi-user.target.wants/ link
+    boot_id = facts[-1]
+    assert facts[5] == boot_id  # the unit ran at boot
+    assert facts[6].startswith("../../vd")
+    assert facts[7] == str((64 << 20) // 512)
+    swap, size = facts[8].split()
+    assert swap.startswith("/dev/vd")
+    assert swap != facts[6].replace("../..", "/dev")
+    assert size == "128M"
+    w_boot = box.ssh("w", "cat /proc/sys/kernel/random/boot_id; touch /etc/written")
+    logs = box.bootc_box("logs", "w").stdout
+    assert "Restoring" in logs
+    assert "booting cold" not in logs
+
+    box.ssh("p", "touch /etc/written")
+    box.reboot("p")
+    box.reboot("w")
+    # ssh waits across the reboot: the VM is `booting` until it answers.
+    after = box.ssh("p", FACTS + "ls /etc/written 2>&1 || true").splitlines()
+    assert after[-2] != boot_id
+    assert after[5] == after[-2]  # /var/tmp is fresh: the unit ran once, in this boot
+    assert after[:5] == facts[:5]
+    assert after[8].split()[1] == "128M"
+    assert "No such file" in after[-1]  # /etc starts fresh, as after a cold boot
+    # The restored VM boots for real, with the saved state's login, and is
+    # given the run's key and host key again: the same ssh gets in.
+    w_after = box.ssh("w", "cat /proc/sys/kernel/random/boot_id; ls /etc/written 2>&1 || true")
+    assert w_after.splitlines()[0] != w_boot.splitlines()[0]
+    assert "No such file" in w_after
+    listed = box.bootc_box("list").stdout
+    assert [line.split()[:2] for line in listed.splitlines()[1:]] == [
+        ["p", "running"], ["w", "running"]
+    ]  # fmt: skip
+    assert "VM w is running again" in box.bootc_box("logs", "w").stdout
+    for vm in ("p", "w"):
+        assert box.bootc_box("rm", "--force", vm).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set-credential", "app.token"],
+         "bootc-box: error: --set-credential 'app.token' has no value; "
+         "write it as --set-credential ID:VALUE"),
+        (["--load-credential", "app.key:/nowhere/key"],
+         "bootc-box: error: --load-credential app.key: cannot read /nowhere/key"),
+        (["--systemd-units", "/etc/hostname"],
+         "bootc-box: error: --systemd-units /etc/hostname: no such directory"),
+        (["--systemd-units", "{files}/units"],
+         "bootc-box: error: {files}/units/hello.service is not a unit file: line 1 is neither "
+         "[Section] nor KEY=VALUE"),
+        (["--mount-disk-file", "{files}/d.raw:a", "--mount-disk-file", "{files}/d.raw:b"],
+         "bootc-box: error: --mount-disk-file: {files}/d.raw is already attached"),
+        (["--add-swap", "lots"], "bootc-box: error: invalid --add-swap 'lots'"),
+    ],
+    ids=["id-without-value", "missing-file", "units-not-a-directory", "not-a-unit",
+         "disk-twice", "swap-size"],
+)  # fmt: skip
+def test_bad_provisioning_is_refused_cleanly(
+    args: list[str], message: str, cache_volume: CacheVolume, tmp_path: Path
+) -> None:
+    (tmp_path / "units").mkdir()
+    (tmp_path / "units/hello.service").write_text("echo hello\n")  # a script, not a unit
+    (tmp_path / "d.raw").write_bytes(b"")
+    args = [arg.format(files=tmp_path) for arg in args]
+    argv = box_argv("run", *args, FIXTURE, "--", "true", volume=cache_volume.name,
+                    options=("--rm", "-v", f"{tmp_path}:{tmp_path}"))  # fmt: skip
+    assert_refused_cleanly(argv, message.format(files=tmp_path), cache_volume)

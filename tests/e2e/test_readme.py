@@ -545,7 +545,7 @@ GIVEN: dict[str, Callable[[Workspace], None]] = {
     "tmt run": make_tmt_tree,
     "rsync -e 'ssh -F vm.conf' -a ./site/": make_site,
     "podman exec vm1 bootc-box cp /work/app.conf": make_app_conf,
-    "podman run --rm --device /dev/kvm -v bootc-box:/cache -v \"$PWD:$PWD\" -w \"$PWD\" -v "
+    'podman run --rm --device /dev/kvm -v bootc-box:/cache -v "$PWD:$PWD" -w "$PWD" -v '
     "/var/lib/containers/storage:/var/lib/containers/host-storage:ro localhost/bootc-box:latest "
     "run --set-credential": make_provisioning,
 }

@@ -252,6 +252,8 @@ def provision_options(command: F) -> F:
         units_dir: Path | None,
         disk_files: tuple[str, ...],
         swap: str | None,
+        host_storage: bool,
+        ignition: Path | None,
         **rest: Any,
     ) -> Any:
         provision = parse_provision(
@@ -260,6 +262,8 @@ def provision_options(command: F) -> F:
             units_dir=units_dir,
             disk_files=disk_files,
             swap=swap,
+            host_storage=host_storage,
+            ignition=ignition,
             cwd=Path.cwd(),
         )
         return command(machine=dataclasses.replace(machine, provision=provision), **rest)
@@ -301,6 +305,19 @@ def provision_options(command: F) -> F:
                 "swap",
                 metavar="SIZE",
                 help="Give the guest a swap disk of SIZE (e.g. 2G). The run boots cold.",
+            ),
+            click.option(
+                "--bind-storage-ro",
+                "host_storage",
+                is_flag=True,
+                help="Share the host's image store, read-only, at /run/host-container-storage,"
+                " where podman in the guest finds the host's images. The guest sees them all.",
+            ),
+            click.option(
+                "--ignition",
+                type=click.Path(path_type=Path),
+                metavar="FILE",
+                help="Hand the guest an Ignition config on fw_cfg (opt/com.coreos/config).",
             ),
         ]
     ):

@@ -22,7 +22,7 @@ from bootc_box.boot import Boot, Disk, FirmwareBoot, KernelBoot
 from bootc_box.boot_cache import BootFilesLease
 from bootc_box.come_up import RestoreFailed, Up, come_back, come_up, come_up_serial
 from bootc_box.console import RebootWatch, start_console_follower
-from bootc_box.credentials import Login, new_login
+from bootc_box.credentials import Login, new_login, write_private
 from bootc_box.detach import SUPERVISOR_LOG, start_detached
 from bootc_box.disks import open_disk
 from bootc_box.environment import Environment, probe_environment
@@ -36,7 +36,7 @@ from bootc_box.machine import BootAgain, FileServer, Machine, start_machine
 from bootc_box.network import Network, free_port
 from bootc_box.processes import last_line
 from bootc_box.progress import Progress, start_progress
-from bootc_box.provision import make_swap, write_credentials
+from bootc_box.provision import IGNITION_FW_CFG, make_swap, storage_bind, write_credentials
 from bootc_box.qemu import Accel, QemuSpec, require_qemu, scratch_root
 from bootc_box.run_spec import DiskSource, ImageSource, RunSpec, Transport
 from bootc_box.serial_exec import (
@@ -94,6 +94,8 @@ def run_vm(spec: RunSpec, *, installer: bool = False) -> int:
         )
     qemu = require_qemu()
     virtiofsd = require_virtiofsd()
+    if spec.machine.provision.host_storage:
+        spec = dataclasses.replace(spec, binds=(*spec.binds, storage_bind(env)))
     check_bind_sources(spec.binds, env)
     if not all(bind.readonly for bind in spec.binds):
         require_id_translation(virtiofsd)
@@ -129,6 +131,7 @@ class Prepared:
     provision_credentials: tuple[Path, ...] = ()
     # More disks: to-disk's output, --mount-disk-file's, --add-swap's.
     disks: tuple[Disk, ...] = ()
+    fw_cfg: tuple[tuple[str, Path], ...] = ()
 
     def retaken(self) -> "Prepared":
         """Ready for another attempt: the boot files held again, after an
@@ -265,7 +268,10 @@ def provide(spec: RunSpec, prepared: Prepared, directory: Path, stack: ExitStack
         disks += (make_swap(Path(scratch, "swap.raw"), provision.swap_bytes),)
     credentials = provision.guest_credentials()
     files = write_credentials(directory / "provision", credentials) if credentials else ()
-    return dataclasses.replace(prepared, provision_credentials=files, disks=disks)
+    fw_cfg: tuple[tuple[str, Path], ...] = ()
+    if provision.ignition:
+        fw_cfg = ((IGNITION_FW_CFG, write_private(directory / "config.ign", provision.ignition)),)
+    return dataclasses.replace(prepared, provision_credentials=files, disks=disks, fw_cfg=fw_cfg)
 
 
 def bind_tags(spec: RunSpec) -> list[str]:
@@ -298,6 +304,7 @@ def vm_spec(
         qmp_socket=workdir / "qmp.sock",
         incoming=incoming,
         disks=prepared.disks,
+        fw_cfg=prepared.fw_cfg,
         ports=serial_ports(workdir) if prepared.transport is Transport.SERIAL else (),
         reboot=spec.keeps_running,
     )

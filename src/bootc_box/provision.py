@@ -17,11 +17,13 @@ import json
 import re
 import subprocess
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from bootc_box.binds import Bind
 from bootc_box.boot import FORMATS, Disk
 from bootc_box.credentials import smbios_credential, write_private
 from bootc_box.disks import checked_format, parse_size
+from bootc_box.environment import HOST_STORE, Environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.processes import last_line_of
 
@@ -69,20 +71,35 @@ class Provision:
     # --mount-disk-file: each with its format and the name the guest sees.
     disk_files: tuple[Disk, ...] = ()
     swap_bytes: int = 0
+    # --bind-storage-ro: the host's image store, read-only at HOST_STORAGE.
+    host_storage: bool = False
+    # --ignition: a config for Ignition, on fw_cfg (qemu.QemuSpec.fw_cfg).
+    ignition: bytes = field(default=b"", repr=False)
 
     def __bool__(self) -> bool:
-        return bool(self.credentials or self.units or self.disk_files or self.swap_bytes)
+        return bool(
+            self.credentials
+            or self.units
+            or self.disk_files
+            or self.swap_bytes
+            or self.host_storage
+            or self.ignition
+        )
 
     def guest_credentials(self) -> tuple[Credential, ...]:
         """Every credential the guest gets: the user's, then the units'."""
-        units = self.units + ((swap_unit(),) if self.swap_bytes else ())
+        units = (
+            *self.units,
+            *((swap_unit(),) if self.swap_bytes else ()),
+            *((storage_unit(),) if self.host_storage else ()),
+        )
         return (*self.credentials, *unit_credentials(units))
 
     def digest(self) -> str:
         """What a saved state of a guest given these credentials depends on:
         a restored guest read its credentials when it booted."""
         sha = hashlib.sha256()
-        for credential in self.guest_credentials():
+        for credential in (*self.guest_credentials(), Credential("ignition", self.ignition)):
             for part in (credential.name.encode(), credential.value):
                 sha.update(len(part).to_bytes(8, "big") + part)
         return sha.hexdigest()[:32]
@@ -259,6 +276,81 @@ def swap_unit() -> Unit:
     return Unit(name, text.encode(), (("Wants", "swap.target"),))
 
 
+# bcvk's path for --bind-storage-ro, and how podman in the guest finds it:
+# STORAGE_OPTS (containers-storage.conf(5)) for login sessions, as bcvk sets it.
+HOST_STORAGE = PurePosixPath("/run/host-container-storage")
+STORAGE_OPTS = f"STORAGE_OPTS=additionalimagestore={HOST_STORAGE}"
+
+
+def storage_unit() -> Unit:
+    """Sets STORAGE_OPTS for the guest's logins (/etc/environment, read by
+    pam_env), once: a disk keeps /etc."""
+    text = f"""[Unit]
+Description=bootc-box: podman sees the host's images (--bind-storage-ro)
+DefaultDependencies=no
+Before=systemd-user-sessions.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'grep -qx {STORAGE_OPTS} /etc/environment \\
+    || echo {STORAGE_OPTS} >> /etc/environment'
+"""
+    return Unit("bootc-box-storage.service", text.encode(), (("Wants", "sysinit.target"),))
+
+
+def storage_bind(env: Environment) -> Bind:
+    """--bind-storage-ro: the store of the host's images, read-only at
+    HOST_STORAGE: in the box, the one shared into it; natively, podman's."""
+    if env.in_box:
+        if not (HOST_STORE / "overlay-images").is_dir():
+            raise BootcBoxError(
+                "--bind-storage-ro shares the host's image store, which is not shared into the box",
+                f"add -v /var/lib/containers/storage:{HOST_STORE}:ro to the podman run line",
+            )
+        return Bind(HOST_STORE, HOST_STORAGE, readonly=True)
+    found = subprocess.run(
+        ["podman", "info", "--format", "{{.Store.GraphRoot}}"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if found.returncode != 0 or not found.stdout.strip():
+        raise BootcBoxError(
+            f"--bind-storage-ro: cannot find podman's image store: {last_line_of(found.stderr)}",
+            "check that podman info works",
+        )
+    return Bind(Path(found.stdout.strip()), HOST_STORAGE, readonly=True)
+
+
+# Where CoreOS's Ignition, and bcvk, look for a config on QEMU.
+IGNITION_FW_CFG = "opt/com.coreos/config"
+
+
+def parse_ignition(path: Path | None, cwd: Path) -> bytes:
+    """--ignition FILE: an Ignition config (JSON with ignition.version), as
+    CoreOS and bcvk hand it to the guest."""
+    if path is None:
+        return b""
+    file = cwd / path
+    try:
+        data = file.read_bytes()
+    except OSError as e:
+        raise BootcBoxError(
+            f"--ignition: cannot read {file}: {e.strerror}",
+            "check the path (in the box, mount its directory with -v)",
+        ) from None
+    try:
+        config = json.loads(data)
+        version = config["ignition"]["version"]
+    except (ValueError, TypeError, KeyError):
+        raise BootcBoxError(
+            f"--ignition: {file} is not an Ignition config (JSON with ignition.version)",
+            "write one by hand or with butane: butane config.bu > config.ign",
+        ) from None
+    if not isinstance(version, str):
+        raise BootcBoxError(f"--ignition: {file}: ignition.version is not a string")
+    return data
+
+
 def parse_disk_file(text: str, cwd: Path) -> Disk:
     """--mount-disk-file FILE[:NAME[:FORMAT]] (bcvk's form): NAME defaults to
     the file's name without its suffix; FORMAT to qcow2 for FILE.qcow2, else
@@ -339,6 +431,8 @@ def parse_provision(
     units_dir: Path | None = None,
     disk_files: tuple[str, ...] = (),
     swap: str | None = None,
+    host_storage: bool = False,
+    ignition: Path | None = None,
     cwd: Path,
 ) -> Provision:
     """The provisioning options of `run`, each checked: a one-line error
@@ -352,6 +446,8 @@ def parse_provision(
         units=read_units(cwd / units_dir) if units_dir else (),
         disk_files=check_disk_files(tuple(parse_disk_file(text, cwd) for text in disk_files)),
         swap_bytes=parse_swap(swap),
+        host_storage=host_storage,
+        ignition=parse_ignition(ignition, cwd),
     )
 
 
@@ -364,6 +460,8 @@ def provision_json(provision: Provision) -> bytes:
                   for u in provision.units],
         "disk_files": [[str(d.path), d.format, d.serial] for d in provision.disk_files],
         "swap_bytes": provision.swap_bytes,
+        "host_storage": provision.host_storage,
+        "ignition": _b64(provision.ignition),
     }).encode()  # fmt: skip
 
 
@@ -387,10 +485,19 @@ def provision_from_json(data: bytes) -> Provision:
         parse_disk_file(f"{path}:{serial}:{disk_format}", Path("/"))
         for path, disk_format, serial in record["disk_files"]
     )
-    swap = record["swap_bytes"]
+    swap, host_storage = record["swap_bytes"], record.get("host_storage", False)
     if type(swap) is not int or swap < 0:
         raise ValueError("swap_bytes is not a size")
-    return Provision(check_credentials(credentials), tuple(units), check_disk_files(disks), swap)
+    if type(host_storage) is not bool:
+        raise ValueError("host_storage is not true or false")
+    return Provision(
+        check_credentials(credentials),
+        tuple(units),
+        check_disk_files(disks),
+        swap,
+        host_storage,
+        b64(record.get("ignition", "")),
+    )
 
 
 def _b64(data: bytes) -> str:

@@ -61,6 +61,8 @@ class QemuSpec:
     # virtio-serial ports (serial_exec.py): the name the guest sees in
     # /dev/virtio-ports, and the socket QEMU listens on for the host's end.
     ports: tuple[tuple[str, Path], ...] = ()
+    # Files on fw_cfg: (name, file), as -fw_cfg name=NAME,file=FILE.
+    fw_cfg: tuple[tuple[str, Path], ...] = ()
     # A guest reboot resets the machine, which boots again (a VM that stays
     # up); else it ends QEMU, as a power-off does (a run of a command).
     reboot: bool = False
@@ -143,6 +145,8 @@ def qemu_argv(spec: QemuSpec, qemu: str = QEMU) -> list[str]:
     ]  # fmt: skip
     for path in spec.credential_files:
         argv += ["-smbios", f"type=11,path={option_value(path)}"]
+    for name, path in spec.fw_cfg:
+        argv += ["-fw_cfg", f"name={option_value(name)},file={option_value(path)}"]
     argv += _port_args(spec.ports)
     if spec.qmp_socket:
         argv += ["-qmp", f"unix:{option_value(spec.qmp_socket)},server=on,wait=off"]

@@ -64,6 +64,8 @@ def machine_argv(spec: QemuSpec) -> list[str]:
         credential_files=tuple(Path(f"credential-{i}") for i in range(len(spec.credential_files))),
         shares=tuple((tag, Path(f"{tag}.sock")) for tag, _ in spec.shares),
         ports=tuple((name, Path(f"{name}.sock")) for name, _ in spec.ports),
+        # Their content is in the key's versions (provision.Provision.digest).
+        fw_cfg=tuple((name, Path(f"fw_cfg-{i}")) for i, (name, _) in enumerate(spec.fw_cfg)),
         qmp_socket=Path("qmp.sock") if spec.qmp_socket else None,
         incoming=False,
         # What QEMU does at a reset, not what the guest sees: a state serves

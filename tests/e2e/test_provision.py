@@ -42,8 +42,12 @@ cat /var/tmp/unit-ran
 readlink /dev/disk/by-id/virtio-data
 cat /sys/block/$(basename $(readlink /dev/disk/by-id/virtio-data))/size
 swapon --show=NAME,SIZE --noheadings
+cat /sys/firmware/qemu_fw_cfg/by_name/opt/com.coreos/config/raw; echo
+echo "$STORAGE_OPTS"
+test -f /run/host-container-storage/overlay-images/images.json && echo store
 cat /proc/sys/kernel/random/boot_id
 """
+IGNITION = '{"ignition": {"version": "3.4.0"}}'
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ def box(warm_volume: CacheVolume, tmp_path_factory: pytest.TempPathFactory) -> I
     (system / "multi-user.target.wants/linked.service").symlink_to("../linked.service")
     (files / "secret").write_bytes(b"from a file\n")
     (files / "secret").chmod(0o600)
+    (files / "config.ign").write_text(IGNITION)
     with (files / "data.raw").open("wb") as disk:
         disk.truncate(64 << 20)
     name = f"bootc-box-test-provision-{time.monotonic_ns()}"
@@ -100,6 +105,8 @@ def test_a_provisioned_vm_and_a_restored_one_come_back_from_their_reboots(box: B
         "--systemd-units", f"{files}/units",
         "--mount-disk-file", f"{files}/data.raw",
         "--add-swap", "128M",
+        "--ignition", f"{files}/config.ign",
+        "--bind-storage-ro",
         FIXTURE,
     )  # fmt: skip
     assert provisioned.returncode == 0, provisioned.stderr
@@ -118,6 +125,9 @@ def test_a_provisioned_vm_and_a_restored_one_come_back_from_their_reboots(box: B
     assert swap.startswith("/dev/vd")
     assert swap != facts[6].replace("../..", "/dev")
     assert size == "128M"
+    assert facts[9] == IGNITION  # as the guest's fw_cfg driver reads it
+    # The host's image store, for podman in the guest's logins.
+    assert facts[10:12] == ["additionalimagestore=/run/host-container-storage", "store"]
     w_boot = box.ssh("w", "cat /proc/sys/kernel/random/boot_id; touch /etc/written")
     logs = box.bootc_box("logs", "w").stdout
     assert "Restoring" in logs
@@ -163,9 +173,11 @@ def test_a_provisioned_vm_and_a_restored_one_come_back_from_their_reboots(box: B
         (["--mount-disk-file", "{files}/d.raw:a", "--mount-disk-file", "{files}/d.raw:b"],
          "bootc-box: error: --mount-disk-file: {files}/d.raw is already attached"),
         (["--add-swap", "lots"], "bootc-box: error: invalid --add-swap 'lots'"),
+        (["--ignition", "{files}/units/hello.service"],
+         "bootc-box: error: --ignition: {files}/units/hello.service is not an Ignition config"),
     ],
     ids=["id-without-value", "missing-file", "units-not-a-directory", "not-a-unit",
-         "disk-twice", "swap-size"],
+         "disk-twice", "swap-size", "not-ignition"],
 )  # fmt: skip
 def test_bad_provisioning_is_refused_cleanly(
     args: list[str], message: str, cache_volume: CacheVolume, tmp_path: Path

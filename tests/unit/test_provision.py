@@ -263,3 +263,37 @@ def test_a_kept_vm_keeps_its_provisioning_and_reads_it_back_checked(tmp_path: Pa
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+def test_an_ignition_config_is_checked_and_goes_on_fw_cfg(tmp_path: Path) -> None:
+    from bootc_box.provision import parse_ignition  # noqa: PLC0415
+    from bootc_box.qemu import qemu_argv  # noqa: PLC0415
+    from tests.unit.test_qemu import option, spec  # noqa: PLC0415
+
+    (tmp_path / "ok.ign").write_text('{"ignition": {"version": "3.4.0"}}')
+    assert parse_ignition(Path("ok.ign"), tmp_path) == b'{"ignition": {"version": "3.4.0"}}'
+    assert parse_ignition(None, tmp_path) == b""
+    (tmp_path / "bad.ign").write_text("variant: fcos\n")  # butane, not yet Ignition
+    with pytest.raises(BootcBoxError, match=r"is not an Ignition config .*; write one by hand"):
+        parse_ignition(Path("bad.ign"), tmp_path)
+    with pytest.raises(BootcBoxError, match="cannot read"):
+        parse_ignition(Path("missing.ign"), tmp_path)
+    argv = qemu_argv(spec(fw_cfg=(("opt/com.coreos/config", Path("/run/a,b.ign")),)), "qemu")
+    assert option(argv, "-fw_cfg") == ["name=opt/com.coreos/config,file=/run/a,,b.ign"]
+
+
+def test_the_host_store_is_for_podman_in_the_guests_logins() -> None:
+    from bootc_box.provision import storage_unit  # noqa: PLC0415
+
+    provision = Provision(host_storage=True)
+    assert provision
+    credentials = {c.name: c.value for c in provision.guest_credentials()}
+    unit = credentials["systemd.extra-unit.bootc-box-storage.service"]
+    assert b"STORAGE_OPTS=additionalimagestore=/run/host-container-storage" in unit
+    assert b"Before=systemd-user-sessions.service" in unit
+    assert credentials["systemd.unit-dropin.sysinit.target~bootc-box"] == (
+        b"[Unit]\nWants=bootc-box-storage.service\n"
+    )
+    assert parse_unit(storage_unit().name, unit, "storage").name == "bootc-box-storage.service"
+    assert Provision(host_storage=True).digest() != Provision().digest()
+    assert Provision(ignition=b"{}").digest() != Provision(ignition=b"{ }").digest()

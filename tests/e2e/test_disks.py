@@ -15,7 +15,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -261,26 +261,66 @@ def test_runs_of_one_key_share_one_install(
     raw.twin.unlink()
 
 
+@pytest.fixture
+def v2() -> Iterator[str]:
+    """The installable fixture's next version, built on the host as a user
+    builds theirs: one file more."""
+    image = "localhost/bootc-box-installable-v2:latest"
+    subprocess.run(
+        ["podman", "build", "-q", "-t", image, "-f", "-"],
+        input=f"FROM {INSTALLABLE}\nRUN echo v2 > /usr/share/bootc-box-v2\n",
+        text=True, check=True, capture_output=True,
+    )  # fmt: skip
+    yield image
+    subprocess.run(["podman", "rmi", image], check=False, capture_output=True)
+
+
+def rolls_back_across_a_reboot(box_name: str, ssh: Callable[[str], str]) -> None:
+    """v2 runs, with /var as v1 left it (--bind-storage-ro came back with
+    the VM); after `bootc rollback` and a reboot from the guest, v1 again."""
+    assert ssh("cat /var/persist /usr/share/bootc-box-v2; bootc rollback >/dev/null") == ("one\nv2")
+    boot_id = ssh("cat /proc/sys/kernel/random/boot_id")
+    assert podman("exec", box_name, "sh", "-c", "bootc-box ssh keep -- systemctl reboot;"
+                  " echo rebooting") == "rebooting"  # fmt: skip
+    # ssh waits across the reboot.
+    after = ssh("cat /proc/sys/kernel/random/boot_id; bootc status; echo two >> /var/persist;"
+                " ls /usr/share/bootc-box-v2 2>&1 || true").splitlines()  # fmt: skip
+    assert after[0] != boot_id
+    assert after[1:] == [
+        "booted: root-a; next: root-a",
+        "ls: cannot access '/usr/share/bootc-box-v2': No such file or directory",
+    ]
+    assert "The guest is rebooting" in container_logs(box_name)
+
+
 def test_a_vm_keeps_its_state_across_podman_stop_start_and_bootc_box_stop_start(
-    raw: Installed, volume: CacheVolume
+    raw: Installed, volume: CacheVolume, v2: str
 ) -> None:
     """`run --persistent` in a `podman run -d` box: podman stop and start of
     the box power the VM off and boot it again with what it wrote; so do
-    bootc-box stop and start; rm deletes its disk."""
+    bootc-box stop and start; rm deletes its disk. On the way, an upgrade as
+    bootc users test one: with --bind-storage-ro, `bootc switch` to v2 built
+    on the host (the stand-in's A/B deployments), boot it, `bootc rollback`,
+    reboot from the guest, and v1 runs again."""
     name = f"bootc-box-test-keep-{time.monotonic_ns()}"
     vm_dir = volume.path / "vms" / "keep"
     subprocess.run(
-        box_argv("run", "--persistent", "--name", "keep", INSTALLABLE, volume=volume.name,
-                 options=("-d", "--name", name)),
+        box_argv("run", "--persistent", "--name", "keep", "--bind-storage-ro", INSTALLABLE,
+                 volume=volume.name, options=("-d", "--name", name)),
         check=True, capture_output=True,
     )  # fmt: skip
+
+    def ssh(script: str) -> str:
+        return podman("exec", name, "bootc-box", "ssh", "keep", "--", script)
+
     try:
         wait_for_log(name, "VM up in", time.monotonic() + BOOT_DEADLINE)
         logs = container_logs(name)
         assert "Made VM keep, which keeps its state" in logs
         assert "installer" not in logs  # built on the cached disk of `raw`
-        assert podman("exec", name, "bootc-box", "ssh", "keep", "--", "sh", "-c",
-                      "echo one > /root/persist; echo written") == "written"  # fmt: skip
+        assert ssh("echo one > /var/persist; echo written") == "written"
+        switched = ssh(f"bootc switch --transport containers-storage {v2} && bootc status")
+        assert switched.splitlines()[-1] == "booted: root-a; next: root-b"
         assert subprocess.run(["podman", "stop", name], check=False,
                               capture_output=True).returncode == 0  # fmt: skip
         assert "The VM powered off" in container_logs(name)
@@ -292,8 +332,7 @@ def test_a_vm_keeps_its_state_across_podman_stop_start_and_bootc_box_stop_start(
         assert [line.split()[:3] for line in listed[1:]] == [["keep", "stopped", INSTALLABLE]]
         podman("start", name)
         wait_for_log(name, "VM up in", time.monotonic() + BOOT_DEADLINE, times=2)
-        assert podman("exec", name, "bootc-box", "ssh", "keep", "--", "sh", "-c",
-                      "cat /root/persist; echo two >> /root/persist") == "one"  # fmt: skip
+        rolls_back_across_a_reboot(name, ssh)
         # bootc-box stop ends the box's main command: the box exits, and
         # podman kills the exec session with it (137) unless it ended first.
         stop = subprocess.run(["podman", "exec", name, "bootc-box", "stop", "keep"],
@@ -309,7 +348,7 @@ def test_a_vm_keeps_its_state_across_podman_stop_start_and_bootc_box_stop_start(
     subprocess.run(desk_argv, check=True, capture_output=True)
     try:
         podman("exec", desk, "bootc-box", "start", "keep")
-        assert podman("exec", desk, "bootc-box", "ssh", "keep", "--", "cat", "/root/persist") == (
+        assert podman("exec", desk, "bootc-box", "ssh", "keep", "--", "cat", "/var/persist") == (
             "one\ntwo"
         )
         # The disk's own kernel, on the serial console that logs shows (start

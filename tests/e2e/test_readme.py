@@ -107,6 +107,9 @@ NEEDS = {
     " bootc, not the fixture (tests/e2e/test_disks.py runs it on the installable fixture)",
     "podman run -d --name web": "run --persistent installs the image as to-disk does: it needs"
     " an image that ships bootc (tests/e2e/test_disks.py runs it on the installable fixture)",
+    "podman build -t localhost/my-image:v2 .": "an upgrade needs an image that ships bootc"
+    " (tests/e2e/test_disks.py runs this flow on the installable fixture with its stand-in"
+    " bootc)",
     "MIRROR_CERT_DIR=": "needs a mirror registry and writes the host's /etc/containers"
     " (tests/e2e/test_mirror.py runs this recipe against a local TLS registry)",
     "kubectl apply": "needs a Kubernetes cluster with Tekton"

@@ -118,9 +118,17 @@ def seconds_option(*names: str, default: int, help: str, minimum: int = 0) -> Ca
     )
 
 
+def with_options(command: F, options: list[Callable[[F], F]]) -> F:
+    """`command` with `options`, which --help lists in this order."""
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def registry_options(command: F) -> F:
     """How to reach a registry: shared by `run` and `pull`."""
-    for option in reversed(
+    return with_options(
+        command,
         [
             click.option(
                 "--tls-verify",
@@ -140,10 +148,8 @@ def registry_options(command: F) -> F:
                 envvar="REGISTRY_AUTH_FILE",
                 help="Registry credentials from podman login [env: REGISTRY_AUTH_FILE].",
             ),
-        ]
-    ):
-        command = option(command)
-    return command
+        ],
+    )
 
 
 def value_options(command: click.Command) -> set[str]:
@@ -198,7 +204,8 @@ def machine_options(command: F) -> F:
         )
         return command(machine=machine, **rest)
 
-    for option in reversed(
+    with_machine = with_options(
+        with_machine,
         [
             click.option(
                 "--memory", "-m", default="2G", show_default=True, help="Guest memory (4G, 512M)."
@@ -233,9 +240,8 @@ def machine_options(command: F) -> F:
                 show_default=True,
                 help="When to pull IMAGE from its registry, as podman run --pull.",
             ),
-        ]
-    ):
-        with_machine = option(with_machine)
+        ],
+    )
     return cast(F, with_machine)
 
 
@@ -268,7 +274,8 @@ def provision_options(command: F) -> F:
         )
         return command(machine=dataclasses.replace(machine, provision=provision), **rest)
 
-    for option in reversed(
+    with_provision = with_options(
+        with_provision,
         [
             click.option(
                 "--set-credential",
@@ -319,9 +326,8 @@ def provision_options(command: F) -> F:
                 metavar="FILE",
                 help="Hand the guest an Ignition config on fw_cfg (opt/com.coreos/config).",
             ),
-        ]
-    ):
-        with_provision = option(with_provision)
+        ],
+    )
     return cast(F, with_provision)
 
 

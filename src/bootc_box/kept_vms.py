@@ -95,12 +95,17 @@ def read_config(directory: Path) -> KeptVm:
         if directory.is_symlink():
             raise ValueError("it is a symbolic link")
         return config_from_json(json.loads(read_regular(directory / CONFIG)), name)
-    except (OSError, ValueError, KeyError, TypeError, BootcBoxError) as e:
-        problem = e.message if isinstance(e, BootcBoxError) else str(e)
-        raise BootcBoxError(
-            f"the state of VM {name} is unreadable ({problem})",
-            f"remove it with bootc-box rm {name}",
-        ) from e
+    except UNREADABLE as e:
+        raise unreadable(f"the state of VM {name}", name, e) from e
+
+
+# What reading a kept VM's files that fail their checks raises.
+UNREADABLE = (OSError, ValueError, KeyError, TypeError, BootcBoxError)
+
+
+def unreadable(what: str, name: str, e: Exception) -> BootcBoxError:
+    problem = e.message if isinstance(e, BootcBoxError) else str(e)
+    return BootcBoxError(f"{what} is unreadable ({problem})", f"remove it with bootc-box rm {name}")
 
 
 def write_provision(directory: Path, provision: Provision) -> None:
@@ -116,12 +121,8 @@ def read_provision(env: Environment, name: str) -> Provision:
         return Provision()
     try:
         return provision_from_json(read_regular(path))
-    except (OSError, ValueError, KeyError, TypeError, BootcBoxError) as e:
-        problem = e.message if isinstance(e, BootcBoxError) else str(e)
-        raise BootcBoxError(
-            f"what VM {name} is given at boot is unreadable ({problem})",
-            f"remove it with bootc-box rm {name}",
-        ) from e
+    except UNREADABLE as e:
+        raise unreadable(f"what VM {name} is given at boot", name, e) from e
 
 
 def find_kept_vm(env: Environment, name: str) -> KeptVm | None:

@@ -60,6 +60,32 @@ def box_argv(
     return [*argv, *options, BOX, *args]
 
 
+def in_box(container: str, *args: str) -> "subprocess.CompletedProcess[str]":
+    """bootc-box ARGS in a running box, as `podman exec BOX bootc-box` runs it."""
+    return subprocess.run(
+        ["podman", "exec", container, "bootc-box", *args],
+        capture_output=True, text=True, check=False, timeout=BOOT_DEADLINE,
+    )  # fmt: skip
+
+
+@contextmanager
+def long_lived_box(
+    volume: "CacheVolume", purpose: str, options: tuple[str, ...] = ()
+) -> Iterator[str]:
+    """A box whose command is `sleep infinity`, for `podman exec BOX
+    bootc-box ...`: its container's name; removed with all it runs."""
+    name = f"bootc-box-test-{purpose}-{time.monotonic_ns()}"
+    argv = box_argv(
+        "sleep", "infinity", volume=volume.name, options=("-d", "--name", name, *options)
+    )
+    subprocess.run(argv, check=True, capture_output=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["podman", "rm", "--force", "--time", "0", name],
+                       check=False, capture_output=True)  # fmt: skip
+
+
 def podman(*args: str) -> str:
     return subprocess.run(
         ["podman", *args], check=True, capture_output=True, text=True

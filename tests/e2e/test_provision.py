@@ -5,7 +5,6 @@ the session's saved state. Both VMs run at once in one long-lived box, so
 that their boots and reboots share the host's two cores."""
 
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import (
-    BOOT_DEADLINE,
     FIXTURE,
     CacheVolume,
     assert_refused_cleanly,
     box_argv,
+    in_box,
+    long_lived_box,
 )
 
 UNIT = """\
@@ -56,10 +56,7 @@ class Box:
     files: Path
 
     def bootc_box(self, *args: str) -> "subprocess.CompletedProcess[str]":
-        return subprocess.run(
-            ["podman", "exec", self.container, "bootc-box", *args],
-            capture_output=True, text=True, check=False, timeout=BOOT_DEADLINE,
-        )  # fmt: skip
+        return in_box(self.container, *args)
 
     def ssh(self, vm: str, script: str) -> str:
         result = self.bootc_box("ssh", vm, "--", script)
@@ -85,15 +82,8 @@ def box(warm_volume: CacheVolume, tmp_path_factory: pytest.TempPathFactory) -> I
     (files / "config.ign").write_text(IGNITION)
     with (files / "data.raw").open("wb") as disk:
         disk.truncate(64 << 20)
-    name = f"bootc-box-test-provision-{time.monotonic_ns()}"
-    argv = box_argv("sleep", "infinity", volume=warm_volume.name,
-                    options=("-d", "--name", name, "-v", f"{files}:{files}"))  # fmt: skip
-    subprocess.run(argv, check=True, capture_output=True)
-    try:
+    with long_lived_box(warm_volume, "provision", ("-v", f"{files}:{files}")) as name:
         yield Box(name, files)
-    finally:
-        subprocess.run(["podman", "rm", "--force", "--time", "0", name],
-                       check=False, capture_output=True)  # fmt: skip
 
 
 def test_a_provisioned_vm_and_a_restored_one_come_back_from_their_reboots(box: Box) -> None:

@@ -18,7 +18,6 @@ import pytest
 
 from bootc_box.network import free_port
 from tests.e2e.conftest import (
-    BOOT_DEADLINE,
     FIXTURE,
     CacheVolume,
     box_argv,
@@ -26,6 +25,7 @@ from tests.e2e.conftest import (
     guest_reads_tcp,
     host_address,
     host_state,
+    in_box,
     new_cache_volume,
     podman,
     serve_secret,
@@ -47,10 +47,7 @@ class BoxVm:
     rw_dir: Path
 
     def exec(self, *args: str) -> "subprocess.CompletedProcess[str]":
-        return subprocess.run(
-            ["podman", "exec", self.container, "bootc-box", *args],
-            capture_output=True, text=True, check=False, timeout=BOOT_DEADLINE,
-        )  # fmt: skip
+        return in_box(self.container, *args)
 
 
 @pytest.fixture(scope="module")

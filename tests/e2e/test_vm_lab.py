@@ -12,7 +12,14 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import BOOT_DEADLINE, FIXTURE, CacheVolume, box_argv, new_cache_volume
+from tests.e2e.conftest import (
+    BOOT_DEADLINE,
+    FIXTURE,
+    CacheVolume,
+    in_box,
+    long_lived_box,
+    new_cache_volume,
+)
 
 
 @dataclass(frozen=True)
@@ -27,7 +34,7 @@ class Lab:
         )  # fmt: skip
 
     def bootc_box(self, *args: str) -> "subprocess.CompletedProcess[str]":
-        return self.run("bootc-box", *args)
+        return in_box(self.container, *args)
 
     def vms(self) -> dict[str, dict[str, Any]]:
         listing = self.bootc_box("list", "--json")
@@ -42,15 +49,8 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    name = f"bootc-box-test-lab-{time.monotonic_ns()}"
-    with new_cache_volume() as cache:
-        argv = box_argv("sleep", "infinity", volume=cache.name, options=("-d", "--name", name))
-        subprocess.run(argv, check=True, capture_output=True)
-        try:
-            yield Lab(name, cache)
-        finally:
-            subprocess.run(["podman", "rm", "--force", "--time", "0", name],
-                           check=False, capture_output=True)  # fmt: skip
+    with new_cache_volume() as cache, long_lived_box(cache, "lab") as name:
+        yield Lab(name, cache)
 
 
 def test_a_detached_vm_from_start_to_removal(lab: Lab) -> None:

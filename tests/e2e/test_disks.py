@@ -30,6 +30,7 @@ from tests.e2e.conftest import (
     box_argv,
     container_logs,
     host_state,
+    in_box,
     new_cache_volume,
     podman,
     wait_for_log,
@@ -311,7 +312,9 @@ def test_a_vm_keeps_its_state_across_podman_stop_start_and_bootc_box_stop_start(
     )  # fmt: skip
 
     def ssh(script: str) -> str:
-        return podman("exec", name, "bootc-box", "ssh", "keep", "--", script)
+        result = in_box(name, "ssh", "keep", "--", script)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
 
     try:
         wait_for_log(name, "VM up in", time.monotonic() + BOOT_DEADLINE)

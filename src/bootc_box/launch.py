@@ -36,7 +36,13 @@ from bootc_box.machine import BootAgain, FileServer, Machine, start_machine
 from bootc_box.network import Network, free_port
 from bootc_box.processes import last_line
 from bootc_box.progress import Progress, start_progress
-from bootc_box.provision import IGNITION_FW_CFG, make_swap, storage_bind, write_credentials
+from bootc_box.provision import (
+    IGNITION_FW_CFG,
+    check_disk_files_exist,
+    make_swap,
+    storage_bind,
+    write_credentials,
+)
 from bootc_box.qemu import Accel, QemuSpec, require_qemu, scratch_root
 from bootc_box.run_spec import DiskSource, ImageSource, RunSpec, Transport
 from bootc_box.serial_exec import (
@@ -260,6 +266,7 @@ def provide(spec: RunSpec, prepared: Prepared, directory: Path, stack: ExitStack
     """`prepared` with what the user provisions (provision.py): its
     credentials written as files, and its disks, swap made for this run."""
     provision = spec.machine.provision
+    check_disk_files_exist(provision.disk_files)
     disks = (*spec.disks, *provision.disk_files)
     if provision.swap_bytes:
         scratch = stack.enter_context(
@@ -390,24 +397,29 @@ def stay_up(spec: RunSpec, machine: Machine, vm: VmEntry, up: Up) -> int:
     """Keep the VM up until QEMU ends; when its guest reboots, it boots
     again in the same QEMU, and is `booting` until it answers again."""
     reboots = RebootWatch(machine.spec.console_log)
+    away = [False]  # rebooted, and not seen to answer since
 
     def follow_reboots() -> None:
-        if not reboots.rebooting():
-            return
-        log.info("The guest is rebooting; waiting for it to answer again")
-        vm.update(state=VmState.BOOTING)
-        try:
+        if reboots.rebooting():
+            log.info("The guest is rebooting; waiting for it to answer again")
+            vm.update(state=VmState.BOOTING)
             reboots.wait_for_reset(lambda: machine.qemu.poll() is None, REBOOT_GRACE)
+            away[0] = True
+        if not away[0]:
+            return
+        try:
             come_back(spec, machine, up)
-            reboots.done()
         except BootcBoxError as e:
             if machine.qemu.poll() is not None:
                 return  # powered off, as it may while rebooting: wait() says so
-            # The VM stays up, for its console and a look at what went wrong.
+            # The VM stays up, for its console and a look at what went
+            # wrong, and is waited for again: a slow boot may yet answer.
             log.warning("the VM did not come back from its reboot: %s", e)
             vm.update(error=e.message)
             return
-        vm.update(state=VmState.RUNNING)
+        reboots.done()
+        away[0] = False
+        vm.update(state=VmState.RUNNING, error="")
         log.info("VM %s is running again", vm.record.name)
 
     return machine.wait(follow_reboots)

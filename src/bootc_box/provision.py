@@ -29,7 +29,13 @@ from bootc_box.processes import last_line_of
 
 # The credentials bootc-box itself gives every boot (credentials.py): a
 # user's would be ignored by systemd, or would undo the login.
-OWN_CREDENTIALS = ("ssh.authorized_keys.root", "tmpfiles.extra")
+OWN_CREDENTIALS = (
+    "ssh.authorized_keys.root",
+    "tmpfiles.extra",
+    # serial_exec.py's, for images without sshd.
+    "bootc-box.exec",
+    "systemd.extra-unit.bootc-box-exec.service",
+)
 # systemd's CREDENTIAL_SIZE_MAX is 1 MiB; SMBIOS tables hold all of them,
 # so the whole is kept well below what firmware copies.
 CREDENTIAL_MAX = 1 << 20
@@ -209,7 +215,13 @@ def parse_unit(name: str, text: bytes, where: str) -> Unit:
             )
         if section == "Install" and key.strip() in _INSTALL_KEYS:
             dependency = _INSTALL_KEYS[key.strip()]
-            enabled_by += [(dependency, target) for target in value.split()]
+            for target in value.split():
+                if not _UNIT_NAME.fullmatch(target):
+                    raise BootcBoxError(
+                        f"{where}: line {number} names {target!r}, which is not a unit",
+                        "name a unit there, e.g. WantedBy=multi-user.target",
+                    )
+                enabled_by.append((dependency, target))
     if not section:
         raise BootcBoxError(f"{where} is not a unit file: it has no [Section]")
     # A template is enabled by its instances, which the unit file cannot name.
@@ -288,6 +300,7 @@ def storage_unit() -> Unit:
     text = f"""[Unit]
 Description=bootc-box: podman sees the host's images (--bind-storage-ro)
 DefaultDependencies=no
+After=local-fs.target
 Before=systemd-user-sessions.service
 
 [Service]
@@ -381,6 +394,29 @@ def parse_disk_file(text: str, cwd: Path) -> Disk:
     return disk
 
 
+def recorded_disk(path: object, disk_format: object, serial: object) -> Disk:
+    """A --mount-disk-file a kept VM recorded, checked but for the file
+    itself, which `start` looks for (it may be back by then)."""
+    if not (isinstance(path, str) and path.startswith("/")):
+        raise ValueError("a disk file's path is not absolute")
+    if disk_format not in FORMATS or not isinstance(serial, str):
+        raise ValueError(f"disk file {path} has no known format or name")
+    if not _DISK_NAME.fullmatch(serial) or serial in ("root", SWAP_NAME):
+        raise ValueError(f"disk file {path} has an invalid name")
+    return Disk(Path(path), disk_format, serial=serial)
+
+
+def check_disk_files_exist(disks: tuple[Disk, ...]) -> None:
+    """At boot: a kept VM's disk files, which may have moved since `run`."""
+    for disk in disks:
+        if not disk.path.is_file():
+            raise BootcBoxError(
+                f"--mount-disk-file: {disk.path} is not a file",
+                "put it back, or mount its directory into the box with -v",
+            )
+        checked_format(disk)
+
+
 def check_disk_files(disks: tuple[Disk, ...]) -> tuple[Disk, ...]:
     for i, disk in enumerate(disks):
         for other in disks[:i]:
@@ -406,9 +442,15 @@ def mkswap_argv(path: Path) -> list[str]:
 
 def make_swap(path: Path, size: int) -> Disk:
     """A sparse swap file for the guest (--add-swap), made on the host."""
-    with path.open("xb") as f:
-        f.truncate(size)
-    made = subprocess.run(mkswap_argv(path), capture_output=True, text=True, check=False)
+    try:
+        with path.open("xb") as f:
+            f.truncate(size)
+        made = subprocess.run(mkswap_argv(path), capture_output=True, text=True, check=False)
+    except OSError as e:
+        raise BootcBoxError(
+            f"cannot make swap for --add-swap in {path.parent}: {e.strerror}",
+            "set TMPDIR to a directory with room, or give a smaller --add-swap",
+        ) from None
     if made.returncode != 0:
         raise BootcBoxError(f"cannot make swap for --add-swap: {last_line_of(made.stderr)}")
     return Disk(path, "raw", serial=SWAP_NAME)
@@ -441,7 +483,7 @@ def parse_provision(
         *(parse_set_credential(text) for text in set_credentials),
         *(parse_load_credential(text, cwd) for text in load_credentials),
     )
-    return Provision(
+    provision = Provision(
         credentials=check_credentials(credentials),
         units=read_units(cwd / units_dir) if units_dir else (),
         disk_files=check_disk_files(tuple(parse_disk_file(text, cwd) for text in disk_files)),
@@ -449,6 +491,9 @@ def parse_provision(
         host_storage=host_storage,
         ignition=parse_ignition(ignition, cwd),
     )
+    # A unit's credential given as --set-credential too: systemd would keep one.
+    check_credentials(provision.guest_credentials())
+    return provision
 
 
 def provision_json(provision: Provision) -> bytes:
@@ -482,7 +527,7 @@ def provision_from_json(data: bytes) -> Provision:
             raise ValueError(f"unit {name} is wanted by something that is no unit")
         units.append(Unit(unit.name, unit.text, pairs))
     disks = tuple(
-        parse_disk_file(f"{path}:{serial}:{disk_format}", Path("/"))
+        recorded_disk(path, disk_format, serial)
         for path, disk_format, serial in record["disk_files"]
     )
     swap, host_storage = record["swap_bytes"], record.get("host_storage", False)

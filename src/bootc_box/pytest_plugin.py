@@ -78,9 +78,16 @@ class BootcVm:
         next boot: bootc-box boots it again in the same VM."""
         before = self.boot_id()
         assert before, f"VM {self.name} does not answer before its reboot"
-        # Its status is the guest's or ssh's, whichever ends the connection first.
-        self.run(command)
         deadline = time.monotonic() + timeout
+        try:
+            done = self.run(command, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{command!r} did not end within {timeout:.0f} s") from None
+        # 255: ssh's connection ended with the guest's sshd, as it may.
+        if done.returncode not in (0, 255):
+            raise AssertionError(
+                f"{command!r} failed with status {done.returncode}: {done.stderr.strip()}"
+            )
         while (now := self.boot_id()) in (None, before):
             if time.monotonic() > deadline:
                 raise AssertionError(f"VM {self.name} did not come back within {timeout:.0f} s")

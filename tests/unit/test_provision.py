@@ -251,7 +251,9 @@ def test_a_kept_vm_keeps_its_provisioning_and_reads_it_back_checked(tmp_path: Pa
         ("credentials", [["a", "not base64!"]], "base64"),
         ("units", [["x.service", "eA==", []]], "neither [Section] nor KEY=VALUE"),
         ("units", [["hello.service", _b64(SERVICE), [["Wants", "/etc/x"]]]], "is no unit"),
-        ("disk_files", [["/nowhere", "raw", "d"]], "/nowhere is not a file"),
+        ("disk_files", [["nowhere", "raw", "d"]], "is not absolute"),
+        ("disk_files", [["/d", "vmdk", "d"]], "no known format"),
+        ("disk_files", [["/d", "raw", "root"]], "an invalid name"),
         ("swap_bytes", -1, "swap_bytes is not a size"),
     ]:
         record = json.loads(provision_json(provision))
@@ -297,3 +299,43 @@ def test_the_host_store_is_for_podman_in_the_guests_logins() -> None:
     assert parse_unit(storage_unit().name, unit, "storage").name == "bootc-box-storage.service"
     assert Provision(host_storage=True).digest() != Provision().digest()
     assert Provision(ignition=b"{}").digest() != Provision(ignition=b"{ }").digest()
+
+
+def test_a_kept_vms_disk_file_that_moved_is_named_at_boot_not_taken_for_a_broken_vm(
+    tmp_path: Path,
+) -> None:
+    from bootc_box.provision import check_disk_files_exist, provision_from_json, provision_json  # noqa: PLC0415
+
+    (tmp_path / "a:b").mkdir()  # a colon in the path, kept as it is
+    disk = tmp_path / "a:b/d.raw"
+    disk.write_bytes(b"")
+    provision = provision_from_json(provision_json(Provision(disk_files=(Disk(disk, "raw", "d"),))))
+    assert provision.disk_files == (Disk(disk, "raw", "d"),)
+    check_disk_files_exist(provision.disk_files)
+    disk.unlink()
+    with pytest.raises(BootcBoxError, match=r"d\.raw is not a file; put it back"):
+        check_disk_files_exist(provision.disk_files)
+
+
+def test_what_a_unit_is_wanted_by_must_be_a_unit() -> None:
+    with pytest.raises(BootcBoxError, match=r"line 2 names '/etc/x', which is not a unit"):
+        parse_unit("a.service", b"[Install]\nWantedBy=/etc/x\n", "a.service")
+
+
+def test_no_credential_reaches_the_guest_twice_nor_shadows_bootc_boxs_own(tmp_path: Path) -> None:
+    with pytest.raises(BootcBoxError, match="which bootc-box sets itself"):
+        parse_set_credential("bootc-box.exec:x")
+    (tmp_path / "u").mkdir()
+    (tmp_path / "u/a.service").write_text("[Service]\n")
+    with pytest.raises(
+        BootcBoxError, match=r"credential systemd\.extra-unit\.a\.service is given twice"
+    ):
+        parse_provision(
+            set_credentials=("systemd.extra-unit.a.service:[Unit]",), units_dir=Path("u"),
+            cwd=tmp_path,
+        )  # fmt: skip
+
+
+def test_swap_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(BootcBoxError, match=r"cannot make swap for --add-swap in .*; set TMPDIR"):
+        make_swap(tmp_path / "missing-dir/swap.raw", 1 << 20)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bootc_box.boot_failures import FailureWatch
-from bootc_box.console import StallWatch
+from bootc_box.console import RebootWatch, StallWatch
 from bootc_box.credentials import Login
 from bootc_box.errors import BootcBoxError
 from bootc_box.identity import HostKeys, give_own_identity
@@ -21,6 +21,7 @@ from bootc_box.progress import Progress
 from bootc_box.run_spec import RunSpec
 from bootc_box.serial_exec import Session
 from bootc_box.ssh import Answer, FirstLogin, SshTarget, public_key, ssh_ready
+from bootc_box.vms import VmEntry, VmState
 from bootc_box.warm import Start
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 # A restored guest answers SSH within seconds; one that does not in this
 # long is not going to, and a cold boot is the way on.
 RESTORE_TIMEOUT = 60.0
+# Seconds a guest that began to reboot gets to reset its machine.
+REBOOT_GRACE = 120.0
 
 
 class RestoreFailed(BootAgain):
@@ -243,3 +246,35 @@ def save_for_later(
         return
     took = time.monotonic() - began
     log.info("Saved the VM's state for the next runs of %s in %.0f s", spec.title, took)
+
+
+def stay_up(spec: RunSpec, machine: Machine, vm: VmEntry, up: Up) -> int:
+    """Keep the VM up until QEMU ends; when its guest reboots, it boots
+    again in the same QEMU, and is `booting` until it answers again."""
+    reboots = RebootWatch(machine.spec.console_log)
+    away = [False]  # rebooted, and not seen to answer since
+
+    def follow_reboots() -> None:
+        if reboots.rebooting():
+            log.info("The guest is rebooting; waiting for it to answer again")
+            vm.update(state=VmState.BOOTING)
+            reboots.wait_for_reset(lambda: machine.qemu.poll() is None, REBOOT_GRACE)
+            away[0] = True
+        if not away[0]:
+            return
+        try:
+            come_back(spec, machine, up)
+        except BootcBoxError as e:
+            if machine.qemu.poll() is not None:
+                return  # powered off, as it may while rebooting: wait() says so
+            # The VM stays up, for its console and a look at what went
+            # wrong, and is waited for again: a slow boot may yet answer.
+            log.warning("the VM did not come back from its reboot: %s", e)
+            vm.update(error=e.message)
+            return
+        reboots.done()
+        away[0] = False
+        vm.update(state=VmState.RUNNING, error="")
+        log.info("VM %s is running again", vm.record.name)
+
+    return machine.wait(follow_reboots)

@@ -20,8 +20,8 @@ from bootc_box.accel import choose_accel
 from bootc_box.binds import bind_kargs, bind_owner, bind_tag, check_bind_sources
 from bootc_box.boot import Boot, Disk, FirmwareBoot, KernelBoot
 from bootc_box.boot_cache import BootFilesLease
-from bootc_box.come_up import RestoreFailed, Up, come_back, come_up, come_up_serial
-from bootc_box.console import RebootWatch, start_console_follower
+from bootc_box.come_up import RestoreFailed, come_up, come_up_serial, stay_up
+from bootc_box.console import start_console_follower
 from bootc_box.credentials import Login, new_login, write_private
 from bootc_box.detach import SUPERVISOR_LOG, start_detached
 from bootc_box.disks import open_disk
@@ -41,7 +41,6 @@ from bootc_box.provision import (
     check_disk_files_exist,
     make_swap,
     storage_bind,
-    write_credentials,
 )
 from bootc_box.qemu import Accel, QemuSpec, require_qemu, scratch_root
 from bootc_box.run_spec import DiskSource, ImageSource, RunSpec, Transport
@@ -55,6 +54,7 @@ from bootc_box.serial_exec import (
 )
 from bootc_box.snapshots import discard_snapshot, program_versions, snapshot_key
 from bootc_box.ssh import check_private_key, connect
+from bootc_box.user_credentials import write_credentials
 from bootc_box.userns import enter_podman_userns
 from bootc_box.virtiofsd import (
     VirtiofsdSpec,
@@ -76,8 +76,6 @@ from bootc_box.warm import Start, Warm, choose_start
 log = logging.getLogger(__name__)
 
 BOOT_ATTEMPTS = 2
-# Seconds a guest that began to reboot gets to reset its machine.
-REBOOT_GRACE = 120.0
 
 
 def run_vm(spec: RunSpec, *, installer: bool = False) -> int:
@@ -391,38 +389,6 @@ def boot_and_run(
             machine.graceful = True
             log.info("VM %s is running; stop it with bootc-box stop or podman stop", vm.record.name)
             return stay_up(spec, machine, vm, up)
-
-
-def stay_up(spec: RunSpec, machine: Machine, vm: VmEntry, up: Up) -> int:
-    """Keep the VM up until QEMU ends; when its guest reboots, it boots
-    again in the same QEMU, and is `booting` until it answers again."""
-    reboots = RebootWatch(machine.spec.console_log)
-    away = [False]  # rebooted, and not seen to answer since
-
-    def follow_reboots() -> None:
-        if reboots.rebooting():
-            log.info("The guest is rebooting; waiting for it to answer again")
-            vm.update(state=VmState.BOOTING)
-            reboots.wait_for_reset(lambda: machine.qemu.poll() is None, REBOOT_GRACE)
-            away[0] = True
-        if not away[0]:
-            return
-        try:
-            come_back(spec, machine, up)
-        except BootcBoxError as e:
-            if machine.qemu.poll() is not None:
-                return  # powered off, as it may while rebooting: wait() says so
-            # The VM stays up, for its console and a look at what went
-            # wrong, and is waited for again: a slow boot may yet answer.
-            log.warning("the VM did not come back from its reboot: %s", e)
-            vm.update(error=e.message)
-            return
-        reboots.done()
-        away[0] = False
-        vm.update(state=VmState.RUNNING, error="")
-        log.info("VM %s is running again", vm.record.name)
-
-    return machine.wait(follow_reboots)
 
 
 def run_over_serial(

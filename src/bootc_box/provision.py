@@ -1,17 +1,10 @@
 """What a guest is given at boot besides its login, without changing its
-image: systemd credentials (--set-credential, --load-credential, as
-systemd-vmspawn names them), units (--systemd-units DIR, bcvk's name), extra
-disks (--mount-disk-file, bcvk's) and swap (--add-swap, bcvk's).
-
-Units travel as credentials too (`systemd.extra-unit.NAME`, and a drop-in
-`systemd.unit-dropin.TARGET~NAME` for each target of their [Install]
-section): systemd 256 and later make units of them at boot, on an image
-boot and on a disk boot alike, and nothing is written into the image or
-the disk. Every credential travels as a file (credentials.py), so no value
-is ever on a command line."""
+image (Provision): the user's credentials (user_credentials.py), units
+(units.py), extra disks (--mount-disk-file, bcvk's), swap (--add-swap,
+bcvk's), the host's image store (--bind-storage-ro, bcvk's) and an Ignition
+config (--ignition); parsed from `run`'s options, and kept for a kept VM."""
 
 import base64
-import codecs
 import hashlib
 import json
 import re
@@ -21,53 +14,23 @@ from pathlib import Path, PurePosixPath
 
 from bootc_box.binds import Bind
 from bootc_box.boot import FORMATS, Disk
-from bootc_box.credentials import smbios_credential, write_private
 from bootc_box.disks import checked_format, parse_size
 from bootc_box.environment import HOST_STORE, Environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.processes import last_line_of
-
-# The credentials bootc-box itself gives every boot (credentials.py): a
-# user's would be ignored by systemd, or would undo the login.
-OWN_CREDENTIALS = (
-    "ssh.authorized_keys.root",
-    "tmpfiles.extra",
-    # serial_exec.py's, for images without sshd.
-    "bootc-box.exec",
-    "systemd.extra-unit.bootc-box-exec.service",
+from bootc_box.units import INSTALL_KEYS, UNIT_NAME, Unit, parse_unit, read_units, unit_credentials
+from bootc_box.user_credentials import (
+    Credential,
+    check_credential_name,
+    check_credentials,
+    checked_size,
+    parse_load_credential,
+    parse_set_credential,
 )
-# systemd's CREDENTIAL_SIZE_MAX is 1 MiB; SMBIOS tables hold all of them,
-# so the whole is kept well below what firmware copies.
-CREDENTIAL_MAX = 1 << 20
-CREDENTIALS_MAX = 4 << 20
 
-UNIT_SUFFIXES = (
-    "service", "socket", "timer", "path", "mount", "automount", "swap", "target", "slice",
-)  # fmt: skip
-# systemd's unit_name_is_valid(): these characters, at most 255 of them.
-_UNIT_CHARS = r"[A-Za-z0-9:_.\\-]"
-_UNIT_NAME = re.compile(rf"{_UNIT_CHARS}+(@{_UNIT_CHARS}*)?\.({'|'.join(UNIT_SUFFIXES)})")
-# [Install] keys and the [Unit] dependency each becomes.
-_INSTALL_KEYS = {"WantedBy": "Wants", "RequiredBy": "Requires", "UpheldBy": "Upholds"}
 # What the guest names a disk after (virtio-blk's serial: 20 bytes).
 _DISK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,20}")
 SWAP_NAME = "swap"
-
-
-@dataclass(frozen=True)
-class Credential:
-    name: str
-    value: bytes = field(repr=False)  # may be a secret: never in a log line
-
-
-@dataclass(frozen=True)
-class Unit:
-    """A unit file for the guest, and the units that want it once enabled."""
-
-    name: str
-    text: bytes
-    # (dependency, target): ("Wants", "multi-user.target") from WantedBy=.
-    enabled_by: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -109,175 +72,6 @@ class Provision:
             for part in (credential.name.encode(), credential.value):
                 sha.update(len(part).to_bytes(8, "big") + part)
         return sha.hexdigest()[:32]
-
-
-def check_credential_name(name: str, option: str) -> str:
-    """A credential ID systemd takes (a file name), and not one of bootc-box's."""
-    if not name or name in (".", "..") or "/" in name or len(name.encode()) > 255:
-        raise BootcBoxError(
-            f"invalid credential ID {name!r} in {option}",
-            "an ID is a file name: no '/', at most 255 bytes, e.g. --set-credential app.key:VALUE",
-        )
-    if name in OWN_CREDENTIALS:
-        raise BootcBoxError(
-            f"{option} sets {name}, which bootc-box sets itself for its login",
-            "give your key with --ssh-key, and tmpfiles lines in a unit (--systemd-units)",
-        )
-    return name
-
-
-def _split(text: str, option: str, what: str) -> tuple[str, str]:
-    name, colon, rest = text.partition(":")
-    if not colon:
-        raise BootcBoxError(
-            f"{option} {text!r} has no {what}", f"write it as {option} ID:{what.upper()}"
-        )
-    return check_credential_name(name, option), rest
-
-
-def parse_set_credential(text: str) -> Credential:
-    """--set-credential ID:VALUE; VALUE may hold C escapes (\\n, \\x00), as
-    systemd-vmspawn reads it."""
-    name, value = _split(text, "--set-credential", "value")
-    try:
-        data = codecs.escape_decode(value.encode())[0]
-    except ValueError as e:
-        raise BootcBoxError(
-            f"--set-credential {name}: its value has a broken escape ({e})",
-            "write a backslash as \\\\",
-        ) from None
-    return Credential(name, _checked_size(name, data))
-
-
-def parse_load_credential(text: str, cwd: Path) -> Credential:
-    """--load-credential ID:PATH: the file's bytes, read now."""
-    name, path = _split(text, "--load-credential", "path")
-    file = cwd / path
-    try:
-        with file.open("rb") as f:
-            data = f.read(CREDENTIAL_MAX + 1)
-    except OSError as e:
-        raise BootcBoxError(
-            f"--load-credential {name}: cannot read {file}: {e.strerror}",
-            "check the path (in the box, mount its directory with -v)",
-        ) from None
-    return Credential(name, _checked_size(name, data))
-
-
-def _checked_size(name: str, data: bytes) -> bytes:
-    if len(data) > CREDENTIAL_MAX:
-        raise BootcBoxError(
-            f"credential {name} is larger than {CREDENTIAL_MAX >> 20} MiB, systemd's limit",
-            "pass a smaller file, or share the data with --bind",
-        )
-    return data
-
-
-def check_credentials(credentials: tuple[Credential, ...]) -> tuple[Credential, ...]:
-    names = [c.name for c in credentials]
-    for name in names:
-        if names.count(name) > 1:
-            raise BootcBoxError(f"credential {name} is given twice", "give each ID once")
-    if sum(len(c.value) for c in credentials) > CREDENTIALS_MAX:
-        raise BootcBoxError(
-            f"the credentials add up to more than {CREDENTIALS_MAX >> 20} MiB",
-            "share large data with --bind instead",
-        )
-    return credentials
-
-
-def parse_unit(name: str, text: bytes, where: str) -> Unit:
-    """A unit file's [Install] targets, once it reads as a unit file: text
-    made of [Section] headers and KEY=VALUE lines, the first a header."""
-    if not _UNIT_NAME.fullmatch(name) or len(name) > 255:
-        raise BootcBoxError(
-            f"{where} is not named as a unit ({name!r})",
-            "name unit files NAME.service, NAME.timer, NAME.mount ... and keep nothing else there",
-        )
-    try:
-        lines = text.decode("utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise BootcBoxError(f"{where} is not a unit file: it is not UTF-8 text") from None
-    section, continued, enabled_by = "", False, []
-    for number, raw in enumerate(lines, 1):
-        line = raw.strip()
-        was_continued, continued = continued, line.endswith("\\")
-        if was_continued or not line or line[0] in "#;":
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            section = line[1:-1]
-            continue
-        key, equals, value = line.partition("=")
-        if not equals or not section or not key.strip():
-            raise BootcBoxError(
-                f"{where} is not a unit file: line {number} is neither [Section] nor KEY=VALUE",
-                "check the file, e.g. with systemd-analyze verify",
-            )
-        if section == "Install" and key.strip() in _INSTALL_KEYS:
-            dependency = _INSTALL_KEYS[key.strip()]
-            for target in value.split():
-                if not _UNIT_NAME.fullmatch(target):
-                    raise BootcBoxError(
-                        f"{where}: line {number} names {target!r}, which is not a unit",
-                        "name a unit there, e.g. WantedBy=multi-user.target",
-                    )
-                enabled_by.append((dependency, target))
-    if not section:
-        raise BootcBoxError(f"{where} is not a unit file: it has no [Section]")
-    # A template is enabled by its instances, which the unit file cannot name.
-    if "@." in name:
-        enabled_by = []
-    return Unit(name, text, tuple(enabled_by))
-
-
-def read_units(directory: Path) -> tuple[Unit, ...]:
-    """--systemd-units DIR: the unit files in DIR, or in DIR/system (bcvk's
-    layout, where DIR/system/*.target.wants/ links enable units too)."""
-    if not directory.is_dir():
-        raise BootcBoxError(
-            f"--systemd-units {directory}: no such directory",
-            "give a directory of unit files (in the box, mount it with -v)",
-        )
-    if (directory / "system").is_dir():
-        directory = directory / "system"
-    units, wants = [], []
-    for entry in sorted(directory.iterdir()):
-        if entry.is_dir() and entry.name.endswith((".wants", ".requires")):
-            target, _, kind = entry.name.rpartition(".")
-            dependency = "Wants" if kind == "wants" else "Requires"
-            wants += [(child.name, (dependency, target)) for child in sorted(entry.iterdir())]
-            continue
-        if not entry.is_file():
-            raise BootcBoxError(
-                f"--systemd-units: {entry} is not a file",
-                "keep unit files there, and TARGET.wants/ directories",
-            )
-        units.append(parse_unit(entry.name, entry.read_bytes(), str(entry)))
-    names = {unit.name for unit in units}
-    for name, by in wants:
-        if name not in names:
-            raise BootcBoxError(
-                f"--systemd-units: {directory}/{by[1]}.{by[0].lower()}/{name} names no unit there",
-                f"put {name} in {directory}, or remove the link",
-            )
-    return tuple(
-        Unit(u.name, u.text, (*u.enabled_by, *(by for n, by in wants if n == u.name)))
-        for u in units
-    )
-
-
-def unit_credentials(units: tuple[Unit, ...]) -> tuple[Credential, ...]:
-    """Each unit as `systemd.extra-unit.NAME`, and one drop-in per target
-    that wants some of them, as `systemctl enable` would link them."""
-    credentials = [Credential(f"systemd.extra-unit.{u.name}", u.text) for u in units]
-    targets: dict[str, list[str]] = {}
-    for unit in units:
-        for dependency, target in unit.enabled_by:
-            targets.setdefault(target, []).append(f"{dependency}={unit.name}\n")
-    for target, lines in targets.items():
-        text = "[Unit]\n" + "".join(dict.fromkeys(lines))
-        credentials.append(Credential(f"systemd.unit-dropin.{target}~bootc-box", text.encode()))
-    return tuple(credentials)
 
 
 def swap_unit() -> Unit:
@@ -456,16 +250,6 @@ def make_swap(path: Path, size: int) -> Disk:
     return Disk(path, "raw", serial=SWAP_NAME)
 
 
-def write_credentials(directory: Path, credentials: tuple[Credential, ...]) -> tuple[Path, ...]:
-    """The credentials as SMBIOS files in `directory`, readable by their owner only."""
-    directory.mkdir(mode=0o700)
-    # Numbered: an ID with its prefix may be longer than a file name may be.
-    return tuple(
-        write_private(directory / f"{i}.smbios", smbios_credential(c.name, c.value).encode())
-        for i, c in enumerate(credentials)
-    )
-
-
 def parse_provision(
     *,
     set_credentials: tuple[str, ...] = (),
@@ -516,14 +300,14 @@ def provision_from_json(data: bytes) -> Provision:
     TypeError, KeyError or BootcBoxError say what is wrong."""
     record = json.loads(data)
     credentials = tuple(
-        Credential(check_credential_name(name, "a kept credential"), _checked_size(name, b64(v)))
+        Credential(check_credential_name(name, "a kept credential"), checked_size(name, b64(v)))
         for name, v in record["credentials"]
     )
     units = []
     for name, text, enabled_by in record["units"]:
         unit = parse_unit(name, b64(text), name)
         pairs = tuple((str(d), str(t)) for d, t in enabled_by)
-        if not all(d in _INSTALL_KEYS.values() and _UNIT_NAME.fullmatch(t) for d, t in pairs):
+        if not all(d in INSTALL_KEYS.values() and UNIT_NAME.fullmatch(t) for d, t in pairs):
             raise ValueError(f"unit {name} is wanted by something that is no unit")
         units.append(Unit(unit.name, unit.text, pairs))
     disks = tuple(

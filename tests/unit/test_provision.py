@@ -8,20 +8,13 @@ import pytest
 
 from bootc_box.boot import Disk
 from bootc_box.errors import BootcBoxError
-from bootc_box.provision import (
+from bootc_box.provision import Provision, make_swap, parse_disk_file, parse_provision, swap_unit
+from bootc_box.units import Unit, parse_unit, read_units, unit_credentials
+from bootc_box.user_credentials import (
     CREDENTIAL_MAX,
     Credential,
-    Provision,
-    Unit,
-    make_swap,
-    parse_disk_file,
     parse_load_credential,
-    parse_provision,
     parse_set_credential,
-    parse_unit,
-    read_units,
-    swap_unit,
-    unit_credentials,
     write_credentials,
 )
 

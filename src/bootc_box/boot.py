@@ -30,6 +30,8 @@ class Disk:
     # A qcow2 overlay's base, opened as said here; a name in the overlay's
     # header is never followed.
     backing: "Disk | None" = None
+    # The guest may read it, not write it (a --cloud-init seed).
+    readonly: bool = False
 
 
 @dataclass(frozen=True)

@@ -260,6 +260,7 @@ def provision_options(command: F) -> F:
         swap: str | None,
         host_storage: bool,
         ignition: Path | None,
+        cloud_init: Path | None,
         **rest: Any,
     ) -> Any:
         provision = parse_provision(
@@ -270,6 +271,7 @@ def provision_options(command: F) -> F:
             swap=swap,
             host_storage=host_storage,
             ignition=ignition,
+            cloud_init=cloud_init,
             cwd=Path.cwd(),
         )
         return command(machine=dataclasses.replace(machine, provision=provision), **rest)
@@ -325,6 +327,13 @@ def provision_options(command: F) -> F:
                 type=click.Path(path_type=Path),
                 metavar="FILE",
                 help="Hand the guest an Ignition config on fw_cfg (opt/com.coreos/config).",
+            ),
+            click.option(
+                "--cloud-init",
+                type=click.Path(path_type=Path),
+                metavar="PATH",
+                help="Give the guest's cloud-init a NoCloud seed: PATH is a user-data file or a"
+                " directory with user-data and meta-data. The run boots cold.",
             ),
         ],
     )

@@ -20,6 +20,7 @@ from bootc_box.accel import choose_accel
 from bootc_box.binds import bind_kargs, bind_owner, bind_tag, check_bind_sources
 from bootc_box.boot import Boot, Disk, FirmwareBoot, KernelBoot
 from bootc_box.boot_cache import BootFilesLease
+from bootc_box.cloud_init import make_seed
 from bootc_box.come_up import RestoreFailed, come_up, come_up_serial, stay_up
 from bootc_box.console import start_console_follower
 from bootc_box.credentials import Login, new_login, write_private
@@ -276,6 +277,8 @@ def provide(spec: RunSpec, prepared: Prepared, directory: Path, stack: ExitStack
     fw_cfg: tuple[tuple[str, Path], ...] = ()
     if provision.ignition:
         fw_cfg = ((IGNITION_FW_CFG, write_private(directory / "config.ign", provision.ignition)),)
+    if provision.cloud_init:
+        disks += (make_seed(directory / "cloud-init", provision.cloud_init),)
     return dataclasses.replace(prepared, provision_credentials=files, disks=disks, fw_cfg=fw_cfg)
 
 

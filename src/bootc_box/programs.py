@@ -17,6 +17,7 @@ PACKAGES = {
     "ssh-keygen": "openssh-client",
     "setpriv": "util-linux",
     "unshare": "util-linux",
+    "xorriso": "xorriso",
 }
 
 

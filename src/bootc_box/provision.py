@@ -1,8 +1,9 @@
 """What a guest is given at boot besides its login, without changing its
 image (Provision): the user's credentials (user_credentials.py), units
 (units.py), extra disks (--mount-disk-file, bcvk's), swap (--add-swap,
-bcvk's), the host's image store (--bind-storage-ro, bcvk's) and an Ignition
-config (--ignition); parsed from `run`'s options, and kept for a kept VM."""
+bcvk's), the host's image store (--bind-storage-ro, bcvk's), a cloud-init
+seed (--cloud-init, cloud_init.py) and an Ignition config (--ignition);
+parsed from `run`'s options, and kept for a kept VM."""
 
 import base64
 import hashlib
@@ -14,6 +15,12 @@ from pathlib import Path, PurePosixPath
 
 from bootc_box.binds import Bind
 from bootc_box.boot import FORMATS, Disk
+from bootc_box.cloud_init import (
+    CloudInit,
+    checked_cloud_init,
+    keep_host_keys_unit,
+    parse_cloud_init,
+)
 from bootc_box.disks import checked_format, parse_size
 from bootc_box.environment import HOST_STORE, Environment
 from bootc_box.errors import BootcBoxError
@@ -44,6 +51,8 @@ class Provision:
     host_storage: bool = False
     # --ignition: a config for Ignition, on fw_cfg (qemu.QemuSpec.fw_cfg).
     ignition: bytes = field(default=b"", repr=False)
+    # --cloud-init: a NoCloud seed, on a disk of its own.
+    cloud_init: CloudInit = field(default_factory=CloudInit)
 
     def __bool__(self) -> bool:
         return bool(
@@ -53,6 +62,7 @@ class Provision:
             or self.swap_bytes
             or self.host_storage
             or self.ignition
+            or self.cloud_init
         )
 
     def guest_credentials(self) -> tuple[Credential, ...]:
@@ -61,6 +71,7 @@ class Provision:
             *self.units,
             *((swap_unit(),) if self.swap_bytes else ()),
             *((storage_unit(),) if self.host_storage else ()),
+            *((keep_host_keys_unit(),) if self.cloud_init else ()),
         )
         return (*self.credentials, *unit_credentials(units))
 
@@ -68,7 +79,12 @@ class Provision:
         """What a saved state of a guest given these credentials depends on:
         a restored guest read its credentials when it booted."""
         sha = hashlib.sha256()
-        for credential in (*self.guest_credentials(), Credential("ignition", self.ignition)):
+        seed = tuple(Credential(f"cloud-init/{n}", v) for n, v in self.cloud_init.files)
+        for credential in (
+            *self.guest_credentials(),
+            Credential("ignition", self.ignition),
+            *seed,
+        ):
             for part in (credential.name.encode(), credential.value):
                 sha.update(len(part).to_bytes(8, "big") + part)
         return sha.hexdigest()[:32]
@@ -259,6 +275,7 @@ def parse_provision(
     swap: str | None = None,
     host_storage: bool = False,
     ignition: Path | None = None,
+    cloud_init: Path | None = None,
     cwd: Path,
 ) -> Provision:
     """The provisioning options of `run`, each checked: a one-line error
@@ -274,6 +291,7 @@ def parse_provision(
         swap_bytes=parse_swap(swap),
         host_storage=host_storage,
         ignition=parse_ignition(ignition, cwd),
+        cloud_init=parse_cloud_init(cloud_init, cwd),
     )
     # A unit's credential given as --set-credential too: systemd would keep one.
     check_credentials(provision.guest_credentials())
@@ -291,6 +309,7 @@ def provision_json(provision: Provision) -> bytes:
         "swap_bytes": provision.swap_bytes,
         "host_storage": provision.host_storage,
         "ignition": _b64(provision.ignition),
+        "cloud_init": [[name, _b64(data)] for name, data in provision.cloud_init.files],
     }).encode()  # fmt: skip
 
 
@@ -326,7 +345,17 @@ def provision_from_json(data: bytes) -> Provision:
         swap,
         host_storage,
         b64(record.get("ignition", "")),
+        _recorded_cloud_init(record.get("cloud_init", [])),
     )
+
+
+def _recorded_cloud_init(files: object) -> CloudInit:
+    if not isinstance(files, list):
+        raise TypeError("cloud_init is not a list")
+    seed = {str(name): b64(data) for name, data in files}
+    if len(seed) != len(files):
+        raise ValueError("a cloud-init file is recorded twice")
+    return checked_cloud_init(seed, "the kept VM's seed") if seed else CloudInit()
 
 
 def _b64(data: bytes) -> str:

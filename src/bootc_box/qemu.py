@@ -214,7 +214,8 @@ def _disk_args(disks: tuple[Disk, ...], *, bootable: bool) -> list[str]:
     for index, disk in enumerate(disks):
         assert disk.backing or not disk.transient, "a transient disk is given through its overlay"
         # unmap: the guest's discards (fstrim, mkfs) keep a sparse file sparse.
-        node = {"node-name": f"disk{index}", **_blockdev(disk, {"discard": "unmap"})}
+        options = {"read-only": True} if disk.readonly else {"discard": "unmap"}
+        node = {"node-name": f"disk{index}", **_blockdev(disk, options)}
         device = f"virtio-blk-pci,drive=disk{index}"
         if disk.serial:
             device += f",serial={disk.serial}"

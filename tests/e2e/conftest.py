@@ -26,6 +26,7 @@ TWO_KERNELS = "localhost/bootc-box-two-kernels:latest"
 INSTALLABLE = "localhost/bootc-box-installable:latest"
 UKI = "localhost/bootc-box-uki:latest"
 BAD_UKI = "localhost/bootc-box-bad-uki:latest"
+CLOUD_INIT = "localhost/bootc-box-cloud-init:latest"
 NO_KERNEL = "localhost/debian:trixie"
 HOST_STORE = "/var/lib/containers/storage:/var/lib/containers/host-storage:ro"
 BOOT_DEADLINE = 900.0

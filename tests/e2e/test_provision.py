@@ -1,5 +1,5 @@
 """Provisioning and reboots: what a guest is given at boot besides its login
-(credentials, units, extra disks, swap: provision.py), and a VM that stays
+(credentials, units, extra disks, swap, a cloud-init seed: provision.py), and a VM that stays
 up through its guest's reboots, as one booted cold and one restored from
 the session's saved state. Both VMs run at once in one long-lived box, so
 that their boots and reboots share the host's two cores."""
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import (
+    CLOUD_INIT,
     FIXTURE,
     CacheVolume,
     assert_refused_cleanly,
@@ -48,6 +49,13 @@ test -f /run/host-container-storage/overlay-images/images.json && echo store
 cat /proc/sys/kernel/random/boot_id
 """
 IGNITION = '{"ignition": {"version": "3.4.0"}}'
+USER_DATA = """#cloud-config
+write_files:
+  - path: /etc/from-cloud-init
+    content: written by cloud-init
+runcmd:
+  - [sh, -c, "cat /proc/sys/kernel/random/boot_id > /run/runcmd-ran"]
+"""
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,9 @@ def box(warm_volume: CacheVolume, tmp_path_factory: pytest.TempPathFactory) -> I
     (files / "secret").write_bytes(b"from a file\n")
     (files / "secret").chmod(0o600)
     (files / "config.ign").write_text(IGNITION)
+    (files / "seed").mkdir()
+    (files / "seed/user-data").write_text(USER_DATA)
+    (files / "seed/meta-data").write_text("instance-id: bootc-box-test\nlocal-hostname: seeded\n")
     with (files / "data.raw").open("wb") as disk:
         disk.truncate(64 << 20)
     with long_lived_box(warm_volume, "provision", ("-v", f"{files}:{files}")) as name:
@@ -147,6 +158,29 @@ def test_a_provisioned_vm_and_a_restored_one_come_back_from_their_reboots(box: B
         assert box.bootc_box("rm", "--force", vm).returncode == 0
 
 
+def test_cloud_init_finds_the_seed_and_runs_it(box: Box) -> None:
+    """Debian's cloud-init in the guest (the cloud-init fixture) finds the
+    NoCloud seed by its label, with no network, and runs all its stages; the
+    host key bootc-box pinned survives its ssh module (the login works)."""
+    script = (
+        "cloud-init status --wait --long; echo status=$?; cat /etc/from-cloud-init; echo; "
+        "cat /run/runcmd-ran /proc/sys/kernel/random/boot_id; "
+        "cloud-init query instance_id; hostname; blockdev --getro /dev/disk/by-id/virtio-cidata"
+    )
+    result = box.bootc_box("run", "--cloud-init", f"{box.files}/seed", CLOUD_INIT, "--", script)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.splitlines()
+    assert "status: done" in out
+    assert "detail: DataSourceNoCloud [seed=/dev/vda]" in out
+    assert "errors: []" in out
+    assert "status=0" in out  # not degraded: no root partition to grow on an image
+    rest = out[out.index("status=0") + 1 :]
+    assert rest[0] == "written by cloud-init"
+    assert rest[1] == rest[2]  # runcmd ran in this boot
+    assert rest[3:5] == ["bootc-box-test", "seeded"]  # the given meta-data
+    assert rest[5] == "1"  # the seed is read-only for the guest
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -165,9 +199,15 @@ def test_a_provisioned_vm_and_a_restored_one_come_back_from_their_reboots(box: B
         (["--add-swap", "lots"], "bootc-box: error: invalid --add-swap 'lots'"),
         (["--ignition", "{files}/units/hello.service"],
          "bootc-box: error: --ignition: {files}/units/hello.service is not an Ignition config"),
+        (["--cloud-init", "{files}/units"],
+         "bootc-box: error: --cloud-init: {files}/units has hello.service, which is not a NoCloud "
+         "file; keep only user-data, meta-data, network-config, vendor-data in it"),
+        (["--cloud-init", "{files}/units/hello.service"],
+         "bootc-box: error: --cloud-init: {files}/units/hello.service: user-data is not in a "
+         "format cloud-init runs; start it with #cloud-config"),
     ],
     ids=["id-without-value", "missing-file", "units-not-a-directory", "not-a-unit",
-         "disk-twice", "swap-size", "not-ignition"],
+         "disk-twice", "swap-size", "not-ignition", "not-a-seed", "not-user-data"],
 )  # fmt: skip
 def test_bad_provisioning_is_refused_cleanly(
     args: list[str], message: str, cache_volume: CacheVolume, tmp_path: Path

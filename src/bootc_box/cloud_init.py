@@ -56,7 +56,9 @@ def parse_cloud_init(path: Path | None, cwd: Path) -> CloudInit:
     except OSError as e:
         raise _unreadable(source, e) from None
     if stat.S_ISDIR(mode):
-        files = {name: data for name in SEED_FILES if (data := _read_seed_file(source, name))}
+        files = {
+            name: data for name in SEED_FILES if (data := _read_seed_file(source, name)) is not None
+        }
         _refuse_strays(source)
         if "user-data" not in files and "meta-data" not in files:
             raise BootcBoxError(
@@ -97,8 +99,10 @@ def checked_cloud_init(files: dict[str, bytes], where: str) -> CloudInit:
                 f"--cloud-init: {where}: {name} is not UTF-8 text",
                 "write it as YAML text (gzip'd user-data is not taken)",
             ) from None
+    # NoCloud takes a seed only with both files, either may be empty.
     if "meta-data" not in files:
         files = {**files, "meta-data": meta_data(files)}
+    files = {"user-data": b"", **files}
     return CloudInit(tuple((name, files[name]) for name in SEED_FILES if name in files))
 
 
@@ -111,13 +115,13 @@ def meta_data(files: dict[str, bytes]) -> bytes:
     return f"instance-id: iid-bootc-box-{sha.hexdigest()[:16]}\n".encode()
 
 
-def _read_seed_file(directory: Path, name: str) -> bytes:
-    """One of a NoCloud directory's files, or b"" when it is not there."""
+def _read_seed_file(directory: Path, name: str) -> bytes | None:
+    """One of a NoCloud directory's files, or None when it is not there."""
     try:
         return _read(directory / name)
     except BootcBoxError:
         if not os.path.lexists(directory / name):
-            return b""
+            return None
         raise
 
 

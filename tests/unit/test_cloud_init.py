@@ -42,6 +42,17 @@ def test_a_user_data_file_is_seeded_with_meta_data_naming_an_instance_of_that_se
     assert "cloud-config" not in repr(seed)  # may hold secrets
 
 
+def test_a_seed_always_has_both_files_nocloud_needs(tmp_path: Path) -> None:
+    (tmp_path / "meta-data").write_bytes(b"instance-id: mine\n")
+    (tmp_path / "user-data").write_bytes(b"")
+    assert dict(parse_cloud_init(tmp_path, Path("/")).files) == {
+        "user-data": b"",
+        "meta-data": b"instance-id: mine\n",
+    }
+    (tmp_path / "user-data").unlink()
+    assert dict(parse_cloud_init(tmp_path, Path("/")).files)["user-data"] == b""
+
+
 def test_a_nocloud_directory_keeps_its_own_meta_data(tmp_path: Path) -> None:
     (tmp_path / "user-data").write_bytes(USER_DATA)
     (tmp_path / "meta-data").write_bytes(b"instance-id: mine\n")

@@ -7,25 +7,28 @@ By default the VM runs in a bootc-box container (`podman run`), whose
 network is the host's so the VM's SSH port is on the host's loopback;
 `--bootc-native` runs bootc-box on this host instead."""
 
-import json
 import logging
 import secrets
 import shlex
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bootc_box.launchers import (
+    DEFAULT_BOX,
+    LaunchFailed,
+    box_launcher,
+    launch,
+    native_launcher,
+    stop,
+)
 from bootc_box.ssh import SshTarget, generate_key, ssh_argv
 
 log = logging.getLogger(__name__)
-
-DEFAULT_BOX = "localhost/bootc-box:latest"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -95,51 +98,6 @@ class BootcVm:
         log.info("VM %s rebooted: boot %s", self.name, now)
 
 
-@dataclass(frozen=True)
-class Launcher:
-    """How to start bootc-box, and how to reach it once started."""
-
-    start: list[str]  # runs `bootc-box run -d ...`, or a box whose command is `run`
-    command: list[str]  # prefix that runs `bootc-box` next to the VM
-    logs: list[str]  # what bootc-box and the console said, kept until `stop`
-    stop: list[str]
-
-
-def box_launcher(config: pytest.Config, key_dir: Path, name: str) -> Launcher:
-    graph_root = subprocess.run(
-        ["podman", "info", "--format", "{{.Store.GraphRoot}}"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-    start = [
-        # No --rm: a box whose VM failed to boot keeps its logs for the report.
-        "podman", "run", "-d", "--name", name,
-        # The VM's forwarded SSH port lands on the host's loopback.
-        "--network", "host",
-        "--device", "/dev/kvm",
-        "-v", f"{config.getoption('bootc_cache_volume')}:/cache",
-        "-v", f"{graph_root}:/var/lib/containers/host-storage:ro",
-        "-v", f"{key_dir}:{key_dir}:ro",
-        config.getoption("bootc_box_image"),
-        "run", "--name", "vm",
-    ]  # fmt: skip
-    return Launcher(
-        start,
-        ["podman", "exec", name, "bootc-box"],
-        ["podman", "logs", name],
-        ["podman", "rm", "--force", "--time", "30", name],
-    )
-
-
-def native_launcher(name: str) -> Launcher:
-    binary = shutil.which("bootc-box") or "bootc-box"
-    return Launcher(
-        [binary, "run", "-d", "--name", name],
-        [binary],
-        [binary, "logs", name],
-        [binary, "rm", "-f", name],
-    )
-
-
 @pytest.fixture(scope="session")
 def bootc_vm(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -155,34 +113,29 @@ def bootc_vm(
     key_dir = tmp_path_factory.mktemp("bootc-box-key")
     key = generate_key(key_dir)
     name = f"bootc-box-pytest-{secrets.token_hex(4)}"
-    native = config.getoption("bootc_native")
-    launcher = native_launcher(name) if native else box_launcher(config, key_dir, name)
-    vm_name = name if native else "vm"
-    options = [
-        "--memory", config.getoption("bootc_memory"),
-        "--accel", config.getoption("bootc_accel"),
-        "--ssh-key", str(key),
-    ]  # fmt: skip
-    steps = (
-        [*launcher.start, *options, image],
-        # `ssh` waits for the boot; inspect then says where SSH listens.
-        [*launcher.command, "ssh", vm_name, "--", "true"],
-        [*launcher.command, "inspect", "--json", vm_name],
-    )
-    try:
-        for argv in steps:
-            inspect = subprocess.run(argv, capture_output=True, text=True, check=True)
-    except subprocess.CalledProcessError as e:
-        said = subprocess.run(launcher.logs, capture_output=True, text=True, check=False)
-        lines = (said.stdout + said.stderr + e.stderr).splitlines()
-        subprocess.run(launcher.stop, check=False, capture_output=True)
-        last = "\n".join(lines[-30:])
-        pytest.fail(f"bootc-box could not boot {image}; what it said last:\n{last}", pytrace=False)
-    try:
-        info = json.loads(inspect.stdout)["ssh"]
-        target = SshTarget(
-            info["host"], info["port"], info["user"], key, info.get("host_key") or None
+    launcher = (
+        native_launcher(name)
+        if config.getoption("bootc_native")
+        else box_launcher(
+            name,
+            box_image=config.getoption("bootc_box_image"),
+            volume=config.getoption("bootc_cache_volume"),
+            shared=(key_dir,),
         )
+    )
+    options = [
+        "--memory",
+        config.getoption("bootc_memory"),
+        "--accel",
+        config.getoption("bootc_accel"),
+    ]
+    try:
+        launched = launch(launcher, options, image, key)
+    except LaunchFailed as e:
+        pytest.fail(str(e), pytrace=False)
+    log.info("%s", launched.summary)
+    target = launched.ssh
+    try:
         host = testinfra.get_host(
             f"ssh://{target.user}@{target.host}:{target.port}",
             ssh_identity_file=str(key),
@@ -191,6 +144,6 @@ def bootc_vm(
                 shlex.quote(f"-o{name}={value}") for name, value in target.host_key_options()
             ),
         )
-        yield BootcVm(vm_name, target, host)
+        yield BootcVm(launcher.vm, target, host)
     finally:
-        subprocess.run(launcher.stop, check=False, stdout=subprocess.DEVNULL)
+        stop(launcher)

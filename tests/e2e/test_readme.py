@@ -96,6 +96,7 @@ NOT_COMMANDS = {
     "bootc-box: VM up in": "run's summary lines, compared with the first example's",
     "REPOSITORY": "bootc-box images' table, compared in the lab example",
     '{"name": "web"': "inspect --json's output, compared in the host-network example",
+    "provision:": "a tmt plan's YAML",
 }
 
 # Blocks (by their first line) and lines that need what is not here.
@@ -119,6 +120,11 @@ NEEDS = {
     " Debian 13 container)",
     "curl http://127.0.0.1:8080/": "the README's image serves HTTP on port 80; the fixture"
     " serves nothing",
+    "pytest --bootc-image localhost/bootc-box-fixture:latest examples/": "the same run as"
+    " tests/e2e/test_pytest_plugin.py's, which also checks what it leaves: one VM's boot"
+    " less for CI",
+    "pip install '.[tmt]'": "the plan ends with tmt's status 1 by design (one test fails on"
+    " purpose); tests/e2e/test_tmt.py runs it and checks that",
 }
 
 

@@ -144,52 +144,55 @@ def test_restored_siblings_are_machines_of_their_own(warm: Warm, tmp_path: Path)
             podman("rm", "--force", sibling.container)
 
 
-def test_a_vm_with_a_bind_restores_with_this_runs_directory(warm: Warm, tmp_path: Path) -> None:
-    """The second run shares another host directory at the same guest path:
-    restored, the guest sees the second directory's files."""
-    outputs = []
-    for name in ("first", "second"):
-        shared = tmp_path / name
-        shared.mkdir()
-        (shared / f"{name}.txt").write_text(f"from the {name} run\n")
-        result = subprocess.run(
-            box_argv("run", "--bind", f"{shared}:/mnt/shared:ro", FIXTURE, "--",
-                     "cat", f"/mnt/shared/{name}.txt",
-                     volume=warm.volume.name, options=("--rm", "-v", f"{shared}:{shared}:ro")),
-            capture_output=True, text=True, check=False, timeout=BOOT_DEADLINE,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stderr
-        outputs.append(result)
-    assert ", cold (" in outputs[0].stderr
-    assert ", restored (" in outputs[1].stderr
-    assert outputs[1].stdout == "from the second run\n"
+def test_a_state_qemu_cannot_load_is_dropped_and_the_run_boots_cold(warm: Warm) -> None:
+    """The right size, but not a state QEMU wrote: QEMU refuses it, and the
+    run boots cold with one warning instead of failing. The cold boot is cut
+    short (--timeout: cold boots are seen through elsewhere); a copy of the
+    entry is put back after, for the tests below."""
+    kept = warm.volume.path / "kept-entry"
+    subprocess.run(["cp", "-a", "--sparse=always", warm.entry(), kept], check=True)
+    try:
+        with (warm.entry() / "state").open("r+b") as f:
+            f.write(b"\0" * 4096)
+        result = run_box(warm.volume, "run", "--timeout", "3", FIXTURE, "--", "true")
+        assert result.returncode == 125, result.stderr
+        warnings = [line for line in result.stderr.splitlines() if "warning:" in line]
+        assert any("could not load the saved state" in w and "booting cold" in w for w in warnings)
+        assert "the VM did not answer SSH within 3 s" in result.stderr.splitlines()[-1]
+        assert not warm.entry().exists()
+    finally:
+        # Also after a failure: the tests below need the entry whole.
+        subprocess.run(["rm", "-rf", warm.entry()], check=True)
+        kept.rename(warm.entry())
 
 
-def test_a_state_qemu_cannot_load_boots_cold_and_is_saved_again(warm: Warm) -> None:
-    """The right size, but not a state QEMU wrote: QEMU refuses it, and
-    the run boots cold with one warning instead of failing."""
-    state = warm.entry() / "state"
-    with state.open("r+b") as f:
-        f.write(b"\0" * 4096)
-    result = run_box(warm.volume, "run", FIXTURE, "--", "true")
-    assert result.returncode == 0, result.stderr
-    warnings = [line for line in result.stderr.splitlines() if "warning:" in line]
-    assert any("could not load the saved state" in w and "booting cold" in w for w in warnings)
-    assert ", cold (" in result.stderr
-    with state.open("rb") as f:
-        assert f.read(4096) != b"\0" * 4096
-
-
-def test_a_new_image_misses_and_prune_drops_its_state_once_the_image_is_gone(
+def test_a_new_image_misses_restores_with_this_runs_bind_and_is_pruned_once_gone(
     warm: Warm, tmp_path: Path
 ) -> None:
+    """A new image boots cold and saves its own state, here with a --bind:
+    its second run restores with another host directory at the same guest
+    path and sees that one's files. Once the image is gone, prune drops its
+    state and keeps the fixture's."""
     relabeled = "localhost/bootc-box-fixture-relabeled:test"
     (tmp_path / "Containerfile").write_text(f"FROM {FIXTURE}\nLABEL bootc-box.test=relabeled\n")
     podman("build", "-t", relabeled, str(tmp_path))
     try:
-        result = run_box(warm.volume, "run", relabeled, "--", "true")
-        assert result.returncode == 0, result.stderr
-        assert ", cold (" in result.stderr
+        outputs = []
+        for name in ("first", "second"):
+            shared = tmp_path / name
+            shared.mkdir()
+            (shared / f"{name}.txt").write_text(f"from the {name} run\n")
+            result = subprocess.run(
+                box_argv("run", "--bind", f"{shared}:/mnt/shared:ro", relabeled, "--",
+                         "cat", f"/mnt/shared/{name}.txt",
+                         volume=warm.volume.name, options=("--rm", "-v", f"{shared}:{shared}:ro")),
+                capture_output=True, text=True, check=False, timeout=BOOT_DEADLINE,
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr
+            outputs.append(result)
+        assert ", cold (" in outputs[0].stderr
+        assert ", restored (" in outputs[1].stderr
+        assert outputs[1].stdout == "from the second run\n"
         listing = json.loads(run_box(warm.volume, "cache", "ls", "--json").stdout)
         assert {s["image"] for s in listing["snapshots"]} == {FIXTURE, relabeled}
     finally:
@@ -202,9 +205,9 @@ def test_a_new_image_misses_and_prune_drops_its_state_once_the_image_is_gone(
 
 
 def test_a_truncated_state_is_refused_before_qemu_reads_it_and_dropped(warm: Warm) -> None:
-    """Last: it leaves no saved state of the fixture. The cold boot after the refusal is
-    the one the test above saw through; here it is cut short (--timeout),
-    which also shows that a failed cold boot saves nothing."""
+    """Last: it leaves no saved state of the fixture. The cold boot after
+    the refusal is cut short (--timeout), which also shows that a failed
+    cold boot saves nothing."""
     state = warm.entry() / "state"
     os.truncate(state, state.stat().st_size // 2)
     others = [entry for entry in warm.volume.snapshots() if entry != warm.entry()]

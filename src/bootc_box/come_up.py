@@ -2,6 +2,7 @@
 or a cold boot waited for (and saved for later runs), then the guest given
 its own identity when it began as a saved one's."""
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -18,6 +19,7 @@ from bootc_box.machine import BootAgain, Machine
 from bootc_box.migration import load_state, save_state
 from bootc_box.processes import last_line, wait_until
 from bootc_box.progress import Progress
+from bootc_box.qmp import qmp_execute
 from bootc_box.run_spec import RunSpec
 from bootc_box.serial_exec import Session
 from bootc_box.ssh import Answer, FirstLogin, SshTarget, public_key, ssh_ready
@@ -264,6 +266,14 @@ def stay_up(spec: RunSpec, machine: Machine, vm: VmEntry, up: Up) -> int:
             return
         try:
             come_back(spec, machine, up)
+        except BootAgain as e:
+            # A vCPU that stopped (TCG) never answers: reset the machine, as
+            # a cold boot would be booted again, and wait for the new boot.
+            log.warning("%s; resetting the VM", e.message)
+            with contextlib.suppress(OSError, ValueError):  # QEMU gone: wait() says so
+                qmp_execute(machine.qmp_socket, "system_reset", 30)
+            reboots.done()
+            return
         except BootcBoxError as e:
             if machine.qemu.poll() is not None:
                 return  # powered off, as it may while rebooting: wait() says so

@@ -1,6 +1,7 @@
 """End-to-end harness: real podman runs of the box image, booting real VMs."""
 
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -83,6 +84,12 @@ def long_lived_box(
     try:
         yield name
     finally:
+        # bootc-box removes what a test left running (its image mounts on
+        # the shared volume too), so that one failure is not also every
+        # later test's that checks the volume is clean.
+        remove_vms = ["podman", "exec", name, "bootc-box", "rm", "--force", "--all", "--time", "10"]
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            subprocess.run(remove_vms, check=False, capture_output=True, timeout=120)
         subprocess.run(["podman", "rm", "--force", "--time", "0", name],
                        check=False, capture_output=True)  # fmt: skip
 

@@ -39,6 +39,20 @@ check_name() {
     fi
 }
 
+# warm_mode INPUT SOURCE: bootc-box's --warm for an image from SOURCE
+# (registry, or local: built in this workflow). "auto" saves a pulled
+# image's state at once, for the later jobs that restore it from the cache.
+warm_mode() {
+    case $1 in
+    always | never) echo "$1" ;;
+    auto) if [[ $2 == registry ]]; then echo always; else echo auto; fi ;;
+    *)
+        echo "::error title=bootc-box::the input 'warm' must be auto, always or never, not '$(escape_message "$1")'" >&2
+        return 1
+        ;;
+    esac
+}
+
 # cache_mode INPUT PRIVATE: what of /cache actions/cache keeps. "true": all
 # of it; "images": all but the saved VM states, whose guest memory and
 # bootstrap SSH keys anyone who can read the repository's caches could read

@@ -13,7 +13,13 @@ from bootc_box.install_stores import prune_install_stores
 from bootc_box.kept_vms import prune_half_made, used_disk_keys
 from bootc_box.locks import mount_is_live, remove_stale_locks
 from bootc_box.qemu import Accel, find_qemu
-from bootc_box.snapshots import Manifest, list_snapshots, program_versions, prune_snapshots
+from bootc_box.snapshots import (
+    Manifest,
+    list_snapshots,
+    program_versions,
+    prune_seen,
+    prune_snapshots,
+)
 from bootc_box.table import format_table
 from bootc_box.virtiofsd import find_virtiofsd
 
@@ -119,6 +125,7 @@ def run_cache_prune(env: Environment, all_images: bool) -> int:
     qemu, virtiofsd = find_qemu(), find_virtiofsd()
     versions = program_versions(qemu, virtiofsd, Accel.TCG) if qemu and virtiofsd else None
     boot, snapshots = prune_boot_cache(env, keep), prune_snapshots(env, keep, versions)
+    prune_seen(env, keep)
     stores = prune_install_stores(env, keep)
     # Half-made VMs first: their configs name base disks they keep.
     half_made = prune_half_made(env)

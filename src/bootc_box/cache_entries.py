@@ -110,11 +110,12 @@ def partial_key(name: str) -> str | None:
 
 
 def remove_entry(entry: Path) -> None:
-    """Delete an entry, or the link planted in its place (not what it names)."""
-    if entry.is_symlink():
-        entry.unlink()
-    else:
+    """Delete an entry, or the link or file planted in its place (not what
+    a link names)."""
+    if entry.is_dir() and not entry.is_symlink():
         shutil.rmtree(entry, ignore_errors=True)
+    else:
+        entry.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

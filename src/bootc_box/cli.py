@@ -41,7 +41,14 @@ from bootc_box.programs import as_user_error
 from bootc_box.provision import parse_provision
 from bootc_box.publish import parse_publish
 from bootc_box.qemu import parse_memory
-from bootc_box.run_spec import DiskSource, ImageSource, RunSpec, Transport, what_to_boot
+from bootc_box.run_spec import (
+    DiskSource,
+    ImageSource,
+    RunSpec,
+    Transport,
+    WarmStarts,
+    what_to_boot,
+)
 from bootc_box.signals import Terminated, raise_on_sigterm
 from bootc_box.todisk import FILESYSTEMS, InstallSpec, ToDiskSpec, run_to_disk
 from bootc_box.transfer import run_cp
@@ -374,11 +381,12 @@ def provision_options(command: F) -> F:
 )
 @click.option(
     "--warm",
-    type=click.Choice(["auto", "never"]),
-    default="auto",
+    type=click.Choice([w.value for w in WarmStarts]),
+    default=WarmStarts.AUTO.value,
     show_default=True,
-    help="auto: restore a saved state of this image and machine (saved by the first run"
-    " after it answered SSH); never: always boot.",
+    help="auto: restore a saved state of this image and machine; save one (once it answers"
+    " SSH) when it was booted before; always: save one after its first boot too;"
+    " never: always boot.",
 )
 @click.option(
     "--exec-transport",
@@ -486,7 +494,7 @@ def run(
         binds=tuple(parse_bind(b) for b in binds),
         ssh_key=ssh_key,
         stop_timeout=float(stop_timeout),
-        warm=warm == "auto",
+        warm=WarmStarts(warm),
         exec_transport=Transport(exec_transport),
     )
     sys.exit(run_persistent(spec) if persistent else run_vm(spec))

@@ -44,7 +44,7 @@ from bootc_box.provision import (
     storage_bind,
 )
 from bootc_box.qemu import Accel, QemuSpec, require_qemu, scratch_root
-from bootc_box.run_spec import DiskSource, ImageSource, RunSpec, Transport
+from bootc_box.run_spec import DiskSource, ImageSource, RunSpec, Transport, WarmStarts
 from bootc_box.serial_exec import (
     CommandUnstarted,
     choose_transport,
@@ -173,7 +173,7 @@ def supervise(spec: RunSpec, env: Environment, qemu: str, directory: Path) -> in
         # A disk changes under a saved state: disk boots and runs with disks
         # attached always boot.
         if (
-            spec.warm
+            spec.warm is not WarmStarts.NEVER
             and env.cache_kept
             and isinstance(prepared.boot, KernelBoot)
             and not prepared.disks
@@ -187,7 +187,8 @@ def supervise(spec: RunSpec, env: Environment, qemu: str, directory: Path) -> in
                 # with another script would not understand the host.
                 versions["serial unit"] = serial_exec.guest_digest()
             machine = vm_spec(spec, prepared, Path("/vm"), 0)
-            warm = Warm(snapshot_key(prepared.image_id, machine, versions), versions)
+            key = snapshot_key(prepared.image_id, machine, versions)
+            warm = Warm(key, versions, prepared.image_id, eager=spec.warm is WarmStarts.ALWAYS)
         cold_attempts = 0
         # Ends: a failed restore turns restores off, a failed save turns
         # warm starts off, and cold boots are tried BOOT_ATTEMPTS times.
@@ -294,6 +295,7 @@ def vm_spec(
     *,
     credentials: tuple[Path, ...] = (),
     incoming: bool = False,
+    prealloc: bool = False,
 ) -> QemuSpec:
     """The machine of one boot attempt, its sockets and logs in `workdir`."""
     return QemuSpec(
@@ -311,6 +313,7 @@ def vm_spec(
         shares=tuple((tag, workdir / f"{tag}.sock") for tag in bind_tags(spec)),
         qmp_socket=workdir / "qmp.sock",
         incoming=incoming,
+        prealloc=prealloc,
         disks=prepared.disks,
         fw_cfg=prepared.fw_cfg,
         ports=serial_ports(workdir) if prepared.transport is Transport.SERIAL else (),
@@ -331,7 +334,13 @@ def boot_and_run(
     shell, or keep the VM up until it is stopped."""
     restore = bool(start.restore)
     machine_spec = vm_spec(
-        spec, prepared, workdir, free_port(), credentials=start.login.credentials, incoming=restore
+        spec,
+        prepared,
+        workdir,
+        free_port(),
+        credentials=start.login.credentials,
+        incoming=restore,
+        prealloc=bool(start.save),
     )
     if restore:
         log.info("Restoring %s from its saved state", spec.title)

@@ -13,6 +13,18 @@ from bootc_box.machine_options import MachineOptions
 from bootc_box.publish import Publish
 
 
+class WarmStarts(enum.Enum):
+    """What a run does with saved states (--warm)."""
+
+    # Restore one when there is one; save one once this image and machine
+    # has been booted before: a state only a later run can use is not
+    # worth its save to an image booted once (a CI build's).
+    AUTO = "auto"
+    # As AUTO, and save after the very first boot too.
+    ALWAYS = "always"
+    NEVER = "never"
+
+
 class Transport(enum.Enum):
     """How a command reaches the guest (--exec-transport): over SSH, or
     over virtio-serial for images without sshd (serial_exec.py)."""
@@ -57,9 +69,7 @@ class RunSpec:
     # Seconds a guest gets to shut down after its power button is pressed;
     # below podman stop's default 10 s so the clean-up still fits.
     stop_timeout: float = 8.0
-    # Restore a saved state of this image and machine when there is one,
-    # and save one after a cold boot (--warm=auto); never: always boot.
-    warm: bool = True
+    warm: WarmStarts = WarmStarts.AUTO
     # More disks to attach (to-disk's output).
     disks: tuple[Disk, ...] = ()
     # What the run boots, in messages and `list`, when not IMAGE or the disk.

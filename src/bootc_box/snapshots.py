@@ -29,6 +29,7 @@ from bootc_box.cache_entries import (
     manifest_problem,
     read_manifest,
     read_regular,
+    remove_entry,
     write_manifest,
 )
 from bootc_box.credentials import Login, new_login, write_private
@@ -68,6 +69,7 @@ def machine_argv(spec: QemuSpec) -> list[str]:
         fw_cfg=tuple((name, Path(f"fw_cfg-{i}")) for i, (name, _) in enumerate(spec.fw_cfg)),
         qmp_socket=Path("qmp.sock") if spec.qmp_socket else None,
         incoming=False,
+        prealloc=False,
         # What QEMU does at a reset, not what the guest sees: a state serves
         # runs that stay up and runs of a command alike.
         reboot=False,
@@ -296,3 +298,39 @@ def prune_snapshots(
         )
 
     return entries.prune(doomed)
+
+
+# A note per machine booted without saving: its next cold boot saves.
+SEEN = "seen"
+
+
+def seen_before(env: Environment, key: str, image_id: str) -> bool:
+    """Whether a run of this machine (the key of its saved state) came this
+    way before; notes this one. The note holds the image's ID for prune. A
+    note planted in a shared cache costs a save at most."""
+    directory = cache_dir(env, SEEN)
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        # O_EXCL: an existing name, a link too, is never opened.
+        fd = os.open(directory / key, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    except FileExistsError:
+        return True
+    with os.fdopen(fd, "w") as note:
+        note.write(image_id)
+    return False
+
+
+def prune_seen(env: Environment, keep_images: set[str]) -> int:
+    """Remove the notes of images no longer in any store, and anything in
+    their directory that is not one."""
+    directory = cache_dir(env, SEEN)
+    removed = 0
+    for path in directory.iterdir() if directory.is_dir() else ():
+        try:
+            doomed = read_regular(path)[:200].decode() not in keep_images
+        except (OSError, UnicodeDecodeError):
+            doomed = True
+        if doomed:
+            remove_entry(path)
+            removed += 1
+    return removed

@@ -34,7 +34,7 @@ from bootc_box.kernel import resolve_in_root
 from bootc_box.launch import run_vm
 from bootc_box.machine_options import MachineOptions
 from bootc_box.qemu import qemu_img_create, qemu_img_create_argv, require_qemu
-from bootc_box.run_spec import ImageSource, RunSpec
+from bootc_box.run_spec import ImageSource, RunSpec, WarmStarts
 from bootc_box.userns import enter_podman_userns
 from bootc_box.virtiofsd import require_virtiofsd
 
@@ -260,7 +260,7 @@ def install(spec: InstallSpec, options: DiskOptions, target: Path, env: Environm
             machine=dataclasses.replace(spec.machine, kargs=()),
             binds=store_binds(store),
             disks=(Disk(target, options.format, serial=OUTPUT_SERIAL),),
-            warm=False,
+            warm=WarmStarts.NEVER,
             label=f"the installer of {spec.image}",
         )
         log.info(

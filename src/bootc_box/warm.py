@@ -12,7 +12,14 @@ from pathlib import Path
 
 from bootc_box.credentials import Login, write_private
 from bootc_box.environment import Environment
-from bootc_box.snapshots import BOOTSTRAP_KEY, NewSnapshot, Snapshot, find_snapshot, new_snapshot
+from bootc_box.snapshots import (
+    BOOTSTRAP_KEY,
+    NewSnapshot,
+    Snapshot,
+    find_snapshot,
+    new_snapshot,
+    seen_before,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +49,10 @@ class Warm:
 
     key: str
     versions: dict[str, str]
+    image_id: str
     restore: bool = True
+    # Save after this machine's first boot too, not only once it was booted before.
+    eager: bool = False
 
 
 @contextmanager
@@ -73,6 +83,12 @@ def warm_start(held: ExitStack, env: Environment, warm: Warm, workdir: Path) -> 
         if snapshot:
             return Start(snapshot.copy_out(workdir), snapshot, loading.close)
         loading.close()
+    if not warm.eager and not seen_before(env, warm.key, warm.image_id):
+        log.info(
+            "The first boot of this image and machine: the next run saves its state for the"
+            " runs after it (--warm always saves it now)"
+        )
+        return None
     new = held.enter_context(new_snapshot(env, warm.key))
     if new:
         # The run's own copy of the key: the entry may be deleted once saved.

@@ -115,10 +115,11 @@ class CacheVolume:
 
     def leftovers(self) -> list[str]:
         """Anything on the volume but the store, whole boot-file, saved-state,
-        disk, installer-store and VM entries, their locks, and an empty
-        run-lock directory."""
+        disk, installer-store and VM entries, their locks, the notes of
+        machines booted once, and an empty run-lock directory."""
         entries = ("boot", "snapshots", "disks", "install-stores", "vms")
-        found = [p.name for p in self.path.iterdir() if p.name not in ("storage", "runs", *entries)]
+        kept = ("storage", "runs", "seen", *entries)
+        found = [p.name for p in self.path.iterdir() if p.name not in kept]
         runs = self.path / "runs"
         found += [f"runs/{p.name}" for p in runs.iterdir()] if runs.exists() else []
         for kind in entries:  # partial entries start with a dot
@@ -203,13 +204,13 @@ class Boot:
 @pytest.fixture(scope="session")
 def first_boot() -> Iterator[Boot]:
     """The session's one cold boot of the fixture on a fresh volume, as the
-    README's line runs it (default capabilities, no --privileged): test_run.py
-    asserts on it, and the state it saved serves every test not about
-    booting (`warm_volume`)."""
+    README's line runs it (default capabilities, no --privileged), saving its
+    state at once (--warm always): test_run.py asserts on it, and the state
+    serves every test not about booting (`warm_volume`)."""
     host_before = host_state()
     with new_cache_volume() as volume, tempfile.TemporaryFile() as stderr:
         proc = subprocess.Popen(
-            box_argv("run", FIXTURE, "--", "sh", "-c", GUEST_SCRIPT,
+            box_argv("run", "--warm", "always", FIXTURE, "--", "sh", "-c", GUEST_SCRIPT,
                      volume=volume.name, options=("--rm", "-i")),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
         )  # fmt: skip

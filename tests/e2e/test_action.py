@@ -35,7 +35,7 @@ def test_run_mode_runs_the_command_folds_the_boot_and_saves_the_cache(
 ) -> None:
     run = run_action(
         {"image": FIXTURE, "box-image": BOX, "command": "echo hello from $(uname -n)",
-         "cache-volume": volume, "cache": "true"},
+         "cache-volume": volume, "cache": "true", "warm": "always"},
         runner_temp,
     )  # fmt: skip
     assert not run.failed, run.stdout
@@ -49,6 +49,7 @@ def test_run_mode_runs_the_command_folds_the_boot_and_saves_the_cache(
     assert "exit status 0; VM up in" in run.summary
     image_id = podman("image", "inspect", "--format", "{{.Id}}", FIXTURE)
     assert run.step_outputs["setup"]["cache-key"].endswith(image_id)
+    assert "Saved the VM's state for the next runs" in Path(run.outputs["console-log"]).read_text()
     assert (runner_temp / "bootc-box-cache.tar").stat().st_size > 0
 
 
@@ -84,7 +85,10 @@ def tar_names(archive: Path, prefix: str) -> list[str]:
 def test_a_later_job_restores_the_cache_and_a_failing_command_fails_the_step(
     runner_temp: Path, volume: str
 ) -> None:
-    """A new runner has no volume; the cache file brings the saved VM back."""
+    """A new runner has no volume; the cache file brings the saved VM back.
+    The image is in the runner's storage, so this job (warm: auto) keeps no
+    saved state in the cache it writes: no later job boots a build of this
+    workflow."""
     podman("volume", "rm", volume)
     run = run_action(
         {"image": FIXTURE, "box-image": BOX, "command": "echo failing; exit 3",
@@ -93,6 +97,11 @@ def test_a_later_job_restores_the_cache_and_a_failing_command_fails_the_step(
     )  # fmt: skip
     assert run.failed
     assert run.outputs["exit-status"] == "3"
+    assert (run.step_outputs["setup"]["warm"], run.step_outputs["setup"]["cache"]) == (
+        "auto",
+        "images",
+    )
+    assert "was built in this workflow: /cache is kept without its saved VM states" in run.stdout
     assert "Restored /cache from the cache" in run.stdout
     assert ", restored (" in Path(run.outputs["console-log"]).read_text()
     [error] = [line for line in run.stdout.splitlines() if line.startswith("::error ")]

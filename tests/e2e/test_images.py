@@ -31,7 +31,7 @@ def test_a_uki_only_image_without_sshd_runs_commands_over_serial_warm_too(
         "cat /proc/cmdline; echo to-stderr >&2; "
         "test ! -e /usr/lib/modules/*/vmlinuz && test ! -e /usr/sbin/sshd && echo no-sshd; exit 3"
     )
-    cold = run(UKI, "--", "sh", "-c", script)
+    cold = run("--warm", "always", UKI, "--", "sh", "-c", script)
     assert cold.returncode == 3, cold.stderr
     cmdline, shown = cold.stdout.splitlines()
     assert shown == "no-sshd"

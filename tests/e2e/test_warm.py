@@ -169,16 +169,17 @@ def test_a_state_qemu_cannot_load_is_dropped_and_the_run_boots_cold(warm: Warm) 
 def test_a_new_image_misses_restores_with_this_runs_bind_and_is_pruned_once_gone(
     warm: Warm, tmp_path: Path
 ) -> None:
-    """A new image boots cold and saves its own state, here with a --bind:
-    its second run restores with another host directory at the same guest
-    path and sees that one's files. Once the image is gone, prune drops its
-    state and keeps the fixture's."""
+    """A new image boots cold and saves nothing (--warm auto: an image
+    booted once, as in CI, does not pay for a save); its second run boots
+    cold and saves; its third restores, here with another --bind directory
+    at the same guest path, and sees that one's files. Once the image is
+    gone, prune drops its state and its note, and keeps the fixture's."""
     relabeled = "localhost/bootc-box-fixture-relabeled:test"
     (tmp_path / "Containerfile").write_text(f"FROM {FIXTURE}\nLABEL bootc-box.test=relabeled\n")
     podman("build", "-t", relabeled, str(tmp_path))
     try:
         outputs = []
-        for name in ("first", "second"):
+        for name in ("first", "second", "third"):
             shared = tmp_path / name
             shared.mkdir()
             (shared / f"{name}.txt").write_text(f"from the {name} run\n")
@@ -190,9 +191,17 @@ def test_a_new_image_misses_restores_with_this_runs_bind_and_is_pruned_once_gone
             )  # fmt: skip
             assert result.returncode == 0, result.stderr
             outputs.append(result)
-        assert ", cold (" in outputs[0].stderr
-        assert ", restored (" in outputs[1].stderr
-        assert outputs[1].stdout == "from the second run\n"
+            if name == "first":
+                listing = json.loads(run_box(warm.volume, "cache", "ls", "--json").stdout)
+                assert relabeled not in {s["image"] for s in listing["snapshots"]}
+        first, second, third = (o.stderr for o in outputs)
+        assert ", cold (" in first
+        assert "save" not in first.split("VM up in")[1].splitlines()[0]
+        assert "The first boot of this image and machine: the next run saves" in first
+        assert ", cold (" in second
+        assert "Saved the VM's state for the next runs" in second
+        assert ", restored (" in third
+        assert outputs[2].stdout == "from the third run\n"
         listing = json.loads(run_box(warm.volume, "cache", "ls", "--json").stdout)
         assert {s["image"] for s in listing["snapshots"]} == {FIXTURE, relabeled}
     finally:
@@ -202,6 +211,7 @@ def test_a_new_image_misses_restores_with_this_runs_bind_and_is_pruned_once_gone
     assert ", 1 saved states" in prune.stderr
     listing = json.loads(run_box(warm.volume, "cache", "ls", "--json").stdout)
     assert {s["image"] for s in listing["snapshots"]} == {FIXTURE}
+    assert list((warm.volume.path / "seen").iterdir()) == []
 
 
 def test_a_truncated_state_is_refused_before_qemu_reads_it_and_dropped(warm: Warm) -> None:

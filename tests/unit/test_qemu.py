@@ -58,6 +58,13 @@ def test_memory_is_shared_memfd_of_the_same_size() -> None:
     assert option(argv, "-numa") == ["node,memdev=mem"]
 
 
+def test_a_run_that_saves_maps_all_guest_memory_up_front() -> None:
+    argv = qemu_argv(spec(memory_mib=1024, cpus=2, prealloc=True), "qemu")
+    assert option(argv, "-object") == [
+        "memory-backend-memfd,id=mem,share=on,size=1024M,prealloc=on,prealloc-threads=2"
+    ]
+
+
 def test_virtiofs_root_device_uses_the_socket() -> None:
     argv = qemu_argv(spec(), "qemu")
     assert option(argv, "-chardev")[0] == "socket,id=rootfs,path=/run/root.sock"

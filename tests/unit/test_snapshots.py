@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from bootc_box.boot import KernelBoot
+from bootc_box.credentials import Login
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.migration import migration_done
@@ -25,9 +26,12 @@ from bootc_box.snapshots import (
     list_snapshots,
     machine_argv,
     new_snapshot,
+    prune_seen,
     prune_snapshots,
+    seen_before,
     snapshot_key,
 )
+from bootc_box.warm import Start, Warm, choose_start
 
 NATIVE = Environment(in_box=False)
 IMAGE_ID = "ab" * 32
@@ -66,6 +70,7 @@ def test_runs_of_one_machine_share_a_key_whatever_their_paths_and_ports() -> Non
         "another-run",
         network=Network(Path("/elsewhere/net.sock"), 41000, (Publish("127.0.0.1", 8080, 80),)),
         incoming=True,
+        prealloc=True,
     )
     assert machine_argv(one) == machine_argv(other)
     assert snapshot_key(IMAGE_ID, one, VERSIONS) == snapshot_key(IMAGE_ID, other, VERSIONS)
@@ -278,3 +283,54 @@ def test_prune_drops_states_that_other_program_versions_saved(cache: Path) -> No
     assert prune_snapshots(NATIVE, {IMAGE_ID}, VERSIONS) == 0
     assert prune_snapshots(NATIVE, {IMAGE_ID}, {**VERSIONS, "qemu": "QEMU 10.1.0"}) == 1
     assert list_snapshots(NATIVE) == []
+
+
+def first_and_second_starts(tmp_path: Path, eager: bool) -> list[Start]:
+    key = snapshot_key(IMAGE_ID, machine(), VERSIONS)
+    starts = []
+    for run in ("first", "second"):
+        warm = Warm(key, VERSIONS, IMAGE_ID, eager=eager)
+        (tmp_path / run).mkdir()
+        cold = Start(Login(Path("/nonexistent/key"), (), ""))
+        with choose_start(NATIVE, cold, warm, tmp_path / run) as start:
+            starts.append(start)
+    return starts
+
+
+def test_the_first_boot_of_a_machine_saves_nothing_and_the_second_saves(
+    cache: Path, tmp_path: Path
+) -> None:
+    """--warm auto: a state only later runs could use is not worth its save
+    to an image that is booted once."""
+    first, second = first_and_second_starts(tmp_path, eager=False)
+    assert (first.kind, first.save) == ("cold", None)
+    assert second.kind == "cold"
+    assert second.save is not None
+    assert [p.name for p in (cache.parent / "seen").iterdir()] == [second.save.name]
+
+
+def test_warm_always_saves_after_the_first_boot(cache: Path, tmp_path: Path) -> None:
+    first, _ = first_and_second_starts(tmp_path, eager=True)
+    assert first.save is not None
+    assert not (cache.parent / "seen").exists()
+
+
+def test_a_link_planted_as_a_note_is_not_followed(cache: Path, tmp_path: Path) -> None:
+    target = tmp_path / "host-file"
+    target.write_text("untouched")
+    seen = cache.parent / "seen"
+    seen.mkdir(parents=True)
+    (seen / "k").symlink_to(target)
+    assert seen_before(NATIVE, "k", IMAGE_ID)
+    assert target.read_text() == "untouched"
+
+
+def test_prune_drops_the_notes_of_gone_images_and_anything_else_there(cache: Path) -> None:
+    assert not seen_before(NATIVE, "kept", IMAGE_ID)
+    assert not seen_before(NATIVE, "gone", "cd" * 32)
+    seen = cache.parent / "seen"
+    (seen / "a-link").symlink_to("/etc/passwd")
+    (seen / "a-directory").mkdir()
+    assert prune_seen(NATIVE, {IMAGE_ID}) == 3
+    assert [p.name for p in seen.iterdir()] == ["kept"]
+    assert Path("/etc/passwd").exists()

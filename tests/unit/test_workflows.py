@@ -94,6 +94,34 @@ def test_an_unknown_cache_input_is_refused() -> None:
     )
 
 
+def warm_mode(given: str, source: str) -> "subprocess.CompletedProcess[str]":
+    return subprocess.run(
+        ["bash", "-c", f'source "{ROOT}/action/lib.bash"; warm_mode "$1" "$2"', "sh", given,
+         source], capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("given", "source", "warm"),
+    [("auto", "registry", "always"), ("auto", "local", "auto"), ("always", "local", "always"),
+     ("never", "registry", "never")],
+)  # fmt: skip
+def test_a_pulled_image_is_saved_at_once_and_a_built_one_as_bootc_box_does(
+    given: str, source: str, warm: str
+) -> None:
+    """A later job restores a pulled image's state from the cache; no later
+    job boots an image this workflow built."""
+    assert warm_mode(given, source).stdout == f"{warm}\n"
+
+
+def test_an_unknown_warm_input_is_refused(tmp_path: Path) -> None:
+    result = setup_step(tmp_path, INPUT_IMAGE="img", INPUT_WARM="sometimes")
+    assert result.returncode == 1
+    assert result.stderr == (
+        "::error title=bootc-box::the input 'warm' must be auto, always or never, not 'sometimes'\n"
+    )
+
+
 def test_the_cache_input_defaults_to_auto() -> None:
     action = yaml.safe_load((ROOT / "action.yml").read_text())
     assert action["inputs"]["cache"]["default"] == "auto"

@@ -1,14 +1,17 @@
 #!/usr/bin/python3
 """The benchmarks' results as people look at them: reads bench/scaling.py's
-JSON and writes docs/performance.md (tables, with the machine and date they
-were measured on) and docs/performance.png (runs at once against the time
-each takes, warm and cold; to-disk time against image size). matplotlib
-(Debian's python3-matplotlib) is for this report only, never for the box.
+JSON (and bench/phases.py's) and writes docs/performance.md (tables, with
+the machine and date they were measured on) and docs/performance.png (the
+phases of a cold, a restored and a disk boot as stacked bars; runs at once
+against the time each takes, warm and cold; to-disk time against image
+size). matplotlib (Debian's python3-matplotlib) is for this report only,
+never for the box.
 
-Usage: bench/report.py SCALING.json [DOCS_DIR]   (default: docs/ of this checkout)"""
+Usage: bench/report.py SCALING.json [--phases PHASES.json] [--docs DIR]
+(default DIR: docs/ of this checkout)"""
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -20,15 +23,43 @@ import matplotlib.pyplot as plt
 Rows = dict[str, dict[str, float]]
 
 
-def markdown(results: dict[str, object]) -> str:
+# bootc-box's phases in the order a run goes through them, then the rest.
+ORDER = ("pull", "mount", "boot files", "boot", "restore", "save", "ssh", "command", "podman")
+
+
+def phase_names(phases: dict[str, dict[str, float]]) -> list[str]:
+    seen = dict.fromkeys(name for run in phases.values() for name in run)
+    return [n for n in ORDER if n in seen] + [n for n in seen if n not in ORDER]
+
+
+def phases_table(phases: dict[str, dict[str, float]]) -> list[str]:
+    names = phase_names(phases)
+    cold = sum(phases["cold"].values())
+    lines = [
+        "## Where a run's time goes (`run ... -- true`, medians)",
+        "",
+        "| run | " + " | ".join(names) + " | total | vs cold |",
+        "| --- | " + " | ".join("---:" for _ in names) + " | ---: | ---: |",
+    ]
+    for kind, run in phases.items():
+        total = sum(run.values())
+        cells = " | ".join(f"{run.get(name, 0.0):.1f} s" for name in names)
+        lines.append(f"| {kind} | {cells} | {total:.1f} s | {total / cold:.2f}x |")
+    return [*lines, ""]
+
+
+def markdown(results: dict[str, object], phases: dict[str, dict[str, float]] | None) -> str:
     lines = [
         "# Performance",
         "",
         f"Measured on {results['machine']}, {results['date']}, under TCG, with"
-        " `bench/scaling.py`; `bench/report.py` wrote this page and the chart.",
+        " `bench/scaling.py`"
+        + (" and `bench/phases.py`" if phases else "")
+        + "; `bench/report.py` wrote this page and the chart.",
         "",
         "![Runs at once, and to-disk against image size](performance.png)",
         "",
+        *(phases_table(phases) if phases else []),
         "## Runs of the fixture started at once on one cache volume",
         "",
         "| runs at once | kind | wall time | each run (mean) | slowest run | each vs one alone |",
@@ -65,8 +96,26 @@ def rows_of(results: dict[str, object], key: str) -> Rows:
     return {str(k): v for k, v in rows.items()}
 
 
-def chart(results: dict[str, object], png: Path) -> None:
-    figure, (runs, disks) = plt.subplots(1, 2, figsize=(11, 4.2))
+def stacked_phases(axes: "matplotlib.axes.Axes", phases: dict[str, dict[str, float]]) -> None:
+    names = phase_names(phases)
+    kinds = list(phases)
+    bottoms = [0.0] * len(kinds)
+    for name in names:
+        values = [phases[kind].get(name, 0.0) for kind in kinds]
+        axes.bar(kinds, values, bottom=bottoms, label=name)
+        bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
+    axes.set(ylabel="seconds", title="Where a run's time goes")
+    axes.legend(fontsize="small")
+
+
+def chart(
+    results: dict[str, object], phases: dict[str, dict[str, float]] | None, png: Path
+) -> None:
+    if phases:
+        figure, (steps, runs, disks) = plt.subplots(1, 3, figsize=(15, 4.2))
+        stacked_phases(steps, phases)
+    else:
+        figure, (runs, disks) = plt.subplots(1, 2, figsize=(11, 4.2))
     for kind, style in (("warm", "o-"), ("cold", "s-")):
         rows = rows_of(results, kind)
         counts = [int(n) for n in rows]
@@ -88,12 +137,16 @@ def chart(results: dict[str, object], png: Path) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) not in (2, 3):
-        raise SystemExit(__doc__)
-    results = json.loads(Path(sys.argv[1]).read_text())
-    docs = Path(sys.argv[2]) if len(sys.argv) == 3 else Path(__file__).parents[1] / "docs"
-    (docs / "performance.md").write_text(markdown(results))
-    chart(results, docs / "performance.png")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scaling", type=Path)
+    parser.add_argument("--phases", type=Path)
+    parser.add_argument("--docs", type=Path, default=Path(__file__).parents[1] / "docs")
+    args = parser.parse_args()
+    results = json.loads(args.scaling.read_text())
+    phases = json.loads(args.phases.read_text())["phases"] if args.phases else None
+    docs = args.docs
+    (docs / "performance.md").write_text(markdown(results, phases))
+    chart(results, phases, docs / "performance.png")
     print(f"wrote {docs / 'performance.md'} and {docs / 'performance.png'}")
 
 

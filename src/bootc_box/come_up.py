@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from bootc_box.progress import Progress
 from bootc_box.qmp import qmp_execute
 from bootc_box.run_spec import RunSpec
 from bootc_box.serial_exec import Session
-from bootc_box.ssh import Answer, FirstLogin, SshTarget, public_key, ssh_ready
+from bootc_box.ssh import Answer, FirstLogin, SshTarget, public_key, ssh_ready, stop_master
 from bootc_box.vms import VmEntry, VmState
 from bootc_box.warm import Start
 
@@ -73,11 +74,13 @@ def come_up(
     key: Path,
     image_id: str,
     progress: Progress,
+    connection: ExitStack | None = None,
 ) -> Up:
     """From a started QEMU to a guest that lets the run's `key` in: load
     the saved state, or wait for the boot and save it (as a state of
     `image_id`); then give the guest its own identity if it began as a
-    snapshot's."""
+    snapshot's. With `connection`, the login that does so stays open until
+    that closes, and the target returned logs in through it."""
     if start.restore:
         restore(start, machine)
     target = SshTarget(
@@ -94,6 +97,10 @@ def come_up(
         progress.begin("ssh")
         run_key = public_key(key)
         keys: list[HostKeys] = []
+        if connection is not None:
+            control = machine.spec.console_log.with_name("ssh.control")
+            connection.callback(stop_master, control)
+            target = dataclasses.replace(target, control=control)
 
         def give_identity() -> bool:
             keys[:] = keys or [host_keys()]

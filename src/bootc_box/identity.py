@@ -88,9 +88,12 @@ def new_host_keys() -> HostKeys:
 
 def give_own_identity(bootstrap: SshTarget, public_key: bytes, host_keys: bytes) -> bool:
     """Log in with the bootstrap key and make the guest this run's machine;
-    from then on only the run's key logs in. False when SSH did not get
-    through (the guest is not up yet); an error when the guest refused."""
-    argv = ssh_argv(bootstrap, ["sh", "-c", GUEST_SCRIPT, "sh", public_key.decode().strip()])
+    from then on only the run's key logs in (and what goes through this
+    login's connection, with `bootstrap.control`). False when SSH did not
+    get through (the guest is not up yet); an error when the guest refused."""
+    argv = ssh_argv(
+        bootstrap, ["sh", "-c", GUEST_SCRIPT, "sh", public_key.decode().strip()], master=True
+    )
     try:
         result = subprocess.run(argv, input=host_keys, capture_output=True, check=False, timeout=60)
     except subprocess.TimeoutExpired:

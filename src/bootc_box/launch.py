@@ -29,6 +29,7 @@ from bootc_box.disks import open_disk
 from bootc_box.environment import Environment, probe_environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.firmware import require_ovmf, vm_firmware
+from bootc_box.host_memory import check_host_memory
 from bootc_box.identity import new_host_keys
 from bootc_box.images import check_archive, mount_image, parse_image_ref, resolve_image
 from bootc_box.kargs import image_kargs
@@ -99,6 +100,7 @@ def run_vm(spec: RunSpec, *, installer: bool = False) -> int:
         )
     qemu = require_qemu()
     virtiofsd = require_virtiofsd()
+    check_host_memory(spec.machine.memory_mib)
     if spec.machine.provision.host_storage:
         spec = dataclasses.replace(spec, binds=(*spec.binds, storage_bind(env)))
     check_bind_sources(spec.binds, env)
@@ -362,18 +364,21 @@ def boot_and_run(
         fresh = start.login.key == prepared.login.key
         serial = prepared.transport is Transport.SERIAL
         host_keys = None if fresh or serial else making.submit(new_host_keys)
-        with start_machine(
-            machine_spec,
-            file_servers(spec, prepared, machine_spec, workdir),
-            prepared.qemu,
-            workdir / "qemu.log",
-            # A disk keeps what the guest writes, so it always ends with a
-            # power-off, even after a command: stopping QEMU outright would
-            # lose what the guest still holds in its page cache.
-            graceful=machine_spec.boot.keeps_writes,
-            grace=spec.stop_timeout,
-            console_copies=(workdir.parent / SUPERVISOR_LOG,),
-        ) as machine:
+        with (
+            start_machine(
+                machine_spec,
+                file_servers(spec, prepared, machine_spec, workdir),
+                prepared.qemu,
+                workdir / "qemu.log",
+                # A disk keeps what the guest writes, so it always ends with a
+                # power-off, even after a command: stopping QEMU outright would
+                # lose what the guest still holds in its page cache.
+                graceful=machine_spec.boot.keeps_writes,
+                grace=spec.stop_timeout,
+                console_copies=(workdir.parent / SUPERVISOR_LOG,),
+            ) as machine,
+            ExitStack() as held,
+        ):
             if prepared.boot_lease:
                 prepared.boot_lease.release()  # QEMU has read them
             vm.update(
@@ -381,6 +386,9 @@ def boot_and_run(
             )
             if serial:
                 return run_over_serial(spec, prepared, start, machine, progress=progress)
+            # The command goes through the login that made the guest its
+            # own: one SSH handshake instead of two.
+            connection = None if spec.keeps_running else held
             up = come_up(
                 spec,
                 start,
@@ -389,10 +397,11 @@ def boot_and_run(
                 key=prepared.login.key,
                 image_id=prepared.image_id,
                 progress=progress,
+                connection=connection,
             )
             log.info("%s", progress.done(start.kind))
             vm.update(state=VmState.RUNNING, ssh_host_key=up.target.host_key or "")
-            if not spec.keeps_running:
+            if connection is not None:
                 if spec.tty and follower:
                     follower.stop()  # an interactive shell and the console would interleave
                 return connect(up.target, spec.command, tty=spec.tty)

@@ -46,8 +46,21 @@ from tests.e2e.conftest import (
             "bootc-box: error: the UKI /usr/lib/modules/6.12.0-test/6.12.0-test.efi cannot be "
             "booted: it is not a PE file",
         ),
+        (
+            # More than the host has: refused before anything starts, not
+            # left to the OOM killer once the guest has grown into it.
+            ["--memory", "1000G", FIXTURE],
+            "bootc-box: error: the VM's 1024000 MiB of memory is more than this host has free (",
+        ),
     ],
-    ids=["missing-pull-never", "missing-unreachable", "no-kernel", "two-kernels", "bad-uki"],
+    ids=[
+        "missing-pull-never",
+        "missing-unreachable",
+        "no-kernel",
+        "two-kernels",
+        "bad-uki",
+        "memory",
+    ],
 )
 def test_unbootable_image_is_refused_cleanly(
     args: list[str], message: str, cache_volume: CacheVolume

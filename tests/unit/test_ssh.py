@@ -1,3 +1,4 @@
+import dataclasses
 import shlex
 import subprocess
 from pathlib import Path
@@ -9,6 +10,7 @@ from bootc_box.hostkeys import checked_public_key, find_learnt_key
 from bootc_box.ssh import SshTarget, check_private_key, remote_command, ssh_argv, ssh_config
 
 TARGET = SshTarget("127.0.0.1", 40022, "root", Path("/run/id_ed25519"))
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 
 
 def options(argv: list[str]) -> list[str]:
@@ -36,6 +38,24 @@ def test_tty_only_when_asked() -> None:
     assert "-t" in ssh_argv(TARGET, tty=True)
     assert "-T" in ssh_argv(TARGET, ["true"])
     assert ssh_argv(TARGET, tty=True)[-1] == "root@127.0.0.1"
+
+
+def test_a_login_through_the_runs_connection_falls_back_to_its_own() -> None:
+    """With a control socket, ssh uses the connection there, or connects
+    itself (with the run's key and the pinned host key) when there is none."""
+    target = dataclasses.replace(TARGET, control=Path("/run/vm/ssh.control"), host_key=HOST_KEY)
+    opts = options(ssh_argv(target, ["true"]))
+    assert "ControlPath=/run/vm/ssh.control" in opts
+    assert "ControlMaster=no" in opts
+    assert "StrictHostKeyChecking=yes" in opts
+
+
+def test_only_a_login_asked_to_becomes_the_master_and_only_with_a_socket() -> None:
+    target = dataclasses.replace(TARGET, control=Path("/run/vm/ssh.control"))
+    opts = options(ssh_argv(target, ["true"], master=True))
+    assert "ControlMaster=yes" in opts
+    assert "ControlPersist=60" in opts  # gone a minute after a run that died
+    assert not [o for o in options(ssh_argv(TARGET, master=True)) if o.startswith("Control")]
 
 
 def keygen(path: Path, passphrase: str = "") -> Path:

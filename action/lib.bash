@@ -39,13 +39,14 @@ check_name() {
     fi
 }
 
-# warm_mode INPUT SOURCE: bootc-box's --warm for an image from SOURCE
-# (registry, or local: built in this workflow). "auto" saves a pulled
-# image's state at once, for the later jobs that restore it from the cache.
+# warm_mode INPUT SOURCE CACHE: bootc-box's --warm for an image from
+# SOURCE (registry, or local: built in this workflow) with CACHE (the cache
+# mode). "auto" saves a pulled image's state at once when the cache keeps
+# it, for the later jobs that restore it from there.
 warm_mode() {
     case $1 in
     always | never) echo "$1" ;;
-    auto) if [[ $2 == registry ]]; then echo always; else echo auto; fi ;;
+    auto) if [[ $2 == registry && $3 == true ]]; then echo always; else echo auto; fi ;;
     *)
         echo "::error title=bootc-box::the input 'warm' must be auto, always or never, not '$(escape_message "$1")'" >&2
         return 1

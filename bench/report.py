@@ -24,7 +24,17 @@ Rows = dict[str, dict[str, float]]
 
 
 # bootc-box's phases in the order a run goes through them, then the rest.
-ORDER = ("pull", "mount", "boot files", "boot", "restore", "save", "ssh", "command", "podman")
+ORDER = (
+    "pull",
+    "mount",
+    "boot files",
+    "boot",
+    "restore",
+    "save",
+    "ssh",
+    "command and exit",
+    "podman",
+)
 
 
 def phase_names(phases: dict[str, dict[str, float]]) -> list[str]:

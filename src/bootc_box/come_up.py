@@ -23,7 +23,7 @@ from bootc_box.progress import Progress
 from bootc_box.qmp import qmp_execute
 from bootc_box.run_spec import RunSpec
 from bootc_box.serial_exec import Session
-from bootc_box.ssh import Answer, FirstLogin, SshTarget, public_key, ssh_ready, stop_master
+from bootc_box.ssh import Answer, FirstLogin, SshTarget, master_socket, public_key, ssh_ready
 from bootc_box.vms import VmEntry, VmState
 from bootc_box.warm import Start
 
@@ -98,8 +98,7 @@ def come_up(
         run_key = public_key(key)
         keys: list[HostKeys] = []
         if connection is not None:
-            control = machine.spec.console_log.with_name("ssh.control")
-            connection.callback(stop_master, control)
+            control = connection.enter_context(master_socket())
             target = dataclasses.replace(target, control=control)
 
         def give_identity() -> bool:

@@ -13,9 +13,27 @@ def meminfo_available(meminfo: str) -> int | None:
     """MemAvailable from /proc/meminfo's text, in bytes."""
     for line in meminfo.splitlines():
         name, _, value = line.partition(":")
-        if name == "MemAvailable":
+        if name == "MemAvailable" and value.split() and value.split()[0].isdigit():
             return int(value.split()[0]) * 1024
     return None
+
+
+def cgroup_free(directory: Path) -> int | None:
+    """What one cgroup's memory.max leaves: memory.current counts the page
+    cache, which the kernel takes back before it kills, so its inactive
+    files count as free. None without a limit."""
+    try:
+        limit = (directory / "memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        used = int((directory / "memory.current").read_text())
+        stat = dict(
+            line.split(maxsplit=1) for line in (directory / "memory.stat").read_text().splitlines()
+        )
+        reclaimable = int(stat.get("inactive_file", "0"))
+        return max(int(limit) - used + reclaimable, 0)
+    except (OSError, ValueError):
+        return None
 
 
 def cgroup_headroom(cgroup_root: Path, proc_cgroup: str) -> int | None:
@@ -28,14 +46,8 @@ def cgroup_headroom(cgroup_root: Path, proc_cgroup: str) -> int | None:
     headroom = None
     directory = cgroup_root / path.strip().lstrip("/")
     while True:
-        try:
-            limit = (directory / "memory.max").read_text().strip()
-            used = int((directory / "memory.current").read_text())
-        except (OSError, ValueError):
-            limit = "max"
-            used = 0
-        if limit != "max":
-            left = max(int(limit) - used, 0)
+        left = cgroup_free(directory)
+        if left is not None:
             headroom = left if headroom is None else min(headroom, left)
         if directory == cgroup_root or cgroup_root not in directory.parents:
             return headroom
@@ -47,8 +59,8 @@ def memory_problem(memory_mib: int, available: int | None, headroom: int | None)
     room = min((n for n in (available, headroom) if n is not None), default=None)
     if room is None or memory_mib * MiB <= room:
         return None
-    where = "this host" if room == available else "this container's memory limit"
-    return f"the VM's {memory_mib} MiB of memory is more than {where} has free ({room // MiB} MiB)"
+    where = "this host has" if room == available else "the memory limit of this container leaves"
+    return f"the VM's {memory_mib} MiB of memory is more than {where} free ({room // MiB} MiB)"
 
 
 def check_host_memory(memory_mib: int) -> None:

@@ -312,7 +312,8 @@ def seen_before(env: Environment, key: str, image_id: str) -> bool:
     directory.mkdir(parents=True, exist_ok=True)
     try:
         # O_EXCL: an existing name, a link too, is never opened.
-        fd = os.open(directory / key, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(directory / key, flags, 0o644)
     except FileExistsError:
         return True
     with os.fdopen(fd, "w") as note:

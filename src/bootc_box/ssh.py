@@ -3,9 +3,13 @@
 import dataclasses
 import enum
 import logging
+import os
 import shlex
+import shutil
 import subprocess
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -230,11 +234,41 @@ class FirstLogin:
 
 
 def stop_master(control: Path) -> None:
-    """End the master connection at `control`, if there is one."""
-    subprocess.run(
-        ["ssh", "-o", f"ControlPath={control}", "-O", "exit", "bootc-box-vm"],
-        check=False, capture_output=True, stdin=subprocess.DEVNULL, timeout=15,
-    )  # fmt: skip
+    """End the master connection at `control`, if there is one; it ends by
+    itself MASTER_PERSIST seconds after its last use otherwise."""
+    try:
+        subprocess.run(
+            ["ssh", "-F", "/dev/null", "-o", f"ControlPath={control}", "-O", "exit", "vm"],
+            check=False, capture_output=True, stdin=subprocess.DEVNULL, timeout=15,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log.warning("could not close the SSH connection at %s: %s", control, e)
+
+
+# OpenSSH makes a master's socket under a name this much longer, then
+# renames it into place; a socket's path holds at most SOCKET_PATH_MAX
+# bytes (sun_path less its final NUL).
+MASTER_SOCKET_SUFFIX = 17
+SOCKET_PATH_MAX = 107
+
+
+@contextmanager
+def master_socket() -> Iterator[Path | None]:
+    """A path for a master connection's socket, short enough whatever the
+    VM's name, in a private directory; the master is closed and the
+    directory removed afterwards. None where even that path is too long."""
+    directory = Path(tempfile.mkdtemp(prefix="bootc-box-ssh-"))
+    try:
+        control = directory / "c"
+        if len(os.fsencode(control)) + MASTER_SOCKET_SUFFIX > SOCKET_PATH_MAX:
+            yield None
+            return
+        try:
+            yield control
+        finally:
+            stop_master(control)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def connect(target: SshTarget, command: Sequence[str], *, tty: bool) -> int:

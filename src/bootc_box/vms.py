@@ -24,6 +24,7 @@ from bootc_box.errors import BootcBoxError
 from bootc_box.locks import delete_if_unused, is_held, lock_file
 from bootc_box.records import from_json, to_json
 from bootc_box.signals import Terminated
+from bootc_box.ssh import SOCKET_PATH_MAX
 
 RECORD = "vm.json"
 VM_NAME = r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}"
@@ -197,10 +198,8 @@ class VmEntry:
         write_record(self.directory, self.record)
 
 
-# A VM's longest socket path below its directory (boot attempt, bind share),
-# and what a Unix socket's path may hold (sun_path less its final NUL).
+# A VM's longest socket path below its directory (boot attempt, bind share).
 LONGEST_SOCKET = "boot-9/bind99.sock"
-SOCKET_PATH_MAX = 107
 
 
 def check_socket_room(directory: Path) -> None:

@@ -19,11 +19,16 @@ def test_the_tightest_limit_of_the_cgroup_and_its_ancestors_counts(tmp_path: Pat
     leaf.mkdir(parents=True)
     (root / "machine.slice/memory.max").write_text(f"{4096 * MiB}\n")
     (root / "machine.slice/memory.current").write_text(f"{1024 * MiB}\n")
+    (root / "machine.slice/memory.stat").write_text("anon 1\ninactive_file 0\n")
     (leaf / "memory.max").write_text("max\n")
     (leaf / "memory.current").write_text(f"{512 * MiB}\n")
     assert cgroup_headroom(root, "0::/machine.slice/libpod-abc.scope\n") == 3072 * MiB
     (leaf / "memory.max").write_text(f"{1024 * MiB}\n")
-    assert cgroup_headroom(root, "0::/machine.slice/libpod-abc.scope\n") == 512 * MiB
+    # Page cache the kernel can take back is not used up.
+    (leaf / "memory.stat").write_text(f"anon {256 * MiB}\ninactive_file {128 * MiB}\n")
+    assert cgroup_headroom(root, "0::/machine.slice/libpod-abc.scope\n") == 640 * MiB
+    for odd in ("0::\n", "0::/../..\n", "", "0::/gone (deleted)\n"):
+        assert cgroup_headroom(root, odd) in (None, 3072 * MiB)
 
 
 def test_no_limit_and_no_cgroup_v2_mean_no_headroom_to_heed(tmp_path: Path) -> None:
@@ -39,6 +44,7 @@ def test_a_guest_bigger_than_what_is_free_is_refused_naming_what_is() -> None:
         "the VM's 4096 MiB of memory is more than this host has free (3000 MiB)"
     )
     assert memory_problem(2048, 3000 * MiB, 1000 * MiB) == (
-        "the VM's 2048 MiB of memory is more than this container's memory limit has free (1000 MiB)"
+        "the VM's 2048 MiB of memory is more than the memory limit of this container leaves"
+        " free (1000 MiB)"
     )
     assert memory_problem(2048, None, None) is None

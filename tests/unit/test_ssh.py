@@ -1,13 +1,21 @@
 import dataclasses
 import shlex
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from bootc_box.errors import BootcBoxError
 from bootc_box.hostkeys import checked_public_key, find_learnt_key
-from bootc_box.ssh import SshTarget, check_private_key, remote_command, ssh_argv, ssh_config
+from bootc_box.ssh import (
+    SshTarget,
+    check_private_key,
+    master_socket,
+    remote_command,
+    ssh_argv,
+    ssh_config,
+)
 
 TARGET = SshTarget("127.0.0.1", 40022, "root", Path("/run/id_ed25519"))
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
@@ -56,6 +64,26 @@ def test_only_a_login_asked_to_becomes_the_master_and_only_with_a_socket() -> No
     assert "ControlMaster=yes" in opts
     assert "ControlPersist=60" in opts  # gone a minute after a run that died
     assert not [o for o in options(ssh_argv(TARGET, master=True)) if o.startswith("Control")]
+
+
+def test_the_master_socket_is_short_whatever_the_vm_and_goes_afterwards(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenSSH binds a name 17 bytes longer than ControlPath first: a path
+    that leaves no room for that would fail every login through it."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with master_socket() as control:
+        assert control is not None
+        assert len(str(control)) + 17 <= 107
+        assert control.parent.stat().st_mode & 0o777 == 0o700
+        directory = control.parent
+    assert not directory.exists()
+    deep = tmp_path / ("d" * 90)
+    deep.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    with master_socket() as control:
+        assert control is None
+    assert list(deep.iterdir()) == []
 
 
 def keygen(path: Path, passphrase: str = "") -> Path:

@@ -94,24 +94,25 @@ def test_an_unknown_cache_input_is_refused() -> None:
     )
 
 
-def warm_mode(given: str, source: str) -> "subprocess.CompletedProcess[str]":
+def warm_mode(given: str, source: str, cache: str) -> "subprocess.CompletedProcess[str]":
     return subprocess.run(
-        ["bash", "-c", f'source "{ROOT}/action/lib.bash"; warm_mode "$1" "$2"', "sh", given,
-         source], capture_output=True, text=True, check=False,
+        ["bash", "-c", f'source "{ROOT}/action/lib.bash"; warm_mode "$1" "$2" "$3"', "sh",
+         given, source, cache], capture_output=True, text=True, check=False,
     )  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    ("given", "source", "warm"),
-    [("auto", "registry", "always"), ("auto", "local", "auto"), ("always", "local", "always"),
-     ("never", "registry", "never")],
+    ("given", "source", "cache", "warm"),
+    [("auto", "registry", "true", "always"), ("auto", "registry", "images", "auto"),
+     ("auto", "local", "true", "auto"), ("always", "local", "images", "always"),
+     ("never", "registry", "true", "never")],
 )  # fmt: skip
-def test_a_pulled_image_is_saved_at_once_and_a_built_one_as_bootc_box_does(
-    given: str, source: str, warm: str
+def test_a_pulled_image_is_saved_at_once_when_the_cache_keeps_it(
+    given: str, source: str, cache: str, warm: str
 ) -> None:
-    """A later job restores a pulled image's state from the cache; no later
-    job boots an image this workflow built."""
-    assert warm_mode(given, source).stdout == f"{warm}\n"
+    """A later job restores a pulled image's state from the cache, when the
+    cache keeps saved states; no later job boots an image this workflow built."""
+    assert warm_mode(given, source, cache).stdout == f"{warm}\n"
 
 
 def test_an_unknown_warm_input_is_refused(tmp_path: Path) -> None:

@@ -121,7 +121,10 @@ def test_an_ordinary_user_boots_an_image_from_their_own_store(host: Host) -> Non
     # State under the user's XDG cache directory; nothing left elsewhere.
     cache = host.as_user("find", f"{HOME}/.cache/bootc-box", "-mindepth", "3", "-maxdepth", "3",
                          "-type", "f", "-name", "manifest.json").stdout.split()  # fmt: skip
-    assert sorted(Path(p).parent.parent.name for p in cache) == ["boot", "snapshots"]
+    # The image's first boot saves no state (--warm auto), and notes it.
+    assert sorted(Path(p).parent.parent.name for p in cache) == ["boot"]
+    seen = host.as_user("find", f"{HOME}/.cache/bootc-box/seen", "-type", "f").stdout.split()
+    assert len(seen) == 1
     assert host.as_user("podman", "ps", "--all", "--quiet").stdout == ""
     assert host.as_user("ls", "-A", f"/tmp/bootc-box-{UID}/vms").stdout == ""
 

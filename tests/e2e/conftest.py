@@ -134,6 +134,19 @@ class CacheVolume:
         return sorted(p for p in directory.iterdir() if p.is_dir() and p.name[0] != ".")
 
 
+@pytest.fixture
+def tmt_run_dir() -> Iterator[Path]:
+    """Where one tmt run keeps its files, on a short path: tmt's SSH
+    connection's socket goes under it, and on a path longer than 84 bytes
+    tmt makes none, so that each of its commands costs an SSH handshake
+    (about a second under TCG)."""
+    directory = Path(tempfile.mkdtemp(prefix="tmt-"))
+    try:
+        yield directory / "run"
+    finally:
+        subprocess.run(["rm", "-rf", directory], check=False)
+
+
 @contextmanager
 def new_cache_volume() -> Iterator[CacheVolume]:
     name = f"bootc-box-test-{secrets.token_hex(4)}"

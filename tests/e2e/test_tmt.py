@@ -29,23 +29,21 @@ def tmt_boxes() -> list[str]:
 
 
 def test_the_example_plan_runs_and_its_failing_test_is_a_failure(
-    warm_volume: CacheVolume, tmp_path: Path
+    warm_volume: CacheVolume, tmt_run_dir: Path
 ) -> None:
-    result = tmt_run(tmp_path / "run", "--cache-volume", warm_volume.name)
+    result = tmt_run(tmt_run_dir, "--cache-volume", warm_volume.name)
     said = result.stdout + result.stderr
     assert result.returncode == 1, said  # tmt's status: some test failed
     assert "total: 2 tests passed and 1 test failed" in said
     for outcome, test in (("pass", "marker"), ("pass", "reboot"), ("fail", "fails")):
         assert f"{outcome} /tests/{test}" in said
-    (output,) = (tmp_path / "run").glob(
-        "plans/execute/data/guest/default-0/tests/fails-*/output.txt"
-    )
+    (output,) = tmt_run_dir.glob("plans/execute/data/guest/default-0/tests/fails-*/output.txt")
     assert "this test fails on purpose" in output.read_text()
-    (reboot,) = (tmp_path / "run").glob(
-        "plans/execute/data/guest/default-0/tests/reboot-*/output.txt"
-    )
+    (reboot,) = tmt_run_dir.glob("plans/execute/data/guest/default-0/tests/reboot-*/output.txt")
     assert "boot 1: " in reboot.read_text()
-    log = (tmp_path / "run/log.txt").read_text()
+    log = (tmt_run_dir / "log.txt").read_text()
+    # tmt's commands go through one SSH connection.
+    assert "SSH multiplexing will not be used" not in log
     # ssh takes the first value of an option: the VM's pinned host key
     # comes before tmt's defaults, which would check none.
     ssh_line = next(line for line in log.splitlines() if "HostKeyAlias=bootc-box-vm" in line)
@@ -68,9 +66,9 @@ def test_the_example_plan_runs_and_its_failing_test_is_a_failure(
     ids=["no-image", "missing-input", "box-cannot-start"],
 )  # fmt: skip
 def test_what_bootc_box_cannot_run_is_tmts_error_with_one_line_why(
-    provision: tuple[str, ...], message: str, tmp_path: Path
+    provision: tuple[str, ...], message: str, tmt_run_dir: Path
 ) -> None:
-    result = tmt_run(tmp_path / "run", *provision)
+    result = tmt_run(tmt_run_dir, *provision)
     assert result.returncode == 2, result.stdout + result.stderr  # tmt's status: an error
     assert message in result.stderr
     assert "Traceback" not in result.stderr

@@ -136,10 +136,9 @@ class CacheVolume:
 
 @pytest.fixture
 def tmt_run_dir() -> Iterator[Path]:
-    """Where one tmt run keeps its files, on a short path: tmt's SSH
-    connection's socket goes under it, and on a path longer than 84 bytes
-    tmt makes none, so that each of its commands costs an SSH handshake
-    (about a second under TCG)."""
+    """Where one tmt run keeps its files, on a short path as tmt's default
+    is (/var/tmp/tmt/run-NNN): on one longer than 84 bytes, tmt would make
+    no SSH master connection whatever its plugin says."""
     directory = Path(tempfile.mkdtemp(prefix="tmt-"))
     try:
         yield directory / "run"

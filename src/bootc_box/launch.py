@@ -12,18 +12,18 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 from bootc_box import serial_exec
 from bootc_box.accel import choose_accel
-from bootc_box.binds import bind_kargs, bind_owner, bind_tag, check_bind_sources
-from bootc_box.boot import Boot, Disk, FirmwareBoot, KernelBoot
+from bootc_box.assembly import Prepared, file_servers, vm_spec
+from bootc_box.binds import bind_kargs, check_bind_sources
+from bootc_box.boot import FirmwareBoot, KernelBoot
 from bootc_box.boot_cache import BootFilesLease
 from bootc_box.cloud_init import make_seed
 from bootc_box.come_up import RestoreFailed, come_up, come_up_serial, stay_up
 from bootc_box.console import start_console_follower
-from bootc_box.credentials import Login, new_login, write_private
+from bootc_box.credentials import new_login, write_private
 from bootc_box.detach import SUPERVISOR_LOG, start_detached
 from bootc_box.disks import open_disk
 from bootc_box.environment import Environment, probe_environment
@@ -34,8 +34,8 @@ from bootc_box.identity import new_host_keys
 from bootc_box.images import check_archive, mount_image, parse_image_ref, resolve_image
 from bootc_box.kargs import image_kargs
 from bootc_box.locks import hold_lock
-from bootc_box.machine import BootAgain, FileServer, Machine, start_machine
-from bootc_box.network import Network, free_port
+from bootc_box.machine import BootAgain, Machine, start_machine
+from bootc_box.network import free_port
 from bootc_box.processes import last_line
 from bootc_box.progress import Progress, start_progress
 from bootc_box.provision import (
@@ -44,14 +44,13 @@ from bootc_box.provision import (
     make_swap,
     storage_bind,
 )
-from bootc_box.qemu import Accel, QemuSpec, require_qemu, scratch_root
+from bootc_box.qemu import require_qemu, scratch_root
 from bootc_box.run_spec import DiskSource, ImageSource, RunSpec, Transport, WarmStarts
 from bootc_box.serial_exec import (
     CommandUnstarted,
     choose_transport,
     guest_credentials,
     run_serial_command,
-    serial_ports,
     start_session,
 )
 from bootc_box.snapshots import discard_snapshot, program_versions, snapshot_key
@@ -59,7 +58,6 @@ from bootc_box.ssh import check_private_key, connect
 from bootc_box.user_credentials import write_credentials
 from bootc_box.userns import enter_podman_userns
 from bootc_box.virtiofsd import (
-    VirtiofsdSpec,
     find_virtiofsd,
     require_id_translation,
     require_virtiofsd,
@@ -115,40 +113,6 @@ def run_vm(spec: RunSpec, *, installer: bool = False) -> int:
     if spec.detach:
         return start_detached(directory, lambda: supervise(spec, env, qemu, directory))
     return supervise(spec, env, qemu, directory)
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """What every boot attempt of one run shares."""
-
-    login: Login
-    qemu: str
-    accel: Accel
-    # Chosen once; a kernel boot's root socket is each attempt's (in_dir).
-    boot: Boot
-    image_id: str = ""
-    # An image run: the mounted image, and the hold of its kernel and
-    # initramfs on the cache (taken for each boot until QEMU has read them).
-    root: Path | None = None
-    boot_lease: BootFilesLease | None = None
-    # Over virtio-serial: the credentials that give the guest bootc-box's unit.
-    transport: Transport = Transport.SSH
-    exec_credentials: tuple[Path, ...] = ()
-    # --set-credential, --systemd-units...: the user's credentials, as files.
-    provision_credentials: tuple[Path, ...] = ()
-    # More disks: to-disk's output, --mount-disk-file's, --add-swap's.
-    disks: tuple[Disk, ...] = ()
-    fw_cfg: tuple[tuple[str, Path], ...] = ()
-
-    def retaken(self) -> "Prepared":
-        """Ready for another attempt: the boot files held again, after an
-        earlier QEMU let go of them."""
-        if self.boot_lease is None:
-            return self
-        files = self.boot_lease.take()
-        assert isinstance(self.boot, KernelBoot)
-        boot = dataclasses.replace(self.boot, kernel=files.kernel, initramfs=files.initramfs)
-        return dataclasses.replace(self, boot=boot)
 
 
 def supervise(spec: RunSpec, env: Environment, qemu: str, directory: Path) -> int:
@@ -285,44 +249,6 @@ def provide(spec: RunSpec, prepared: Prepared, directory: Path, stack: ExitStack
     return dataclasses.replace(prepared, provision_credentials=files, disks=disks, fw_cfg=fw_cfg)
 
 
-def bind_tags(spec: RunSpec) -> list[str]:
-    return [bind_tag(i) for i in range(len(spec.binds))]
-
-
-def vm_spec(
-    spec: RunSpec,
-    prepared: Prepared,
-    workdir: Path,
-    ssh_port: int,
-    *,
-    credentials: tuple[Path, ...] = (),
-    incoming: bool = False,
-    prealloc: bool = False,
-) -> QemuSpec:
-    """The machine of one boot attempt, its sockets and logs in `workdir`."""
-    return QemuSpec(
-        accel=prepared.accel,
-        memory_mib=spec.machine.memory_mib,
-        cpus=spec.machine.cpus,
-        boot=prepared.boot.in_dir(workdir),
-        network=Network(workdir / "network.sock", ssh_port, spec.publish, spec.allow_host_loopback),
-        console_log=workdir / "console.log",
-        credential_files=(
-            *(credentials or prepared.login.credentials),
-            *prepared.exec_credentials,
-            *prepared.provision_credentials,
-        ),
-        shares=tuple((tag, workdir / f"{tag}.sock") for tag in bind_tags(spec)),
-        qmp_socket=workdir / "qmp.sock",
-        incoming=incoming,
-        prealloc=prealloc,
-        disks=prepared.disks,
-        fw_cfg=prepared.fw_cfg,
-        ports=serial_ports(workdir) if prepared.transport is Transport.SERIAL else (),
-        reboot=spec.keeps_running,
-    )
-
-
 def boot_and_run(
     spec: RunSpec,
     prepared: Prepared,
@@ -428,25 +354,3 @@ def run_over_serial(
             if start.restore:
                 raise RestoreFailed(e.message) from e
             raise
-
-
-def file_servers(
-    spec: RunSpec, prepared: Prepared, machine: QemuSpec, workdir: Path
-) -> tuple[FileServer, ...]:
-    """virtiofsd for the image's root (on a kernel boot) and for each --bind."""
-    root = []
-    if isinstance(machine.boot, KernelBoot):
-        assert prepared.root is not None, "a kernel boot's root is the mounted image"
-        root.append(FileServer(
-            VirtiofsdSpec(prepared.root, machine.boot.root_socket), workdir / "virtiofsd.log"
-        ))  # fmt: skip
-    binds = [
-        FileServer(
-            VirtiofsdSpec(
-                bind.source, path, bind.readonly, host_edits=True, owner=bind_owner(bind)
-            ),
-            workdir / f"virtiofsd-{tag}.log",
-        )
-        for bind, (tag, path) in zip(spec.binds, machine.shares, strict=True)
-    ]
-    return (*root, *binds)

@@ -3,12 +3,12 @@ import os
 import subprocess
 from pathlib import Path
 
+from bootc_box.assembly import Prepared, file_servers, vm_spec
 from bootc_box.binds import parse_bind, squashed_to
 from bootc_box.boot import Disk, Firmware, FirmwareBoot, KernelBoot
 from bootc_box.credentials import Login, new_login
 from bootc_box.environment import zero_is_host_root
 from bootc_box.images import PullOptions
-from bootc_box.launch import Prepared, file_servers, vm_spec
 from bootc_box.machine_options import MachineOptions
 from bootc_box.qemu import Accel, qemu_argv
 from bootc_box.run_spec import DiskSource, ImageSource, RunSpec, what_to_boot

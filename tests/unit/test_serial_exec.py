@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from bootc_box.assembly import Prepared, vm_spec
 from bootc_box.boot import KernelBoot
 from bootc_box.boot_failures import FailureWatch
 from bootc_box.credentials import new_login
 from bootc_box.errors import BootcBoxError
-from bootc_box.launch import Prepared, vm_spec
 from bootc_box.qemu import Accel, qemu_argv
 from bootc_box.run_spec import ImageSource, RunSpec, Transport
 from bootc_box.serial_exec import (

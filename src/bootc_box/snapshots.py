@@ -27,6 +27,7 @@ from bootc_box.cache_entries import (
     cache_dir,
     file_problem,
     manifest_problem,
+    open_regular,
     read_manifest,
     read_regular,
     remove_entry,
@@ -328,7 +329,9 @@ def prune_seen(env: Environment, keep_images: set[str]) -> int:
     removed = 0
     for path in directory.iterdir() if directory.is_dir() else ():
         try:
-            doomed = read_regular(path)[:200].decode() not in keep_images
+            # A note holds an image ID: a planted big file is not read whole.
+            with open_regular(path) as note:
+                doomed = note.read(200).decode() not in keep_images
         except (OSError, UnicodeDecodeError):
             doomed = True
         if doomed:

@@ -8,6 +8,7 @@ its "cannot mount root" panic within about a second, and with `panic=-1
 internal error, which the probe sees within its deadline. A disk boot has
 no kernel to hand: there the UEFI firmware is started, and it must write to
 the serial console (it clears the screen first thing) within the deadline.
+The verdict is kept for the host's boot (kvm_verdicts.py).
 """
 
 import dataclasses
@@ -17,11 +18,18 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from bootc_box.boot import Boot, Firmware, FirmwareBoot
+from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
+from bootc_box.kvm_verdicts import (
+    ProbeResult,
+    find_verdict,
+    host_boot_id,
+    record_verdict,
+    verdict_key,
+)
 from bootc_box.processes import spawn, stop
 from bootc_box.qemu import Accel, probe_argv
 
@@ -35,12 +43,6 @@ class AccelChoice(enum.Enum):
     AUTO = "auto"
     KVM = "kvm"
     TCG = "tcg"
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    ok: bool
-    reason: str
 
 
 def kvm_unusable_reason(kvm: Path) -> str | None:
@@ -84,25 +86,48 @@ def probe_kvm(qemu: str, boot: Boot, timeout: float = PROBE_TIMEOUT) -> ProbeRes
             return ProbeResult(True, "the guest kernel ran under KVM")
         first_error = next(iter(errors.read_text(errors="replace").strip().splitlines()), "")
         if not first_error:
-            return ProbeResult(False, f"the guest made no progress under KVM in {timeout:.0f} s")
-        return ProbeResult(False, f"QEMU under KVM failed: {first_error}")
+            return ProbeResult(
+                False, f"the guest made no progress under KVM in {timeout:.0f} s", lasting=False
+            )
+        # Only KVM's own failure says the host's KVM cannot run guests; a
+        # QEMU that failed otherwise (out of memory) may not fail next time.
+        return ProbeResult(
+            False, f"QEMU under KVM failed: {first_error}", lasting="kvm" in first_error.lower()
+        )
 
 
-def choose_accel(choice: AccelChoice, qemu: str, boot: Boot, hint_kvm_device: str) -> Accel:
+def probe_or_recall(qemu: str, boot: Boot, env: Environment) -> ProbeResult:
+    """The verdict of an earlier probe on this host boot, or a new probe's."""
+    kind = "firmware" if isinstance(boot, FirmwareBoot) else "kernel"
+    try:
+        boot_id = host_boot_id()
+        key = verdict_key(qemu, KVM_DEVICE, kind, boot_id)
+    except OSError:
+        return probe_kvm(qemu, boot)
+    kept = find_verdict(env, key, boot_id)
+    if kept is not None:
+        log.debug("KVM verdict of an earlier run on this host boot: %s", kept.reason)
+        return kept
+    started = time.monotonic()
+    result = probe_kvm(qemu, boot)
+    log.debug("KVM probe took %.1f s: %s", time.monotonic() - started, result.reason)
+    record_verdict(env, key, boot_id, result)
+    return result
+
+
+def choose_accel(choice: AccelChoice, qemu: str, boot: Boot, env: Environment) -> Accel:
     """The accelerator to boot with; warns loudly when `auto` falls back to TCG."""
     if choice is AccelChoice.TCG:
         return Accel.TCG
     reason = kvm_unusable_reason(KVM_DEVICE)
     if reason is None:
-        started = time.monotonic()
-        result = probe_kvm(qemu, boot)
-        log.debug("KVM probe took %.1f s: %s", time.monotonic() - started, result.reason)
+        result = probe_or_recall(qemu, boot, env)
         if result.ok:
             return Accel.KVM
         reason = f"KVM cannot run this guest ({result.reason})"
         fix = "use a host whose KVM runs ordinary guests"
     else:
-        fix = hint_kvm_device
+        fix = env.kvm_hint
     if choice is AccelChoice.KVM:
         raise BootcBoxError(reason, f"{fix}, or pass --accel tcg (much slower)")
     log.warning("%s; falling back to TCG, which is much slower (to use KVM: %s)", reason, fix)

@@ -11,6 +11,7 @@ from bootc_box.environment import Environment
 from bootc_box.images import MOUNT_LABEL, mount_locks_dir, podman
 from bootc_box.install_stores import prune_install_stores
 from bootc_box.kept_vms import prune_half_made, used_disk_keys
+from bootc_box.kvm_verdicts import host_boot_id, prune_verdicts
 from bootc_box.locks import mount_is_live, remove_stale_locks
 from bootc_box.qemu import Accel, find_qemu
 from bootc_box.snapshots import (
@@ -126,6 +127,7 @@ def run_cache_prune(env: Environment, all_images: bool) -> int:
     versions = program_versions(qemu, virtiofsd, Accel.TCG) if qemu and virtiofsd else None
     boot, snapshots = prune_boot_cache(env, keep), prune_snapshots(env, keep, versions)
     prune_seen(env, keep)
+    prune_verdicts(env, host_boot_id())
     stores = prune_install_stores(env, keep)
     # Half-made VMs first: their configs name base disks they keep.
     half_made = prune_half_made(env)

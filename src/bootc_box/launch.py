@@ -211,7 +211,7 @@ def prepare_image(
         *spec.machine.kargs,
     )
     boot = KernelBoot(files.kernel, files.initramfs, Path("rootfs.sock"), kargs, files.kver)
-    accel = choose_accel(spec.machine.accel, qemu, boot, env.kvm_hint)
+    accel = choose_accel(spec.machine.accel, qemu, boot, env)
     login = new_login(vm.directory, spec.ssh_key)
     exec_credentials = guest_credentials(vm.directory) if serial else ()
     return Prepared(login, qemu, accel, boot, image_id, root, lease, transport, exec_credentials)
@@ -223,7 +223,7 @@ def prepare_disk(
     """UEFI firmware with the VM's own variable store, the accelerator, the login."""
     firmware = vm_firmware(require_ovmf(), directory, source.efi_vars)
     boot = FirmwareBoot(firmware, source.disk, (*bind_kargs(spec.binds), *spec.machine.kargs))
-    accel = choose_accel(spec.machine.accel, qemu, boot, env.kvm_hint)
+    accel = choose_accel(spec.machine.accel, qemu, boot, env)
     login = new_login(directory, spec.ssh_key, forget_old_keys=True)
     return Prepared(login, qemu, accel, boot)
 

@@ -116,9 +116,10 @@ class CacheVolume:
     def leftovers(self) -> list[str]:
         """Anything on the volume but the store, whole boot-file, saved-state,
         disk, installer-store and VM entries, their locks, the notes of
-        machines booted once, and an empty run-lock directory."""
+        machines booted once, the KVM probe's verdicts, and an empty run-lock
+        directory."""
         entries = ("boot", "snapshots", "disks", "install-stores", "vms")
-        kept = ("storage", "runs", "seen", *entries)
+        kept = ("storage", "runs", "seen", "kvm", *entries)
         found = [p.name for p in self.path.iterdir() if p.name not in kept]
         runs = self.path / "runs"
         found += [f"runs/{p.name}" for p in runs.iterdir()] if runs.exists() else []

@@ -6,10 +6,12 @@ import pytest
 from bootc_box import accel
 from bootc_box.accel import AccelChoice, choose_accel, kvm_unusable_reason
 from bootc_box.boot import Disk, Firmware, FirmwareBoot, KernelBoot
+from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.qemu import Accel, probe_argv
 
 KERNEL = KernelBoot(Path("/k"), Path("/i"), Path("/r.sock"))
+BOX = Environment(in_box=True)
 
 
 def test_probe_boots_the_guest_kernel_to_a_panic_that_ends_qemu() -> None:
@@ -46,7 +48,7 @@ def test_kvm_device_checks(tmp_path: Path) -> None:
 
 def test_tcg_is_chosen_without_probing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(accel, "probe_kvm", pytest.fail)
-    assert choose_accel(AccelChoice.TCG, "qemu", KERNEL, "hint") is Accel.TCG
+    assert choose_accel(AccelChoice.TCG, "qemu", KERNEL, BOX) is Accel.TCG
 
 
 def test_missing_kvm_fails_when_kvm_is_required(
@@ -54,9 +56,9 @@ def test_missing_kvm_fails_when_kvm_is_required(
 ) -> None:
     monkeypatch.setattr(accel, "KVM_DEVICE", tmp_path / "kvm")
     with pytest.raises(BootcBoxError, match="does not exist") as err:
-        choose_accel(AccelChoice.KVM, "qemu", KERNEL, "add --device /dev/kvm")
+        choose_accel(AccelChoice.KVM, "qemu", KERNEL, BOX)
     assert err.value.hint is not None
-    assert err.value.hint.startswith("add --device /dev/kvm")
+    assert err.value.hint.startswith("add --device /dev/kvm to the podman run line")
 
 
 def test_missing_kvm_falls_back_to_tcg_with_a_warning(
@@ -64,7 +66,7 @@ def test_missing_kvm_falls_back_to_tcg_with_a_warning(
 ) -> None:
     monkeypatch.setattr(accel, "KVM_DEVICE", tmp_path / "kvm")
     with caplog.at_level(logging.WARNING):
-        choice = choose_accel(AccelChoice.AUTO, "qemu", KERNEL, "add --device /dev/kvm")
+        choice = choose_accel(AccelChoice.AUTO, "qemu", KERNEL, BOX)
     assert choice is Accel.TCG
     assert "does not exist; falling back to TCG" in caplog.text
     assert "add --device /dev/kvm" in caplog.text

@@ -1,0 +1,97 @@
+"""What the KVM probe (accel.py) found, kept for the host's current boot.
+
+Whether this host's KVM runs an ordinary guest does not change while it
+stays up, yet the probe costs every run 1 s on a KVM that works and 2.5 s
+on one that does not (KVM-PVM): half of a warm start. So a verdict is kept
+in the cache under a key of the host's boot ID, the QEMU binary, /dev/kvm
+and the kind of boot probed (a kernel or UEFI firmware), and later runs on
+that boot take it instead of probing. A verdict from a probe that timed out
+is not kept: a busy host can be slow once.
+
+The cache may be shared and written by others: a planted verdict makes runs
+use KVM where it fails (they stop with QEMU's error) or TCG where KVM works
+(slower), nothing more; it is read without following links, 200 bytes at
+most, and its reason is shown with control characters taken out."""
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from bootc_box.cache_entries import cache_dir, open_regular, remove_entry
+from bootc_box.environment import Environment
+from bootc_box.terminal import printable
+
+VERDICTS = "kvm"
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+MAX_NOTE = 200
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    ok: bool
+    reason: str
+    # A verdict that holds while the host stays up (not a probe that ran
+    # out of time).
+    lasting: bool = True
+
+
+def host_boot_id() -> str:
+    return BOOT_ID.read_text().strip()
+
+
+def verdict_key(qemu: str, kvm: Path, kind: str, boot_id: str) -> str:
+    """The probe's inputs that decide its verdict, hashed."""
+    binary, device = os.stat(qemu), os.stat(kvm)
+    parts = (boot_id, os.path.realpath(qemu), str(binary.st_size), str(binary.st_mtime_ns),
+             str(binary.st_ino), str(device.st_rdev), kind)  # fmt: skip
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+
+
+def format_verdict(boot_id: str, result: ProbeResult) -> str:
+    return f"{boot_id} {'ok' if result.ok else 'no'} {result.reason}"[:MAX_NOTE]
+
+
+def parse_verdict(text: str, boot_id: str) -> ProbeResult | None:
+    """A note's verdict, if it is one of this boot's."""
+    found, _, rest = text.partition(" ")
+    answer, _, reason = rest.partition(" ")
+    if found != boot_id or answer not in ("ok", "no"):
+        return None
+    return ProbeResult(answer == "ok", printable(reason.strip()) or "a verdict of an earlier run")
+
+
+def find_verdict(env: Environment, key: str, boot_id: str) -> ProbeResult | None:
+    try:
+        with open_regular(cache_dir(env, VERDICTS) / key) as note:
+            return parse_verdict(note.read(MAX_NOTE).decode(), boot_id)
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def record_verdict(env: Environment, key: str, boot_id: str, result: ProbeResult) -> None:
+    """Keep a lasting verdict; the first of runs probing at once wins."""
+    if not result.lasting:
+        return
+    directory = cache_dir(env, VERDICTS)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        # O_EXCL: an existing name, a link too, is never opened.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(directory / key, flags, 0o644)
+    except OSError:
+        return
+    with os.fdopen(fd, "w") as note:
+        note.write(format_verdict(boot_id, result))
+
+
+def prune_verdicts(env: Environment, boot_id: str) -> int:
+    """Remove the verdicts of earlier boots of the host, and anything in
+    their directory that is not a verdict of this one."""
+    directory = cache_dir(env, VERDICTS)
+    removed = 0
+    for path in directory.iterdir() if directory.is_dir() else ():
+        if find_verdict(env, path.name, boot_id) is None:
+            remove_entry(path)
+            removed += 1
+    return removed

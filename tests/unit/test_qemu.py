@@ -143,6 +143,7 @@ def test_every_start_gets_a_new_generation_id_and_a_restore_waits_for_its_state(
     booting, restoring = qemu_argv(spec(), "qemu"), qemu_argv(spec(incoming=True), "qemu")
     assert "vmgenid" in option(booting, "-device")
     assert "vmgenid" in option(restoring, "-device")
+    assert "virtio-balloon-pci,free-page-reporting=on" in option(booting, "-device")
     assert option(booting, "-incoming") == []
     assert option(restoring, "-incoming") == ["defer"]
     # Otherwise the same machine: a state only loads into the machine it left.

@@ -70,6 +70,10 @@ BOOTED = re.compile(rb"Startup finished in |Reached target (?:multi-user|graphic
 # How long after that an sshd that will answer has not yet: a few seconds
 # under TCG on a loaded host; more means it is not there.
 SSH_GRACE = 10.0
+# A host that runs many boots at once runs each slower, sshd's start too
+# (8 cold boots on 2 cores: 10 s was not enough): the grace grows with the
+# boot's own time, half of it (a boot that took 200 s waits 100 s).
+SLOW_HOST_SHARE = 0.5
 LONGEST = 400
 
 
@@ -82,6 +86,7 @@ class FailureWatch:
         # What the run waits for: sshd, or bootc-box's unit (serial_exec.py).
         self.serial = serial
         self.failures = (*FAILURES, *(SERIAL_FAILURES if serial else SSH_FAILURES))
+        self.watched_from: float | None = None
         self.booted_at: float | None = None
         self.found: BootcBoxError | None = None
 
@@ -89,6 +94,8 @@ class FailureWatch:
         """The boot's failure, once the console shows one; None until then."""
         if self.found is not None:
             return self.found
+        if self.watched_from is None:
+            self.watched_from = now
         news = self.news.read()
         for known in self.failures:
             said = known.said.search(news)
@@ -98,6 +105,7 @@ class FailureWatch:
                 return self.found
         if self.booted_at is None and BOOTED.search(news):
             self.booted_at = now
+            self.grace = max(self.grace, SLOW_HOST_SHARE * (now - self.watched_from))
         if self.booted_at is not None and now - self.booted_at >= self.grace:
             self.found = self.silent()
         return self.found

@@ -74,6 +74,19 @@ def test_an_sshd_that_never_answers_after_the_boot_ends_it_after_a_grace(console
     assert "masked" in str(failure.hint)
 
 
+def test_a_slow_boot_gives_sshd_a_longer_grace(console: Path) -> None:
+    """Eight boots sharing two cores: each took 200 s, and its sshd gets
+    half of that, not 10 s, before the run gives up on it."""
+    watch = FailureWatch(console)
+    assert watch.failure(0.0) is None
+    say(console, STARTED)
+    assert watch.failure(200.0) is None
+    assert watch.failure(299.0) is None
+    failure = watch.failure(300.0)
+    assert failure is not None
+    assert "did not answer within 100 s" in failure.message
+
+
 def test_an_sshd_that_failed_says_so(console: Path) -> None:
     say(console, b"[FAILED] Failed to start ssh.service - OpenBSD Secure Shell server.\n")
     failure = FailureWatch(console).failure(0.0)

@@ -30,6 +30,8 @@ PSS_BY_VM = r"""
 import json, os, re, sys
 found = {}
 for pid in filter(str.isdigit, os.listdir("/proc")):
+    if int(pid) == os.getpid():  # this script's own line names both patterns
+        continue
     try:
         argv = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
         name = re.search(r"/run/bootc-box/vms/([^/\x00]+)/", argv)

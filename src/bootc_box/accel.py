@@ -89,10 +89,13 @@ def probe_kvm(qemu: str, boot: Boot, timeout: float = PROBE_TIMEOUT) -> ProbeRes
             return ProbeResult(
                 False, f"the guest made no progress under KVM in {timeout:.0f} s", lasting=False
             )
-        # Only KVM's own failure says the host's KVM cannot run guests; a
-        # QEMU that failed otherwise (out of memory) may not fail next time.
+        # Only KVM failing to run the guest says the host's KVM cannot run
+        # guests; a QEMU that failed otherwise (out of memory, /dev/kvm
+        # busy or denied in this box) may not fail next time.
         return ProbeResult(
-            False, f"QEMU under KVM failed: {first_error}", lasting="kvm" in first_error.lower()
+            False,
+            f"QEMU under KVM failed: {first_error}",
+            lasting="KVM internal error" in first_error,
         )
 
 

@@ -108,7 +108,9 @@ def come_up(
         # A restored guest's first login is this one, with no probe before
         # it: each login costs most of a second under TCG.
         try:
-            wait_for_guest(spec, start, machine, give_identity)
+            # After a save, the guest answered already: its boot is no news.
+            saved = start.save is not None
+            wait_for_guest(spec, start, machine, give_identity, answered_before=saved)
         except RestoreFailed:
             raise
         except BootcBoxError as e:
@@ -172,14 +174,16 @@ def wait_for_guest(
     *,
     serial: bool = False,
     rebooted: bool = False,
+    answered_before: bool = False,
 ) -> None:
     """Wait until the guest `answered` over SSH (or said it is ready over
     virtio-serial); a restored guest that does not, within RESTORE_TIMEOUT,
-    is given up for a cold boot."""
+    is given up for a cold boot. `answered_before`: in this boot."""
     console_log = machine.spec.console_log
     stalls = StallWatch(console_log)
     # A restored guest booted long ago: its console says nothing of it.
-    failures = None if start.restore else FailureWatch(console_log, serial=serial)
+    watch_boot = not (start.restore or answered_before)
+    failures = FailureWatch(console_log, serial=serial) if watch_boot else None
     if rebooted:  # the console's earlier boots are not this one
         stalls.news.skip()
         if failures:

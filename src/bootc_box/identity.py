@@ -15,9 +15,8 @@ from bootc_box.errors import BootcBoxError
 from bootc_box.hostkeys import checked_public_key
 from bootc_box.ssh import SshTarget, ssh_argv
 
-# Run by root in the guest; $1 is the run's public key, $2 `wait` or
-# `background` (for sshd to listen with the new host keys), stdin a tar of
-# the new host keys.
+# Run by root in the guest; $1 is the run's public key, stdin a tar of the
+# new host keys.
 GUEST_SCRIPT = r"""set -eu
 umask 077
 rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub
@@ -34,34 +33,25 @@ listener() {
     done
 }
 alive() { [ -n "$1" ] && [ "$1" != 0 ] && kill -0 "$1" 2>/dev/null; }
-restart_sshd() {
-    before=$(listener)
-    if [ -n "$before" ] && ls -l /proc/1/fd 2>/dev/null | grep -q "socket:\[$before\]"; then
-        systemctl try-restart ssh.service sshd.service 2>/dev/null || true
-    else
-        # sshd's own pid file first: systemctl costs ~0.15 s a call under TCG.
-        pid=$(cat /run/sshd.pid 2>/dev/null || true)
-        for unit in ssh.service sshd.service; do
-            alive "$pid" && break
-            pid=$(systemctl show --property=MainPID --value "$unit" 2>/dev/null || true)
-        done
-        if alive "$pid"; then
-            kill -HUP "$pid"
-            tries=0
-            while now=$(listener); [ -z "$now" ] || [ "$now" = "$before" ]; do
-                tries=$((tries + 1))
-                [ "$tries" -lt 200 ] || { echo "sshd did not listen again" >&2; exit 3; }
-                sleep 0.05
-            done
-        fi
-    fi
-}
-# A run that keeps this login open for its command (`$2` = background)
-# logs in anew only after a reboot: its command need not wait for sshd.
-if [ "${2-}" = background ]; then
-    restart_sshd </dev/null >/dev/null 2>&1 &
+before=$(listener)
+if [ -n "$before" ] && ls -l /proc/1/fd 2>/dev/null | grep -q "socket:\[$before\]"; then
+    systemctl try-restart ssh.service sshd.service 2>/dev/null || true
 else
-    restart_sshd
+    # sshd's own pid file first: systemctl costs ~0.15 s a call under TCG.
+    pid=$(cat /run/sshd.pid 2>/dev/null || true)
+    for unit in ssh.service sshd.service; do
+        alive "$pid" && break
+        pid=$(systemctl show --property=MainPID --value "$unit" 2>/dev/null || true)
+    done
+    if alive "$pid"; then
+        kill -HUP "$pid"
+        tries=0
+        while now=$(listener); [ -z "$now" ] || [ "$now" = "$before" ]; do
+            tries=$((tries + 1))
+            [ "$tries" -lt 200 ] || { echo "sshd did not listen again after SIGHUP" >&2; exit 3; }
+            sleep 0.05
+        done
+    fi
 fi
 # The run's key replaces the bootstrap key last: until here, a retry with
 # the bootstrap key can still log in.
@@ -99,12 +89,11 @@ def new_host_keys() -> HostKeys:
 def give_own_identity(bootstrap: SshTarget, public_key: bytes, host_keys: bytes) -> bool:
     """Log in with the bootstrap key and make the guest this run's machine;
     from then on only the run's key logs in (and what goes through this
-    login's connection, with `bootstrap.control`: then sshd takes the new
-    host keys while the run goes on). False when SSH did not get through
-    (the guest is not up yet); an error when the guest refused."""
-    when = "background" if bootstrap.control else "wait"
-    script = ["sh", "-c", GUEST_SCRIPT, "sh", public_key.decode().strip(), when]
-    argv = ssh_argv(bootstrap, script, master=True)
+    login's connection, with `bootstrap.control`). False when SSH did not
+    get through (the guest is not up yet); an error when the guest refused."""
+    argv = ssh_argv(
+        bootstrap, ["sh", "-c", GUEST_SCRIPT, "sh", public_key.decode().strip()], master=True
+    )
     try:
         result = subprocess.run(argv, input=host_keys, capture_output=True, check=False, timeout=60)
     except subprocess.TimeoutExpired:

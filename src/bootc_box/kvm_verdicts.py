@@ -13,13 +13,16 @@ use KVM where it fails (they stop with QEMU's error) or TCG where KVM works
 (slower), nothing more; it is read without following links, 200 bytes at
 most, and its reason is shown with control characters taken out."""
 
+import contextlib
 import hashlib
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 from bootc_box.cache_entries import cache_dir, open_regular, remove_entry
 from bootc_box.environment import Environment
+from bootc_box.errors import BootcBoxError
 from bootc_box.terminal import printable
 
 VERDICTS = "kvm"
@@ -48,41 +51,57 @@ def verdict_key(qemu: str, kvm: Path, kind: str, boot_id: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
 
-def format_verdict(boot_id: str, result: ProbeResult) -> str:
-    return f"{boot_id} {'ok' if result.ok else 'no'} {result.reason}"[:MAX_NOTE]
+def format_verdict(boot_id: str, result: ProbeResult) -> bytes:
+    text = f"{boot_id} {'ok' if result.ok else 'no'} {result.reason}"
+    return text.encode()[:MAX_NOTE]
 
 
-def parse_verdict(text: str, boot_id: str) -> ProbeResult | None:
-    """A note's verdict, if it is one of this boot's."""
-    found, _, rest = text.partition(" ")
+def parse_verdict(note: bytes, boot_id: str) -> ProbeResult | None:
+    """A note's verdict, if it is one of this boot's. The reason goes to a
+    terminal: one line, no control characters."""
+    found, _, rest = note.decode(errors="replace").partition(" ")
     answer, _, reason = rest.partition(" ")
     if found != boot_id or answer not in ("ok", "no"):
         return None
-    return ProbeResult(answer == "ok", printable(reason.strip()) or "a verdict of an earlier run")
+    shown = " ".join(printable(reason).split())
+    return ProbeResult(answer == "ok", shown or "a verdict of an earlier run")
 
 
 def find_verdict(env: Environment, key: str, boot_id: str) -> ProbeResult | None:
+    """The kept verdict, or None; whatever is wrong with the cache there
+    (a planted link, an unreadable note), the run probes instead."""
     try:
         with open_regular(cache_dir(env, VERDICTS) / key) as note:
-            return parse_verdict(note.read(MAX_NOTE).decode(), boot_id)
-    except (OSError, UnicodeDecodeError):
+            return parse_verdict(note.read(MAX_NOTE), boot_id)
+    except (OSError, BootcBoxError):
         return None
 
 
 def record_verdict(env: Environment, key: str, boot_id: str, result: ProbeResult) -> None:
-    """Keep a lasting verdict; the first of runs probing at once wins."""
+    """Keep a lasting verdict, whole or not at all; the first of runs
+    probing at once wins. A cache that cannot take it (full, read-only,
+    a planted link) costs the next run a probe, never this run."""
     if not result.lasting:
         return
-    directory = cache_dir(env, VERDICTS)
     try:
+        directory = cache_dir(env, VERDICTS)
         directory.mkdir(parents=True, exist_ok=True)
+        partial = directory / f".{key}.partial-{secrets.token_hex(4)}"
         # O_EXCL: an existing name, a link too, is never opened.
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(directory / key, flags, 0o644)
-    except OSError:
+        fd = os.open(partial, flags, 0o644)
+    except (OSError, BootcBoxError):
         return
-    with os.fdopen(fd, "w") as note:
-        note.write(format_verdict(boot_id, result))
+    try:
+        with os.fdopen(fd, "wb") as note:
+            note.write(format_verdict(boot_id, result))
+        # link, not rename: a note already there (another run's) stays.
+        os.link(partial, directory / key, follow_symlinks=False)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            partial.unlink()
 
 
 def prune_verdicts(env: Environment, boot_id: str) -> int:

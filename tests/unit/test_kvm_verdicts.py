@@ -49,16 +49,42 @@ def test_a_note_round_trips_and_holds_only_for_its_boot() -> None:
     note = format_verdict(BOOT, result)
     assert parse_verdict(note, BOOT) == result
     assert parse_verdict(note, "another-boot") is None
-    assert parse_verdict(f"{BOOT} maybe so", BOOT) is None
-    assert parse_verdict("", BOOT) is None
+    assert parse_verdict(f"{BOOT} maybe so".encode(), BOOT) is None
+    assert parse_verdict(b"", BOOT) is None
 
 
-def test_a_planted_reason_reaches_no_terminal_as_control_characters() -> None:
-    found = parse_verdict(f"{BOOT} no \x1b]0;owned\x07KVM \x1b[2Jbroken", BOOT)
+def test_a_planted_reason_reaches_no_terminal_as_control_characters_or_lines() -> None:
+    found = parse_verdict(
+        f"{BOOT} no \x1b]0;owned\x07KVM \x1b[2Jbroken\nbootc-box: error: fake".encode(), BOOT
+    )
     assert found is not None
     assert "\x1b" not in found.reason
     assert "\x07" not in found.reason
-    assert found.reason.endswith("KVM broken")
+    assert "\n" not in found.reason
+    assert found.reason.startswith("KVM broken bootc-box")
+
+
+def test_a_note_cut_inside_a_character_is_still_read() -> None:
+    note = format_verdict(BOOT, ProbeResult(False, "KVM internal error " + "\u00e9" * 200))
+    assert len(note) == 200
+    found = parse_verdict(note, BOOT)
+    assert found is not None
+    assert found.reason.startswith("KVM internal error")
+
+
+def test_a_planted_link_for_the_directory_costs_a_probe_not_the_run(
+    cache: Path, tmp_path: Path
+) -> None:
+    cache.parent.mkdir(parents=True)
+    cache.symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    record_verdict(NATIVE, "k", BOOT, ProbeResult(True, "ran"))
+    assert find_verdict(NATIVE, "k", BOOT) is None
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_note_is_whole_or_absent_and_leaves_no_partial_file(cache: Path) -> None:
+    record_verdict(NATIVE, "k", BOOT, ProbeResult(True, "ran"))
+    assert [p.name for p in cache.iterdir()] == ["k"]
 
 
 def test_only_a_lasting_verdict_is_kept_and_the_first_writer_wins(cache: Path) -> None:
@@ -86,9 +112,11 @@ def test_a_planted_link_or_fifo_is_neither_followed_nor_written_through(
 def test_a_big_note_is_not_read_whole(cache: Path) -> None:
     cache.mkdir(parents=True)
     (cache / "big").write_text(f"{BOOT} no " + "x" * 10_000_000)
+    (cache / ".k.partial-0000").write_text("a run that died while writing")
     found = find_verdict(NATIVE, "big", BOOT)
     assert found is not None
     assert len(found.reason) < 200
+    assert find_verdict(NATIVE, "k", BOOT) is None
 
 
 def test_prune_keeps_only_this_boots_verdicts(cache: Path) -> None:

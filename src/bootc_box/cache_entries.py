@@ -8,12 +8,14 @@ holds that lock exclusively, so nobody deletes an entry under a reader; and
 one run at a time creates an entry, holding `KEY.<verb>.lock`, which no
 reader ever holds, so creating never waits for readers."""
 
+import contextlib
 import errno
 import fcntl
 import io
 import json
 import logging
 import os
+import secrets
 import shutil
 import stat
 import tempfile
@@ -74,6 +76,27 @@ def open_regular(path: Path) -> io.BufferedReader:
 def read_regular(path: Path) -> bytes:
     with open_regular(path) as file:
         return file.read()
+
+
+def write_note_once(path: Path, data: bytes) -> bool:
+    """Write a small note whole or not at all, unless something is at
+    `path` already (another run's note, or a link planted there, which is
+    never followed): whether it was written. A partial file next to it is
+    linked into place, so that the first of runs writing at once wins."""
+    partial = path.with_name(f".{path.name}.partial-{secrets.token_hex(4)}")
+    # O_EXCL: an existing name, a link too, is never opened.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(partial, flags, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as note:
+            note.write(data)
+        os.link(partial, path, follow_symlinks=False)
+    except (FileExistsError, FileNotFoundError):  # theirs, or a prune took ours
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+    return True
 
 
 # Every entry's record of what it holds.

@@ -13,14 +13,12 @@ use KVM where it fails (they stop with QEMU's error) or TCG where KVM works
 (slower), nothing more; it is read without following links, 200 bytes at
 most, and its reason is shown with control characters taken out."""
 
-import contextlib
 import hashlib
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from bootc_box.cache_entries import cache_dir, open_regular, remove_entry
+from bootc_box.cache_entries import cache_dir, open_regular, remove_entry, write_note_once
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.terminal import printable
@@ -86,22 +84,9 @@ def record_verdict(env: Environment, key: str, boot_id: str, result: ProbeResult
     try:
         directory = cache_dir(env, VERDICTS)
         directory.mkdir(parents=True, exist_ok=True)
-        partial = directory / f".{key}.partial-{secrets.token_hex(4)}"
-        # O_EXCL: an existing name, a link too, is never opened.
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(partial, flags, 0o644)
+        write_note_once(directory / key, format_verdict(boot_id, result))
     except (OSError, BootcBoxError):
-        return
-    try:
-        with os.fdopen(fd, "wb") as note:
-            note.write(format_verdict(boot_id, result))
-        # link, not rename: a note already there (another run's) stays.
-        os.link(partial, directory / key, follow_symlinks=False)
-    except OSError:
         pass
-    finally:
-        with contextlib.suppress(OSError):
-            partial.unlink()
 
 
 def prune_verdicts(env: Environment, boot_id: str) -> int:

@@ -32,6 +32,7 @@ from bootc_box.cache_entries import (
     read_regular,
     remove_entry,
     write_manifest,
+    write_note_once,
 )
 from bootc_box.credentials import Login, new_login, write_private
 from bootc_box.environment import Environment
@@ -311,15 +312,7 @@ def seen_before(env: Environment, key: str, image_id: str) -> bool:
     note planted in a shared cache costs a save at most."""
     directory = cache_dir(env, SEEN)
     directory.mkdir(parents=True, exist_ok=True)
-    try:
-        # O_EXCL: an existing name, a link too, is never opened.
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(directory / key, flags, 0o644)
-    except FileExistsError:
-        return True
-    with os.fdopen(fd, "w") as note:
-        note.write(image_id)
-    return False
+    return not write_note_once(directory / key, image_id.encode())
 
 
 def prune_seen(env: Environment, keep_images: set[str]) -> int:

@@ -23,7 +23,15 @@ from bootc_box.progress import Progress
 from bootc_box.qmp import qmp_execute
 from bootc_box.run_spec import RunSpec
 from bootc_box.serial_exec import Session
-from bootc_box.ssh import Answer, FirstLogin, SshTarget, master_socket, public_key, ssh_ready
+from bootc_box.ssh import (
+    Answer,
+    FirstLogin,
+    SshTarget,
+    master_socket,
+    public_key,
+    server_speaks,
+    ssh_ready,
+)
 from bootc_box.vms import VmEntry, VmState
 from bootc_box.warm import Start
 
@@ -34,6 +42,11 @@ log = logging.getLogger(__name__)
 RESTORE_TIMEOUT = 60.0
 # Seconds a guest that began to reboot gets to reset its machine.
 REBOOT_GRACE = 120.0
+# A booting guest is asked this often whether its sshd speaks yet (a cheap
+# connection), and how long each ask waits for its banner; only then does
+# a login try, each of which costs a process and up to ConnectTimeout.
+BANNER_INTERVAL = 0.25
+BANNER_WAIT = 1.0
 
 
 class RestoreFailed(BootAgain):
@@ -189,6 +202,10 @@ def wait_for_guest(
         if failures:
             failures.news.skip()
     how = "say it was ready over virtio-serial" if serial else "answer SSH"
+    # A restored guest's sshd listens already, and a serial port is asked
+    # for a second at a time: only a booting guest's sshd is waited for.
+    by_banner = not (serial or start.restore)
+    port = machine.spec.network.ssh_port
 
     def booted() -> bool:
         try:
@@ -199,7 +216,7 @@ def wait_for_guest(
                     "the guest's CPUs stalled while booting",
                     "rerun; if it keeps happening, try --cpus 1 or a host with KVM",
                 )
-            if answered():
+            if (not by_banner or server_speaks(port, BANNER_WAIT)) and answered():
                 return True
             failed = failures.failure(now) if failures else None
             if failed is not None:
@@ -232,9 +249,8 @@ def wait_for_guest(
         booted,
         machine.qemu,
         min(spec.machine.timeout, RESTORE_TIMEOUT) if start.restore else spec.machine.timeout,
-        # A restored guest answers within a second or two: ask it often. A
-        # serial port is asked for a second at a time already.
-        interval=0.1 if start.restore or serial else 1.0,
+        # A restored guest answers within a second or two: ask it often.
+        interval=BANNER_INTERVAL if by_banner else 0.1,
         on_exit=stopped,
         on_timeout=timed_out,
         on_tick=report_waiting(f"Waiting for the VM to {how}"),

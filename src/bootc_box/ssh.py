@@ -6,6 +6,7 @@ import logging
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -199,6 +200,20 @@ def ssh_ready(target: SshTarget) -> Answer:
     if KEY_REFUSED.encode() in result.stderr:
         return Answer.KEY_REFUSED
     return Answer.NOT_YET
+
+
+def server_speaks(port: int, timeout: float) -> bool:
+    """Whether a server on 127.0.0.1:`port` sends anything within `timeout`:
+    an SSH server speaks first (RFC 4253, 4.2), so a login may now work.
+    The forwarded port accepts connections before the guest has its address,
+    and a login that meets one waits its whole ConnectTimeout for a banner
+    that never comes. What the guest sent is not looked at, only that it
+    sent something."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+            return conn.recv(1) != b""
+    except OSError:  # refused, reset, timed out
+        return False
 
 
 class FirstLogin:

@@ -1,7 +1,10 @@
 import dataclasses
 import shlex
+import socket
 import subprocess
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from bootc_box.ssh import (
     check_private_key,
     master_socket,
     remote_command,
+    server_speaks,
     ssh_argv,
     ssh_config,
 )
@@ -199,3 +203,47 @@ def test_several_arguments_are_a_program_and_its_arguments(tmp_path: Path) -> No
 )
 def test_remote_command(command: list[str], remote: str) -> None:
     assert remote_command(command) == remote
+
+
+def listening(reply: bytes | None) -> tuple[socket.socket, threading.Thread]:
+    """A server on a free loopback port that sends `reply` to its first
+    client and closes, or (None) says nothing until the client leaves."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            if reply is None:
+                conn.recv(1)  # until the client closes
+            else:
+                conn.sendall(reply)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return server, thread
+
+
+@pytest.mark.parametrize(
+    ("reply", "speaks"),
+    [(b"SSH-2.0-OpenSSH_10.0\r\n", True), (b"", False), (None, False)],
+    ids=["banner", "closed-at-once", "silent"],
+)
+def test_only_a_server_that_says_something_is_worth_a_login(
+    reply: bytes | None, speaks: bool
+) -> None:
+    """As the forwarded port of a guest whose sshd listens (banner), whose
+    network is up but sshd is not (closed at once), and that has no address
+    yet (silent: the forwarder holds the connection)."""
+    server, thread = listening(reply)
+    with server:
+        began = time.monotonic()
+        assert server_speaks(server.getsockname()[1], timeout=0.5) is speaks
+        assert time.monotonic() - began < 5
+        thread.join(timeout=5)
+        assert not thread.is_alive()
+
+
+def test_nothing_listening_is_no_answer() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+    assert server_speaks(port, timeout=0.5) is False

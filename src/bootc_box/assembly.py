@@ -36,11 +36,18 @@ class Prepared:
     # Over virtio-serial: the credentials that give the guest bootc-box's unit.
     transport: Transport = Transport.SSH
     exec_credentials: tuple[Path, ...] = ()
+    # Over SSH, with the unit beside sshd for restored runs (serial_exec.py).
+    agent: bool = False
     # --set-credential, --systemd-units...: the user's credentials, as files.
     provision_credentials: tuple[Path, ...] = ()
     # More disks: to-disk's output, --mount-disk-file's, --add-swap's.
     disks: tuple[Disk, ...] = ()
     fw_cfg: tuple[tuple[str, Path], ...] = ()
+
+    @property
+    def has_ports(self) -> bool:
+        """Whether the guest gets bootc-box's unit and its virtio-serial ports."""
+        return self.transport is Transport.SERIAL or self.agent
 
     def retaken(self) -> "Prepared":
         """Ready for another attempt: the boot files held again, after an
@@ -86,7 +93,7 @@ def vm_spec(
         prealloc=prealloc,
         disks=prepared.disks,
         fw_cfg=prepared.fw_cfg,
-        ports=serial_ports(workdir) if prepared.transport is Transport.SERIAL else (),
+        ports=serial_ports(workdir) if prepared.has_ports else (),
         reboot=spec.keeps_running,
     )
 

@@ -50,6 +50,7 @@ from bootc_box.run_spec import (
     what_to_boot,
 )
 from bootc_box.signals import Terminated, raise_on_sigterm
+from bootc_box.terminal import stdin_is_null
 from bootc_box.todisk import FILESYSTEMS, InstallSpec, ToDiskSpec, run_to_disk
 from bootc_box.transfer import run_cp
 from bootc_box.virtiofsd import SANDBOX_CHOICES, SANDBOX_VARIABLE
@@ -496,6 +497,7 @@ def run(
         stop_timeout=float(stop_timeout),
         warm=WarmStarts(warm),
         exec_transport=Transport(exec_transport),
+        no_input=stdin_is_null(),
     )
     sys.exit(run_persistent(spec) if persistent else run_vm(spec))
 

@@ -22,7 +22,7 @@ from bootc_box.processes import last_line, wait_until
 from bootc_box.progress import Progress
 from bootc_box.qmp import qmp_execute
 from bootc_box.run_spec import RunSpec
-from bootc_box.serial_exec import Session
+from bootc_box.serial_exec import AGENT_WAIT, Session
 from bootc_box.ssh import (
     Answer,
     FirstLogin,
@@ -88,12 +88,14 @@ def come_up(
     image_id: str,
     progress: Progress,
     connection: ExitStack | None = None,
+    agent: Session | None = None,
 ) -> Up:
     """From a started QEMU to a guest that lets the run's `key` in: load
     the saved state, or wait for the boot and save it (as a state of
-    `image_id`); then give the guest its own identity if it began as a
-    snapshot's. With `connection`, the login that does so stays open until
-    that closes, and the target returned logs in through it."""
+    `image_id`, with the `agent` unit waiting, if the guest has one); then
+    give the guest its own identity if it began as a snapshot's. With
+    `connection`, the login that does so stays open until that closes, and
+    the target returned logs in through it."""
     if start.restore:
         restore(start, machine)
     target = SshTarget(
@@ -103,9 +105,18 @@ def come_up(
         login = FirstLogin(target, machine.spec.console_log.with_name("known_hosts"))
         wait_for_guest(spec, start, machine, login)
         target = login.target
-        progress.begin("save")
         assert target.host_key, "a login checked or learnt the saved guest's host key"
-        save_for_later(spec, image_id, start, machine, target.host_key)
+        if agent is None or agent.said("ready", AGENT_WAIT):
+            progress.begin("save")
+            save_for_later(spec, image_id, start, machine, target.host_key)
+        else:
+            # Restored runs would send their commands to a unit that is not there.
+            log.warning(
+                "bootc-box's unit in the guest did not say it was ready within %.0f s of SSH;"
+                " the VM's state is not saved for later runs",
+                AGENT_WAIT,
+            )
+            start.save.abandon()
     if host_keys is not None:
         progress.begin("ssh")
         run_key = public_key(key)

@@ -48,10 +48,12 @@ from bootc_box.qemu import require_qemu, scratch_root
 from bootc_box.run_spec import DiskSource, ImageSource, RunSpec, Transport, WarmStarts
 from bootc_box.serial_exec import (
     CommandUnstarted,
+    Session,
     choose_transport,
     guest_credentials,
     run_serial_command,
     start_session,
+    wants_agent,
 )
 from bootc_box.snapshots import discard_snapshot, program_versions, snapshot_key
 from bootc_box.ssh import check_private_key, connect
@@ -138,17 +140,12 @@ def supervise(spec: RunSpec, env: Environment, qemu: str, directory: Path) -> in
         warm = None
         # A disk changes under a saved state: disk boots and runs with disks
         # attached always boot.
-        if (
-            spec.warm is not WarmStarts.NEVER
-            and env.cache_kept
-            and isinstance(prepared.boot, KernelBoot)
-            and not prepared.disks
-        ):
+        if may_warm(spec, env) and isinstance(prepared.boot, KernelBoot) and not prepared.disks:
             versions = program_versions(qemu, find_virtiofsd() or Path("virtiofsd"), prepared.accel)
             if spec.machine.provision:
                 # The saved guest read these when it booted.
                 versions["provision"] = spec.machine.provision.digest()
-            if prepared.transport is Transport.SERIAL:
+            if prepared.has_ports:
                 # The saved guest runs this unit's script: a state saved
                 # with another script would not understand the host.
                 versions["serial unit"] = serial_exec.guest_digest()
@@ -180,6 +177,12 @@ def supervise(spec: RunSpec, env: Environment, qemu: str, directory: Path) -> in
     raise AssertionError("unreachable")
 
 
+def may_warm(spec: RunSpec, env: Environment) -> bool:
+    """Whether saved states may serve `spec`'s image runs: warm starts not
+    turned off, and a /cache kept between runs."""
+    return spec.warm is not WarmStarts.NEVER and env.cache_kept
+
+
 def prepare_image(
     spec: RunSpec,
     image: str,
@@ -202,19 +205,22 @@ def prepare_image(
     lease = stack.enter_context(BootFilesLease(env, image_id, root, image))
     files = lease.take()
     transport = choose_transport(spec.exec_transport, root, image, spec.needs_login)
-    serial = transport is Transport.SERIAL
+    agent = wants_agent(transport, root, may_save=may_warm(spec, env))
+    unit = transport is Transport.SERIAL or agent
     kargs = (
         *files.kargs,
         *bind_kargs(spec.binds),
         *image_kargs(root, image),
-        *((serial_exec.KARG,) if serial else ()),
+        *((serial_exec.KARG,) if unit else ()),
         *spec.machine.kargs,
     )
     boot = KernelBoot(files.kernel, files.initramfs, Path("rootfs.sock"), kargs, files.kver)
     accel = choose_accel(spec.machine.accel, qemu, boot, env)
     login = new_login(vm.directory, spec.ssh_key)
-    exec_credentials = guest_credentials(vm.directory) if serial else ()
-    return Prepared(login, qemu, accel, boot, image_id, root, lease, transport, exec_credentials)
+    exec_credentials = guest_credentials(vm.directory) if unit else ()
+    return Prepared(
+        login, qemu, accel, boot, image_id, root, lease, transport, exec_credentials, agent
+    )
 
 
 def prepare_disk(
@@ -288,7 +294,11 @@ def boot_and_run(
         else nullcontext() as follower,
     ):
         fresh = start.login.key == prepared.login.key
-        serial = prepared.transport is Transport.SERIAL
+        # A restored guest with the agent waiting runs a command that needs
+        # no login over it: no SSH handshake, no new identity to give.
+        serial = prepared.transport is Transport.SERIAL or (
+            prepared.agent and start.restore is not None and spec.needs_no_login
+        )
         host_keys = None if fresh or serial else making.submit(new_host_keys)
         with (
             start_machine(
@@ -310,8 +320,16 @@ def boot_and_run(
             vm.update(
                 state=VmState.BOOTING, ssh_port=machine_spec.network.ssh_port, start=start.kind
             )
+            # Connected for as long as QEMU runs: the guest's unit reads a
+            # port whose host end is closed as its end.
+            session = (
+                held.enter_context(start_session(machine.spec.ports))
+                if prepared.has_ports
+                else None
+            )
             if serial:
-                return run_over_serial(spec, prepared, start, machine, progress=progress)
+                assert session is not None
+                return run_over_serial(spec, prepared, start, machine, session, progress=progress)
             # The command goes through the login that made the guest its
             # own: one SSH handshake instead of two.
             connection = None if spec.keeps_running else held
@@ -324,6 +342,7 @@ def boot_and_run(
                 image_id=prepared.image_id,
                 progress=progress,
                 connection=connection,
+                agent=session,
             )
             log.info("%s", progress.done(start.kind))
             vm.update(state=VmState.RUNNING, ssh_host_key=up.target.host_key or "")
@@ -339,18 +358,25 @@ def boot_and_run(
 
 
 def run_over_serial(
-    spec: RunSpec, prepared: Prepared, start: Start, machine: Machine, *, progress: Progress
+    spec: RunSpec,
+    prepared: Prepared,
+    start: Start,
+    machine: Machine,
+    session: Session,
+    *,
+    progress: Progress,
 ) -> int:
     """Bring the guest up to where it waits for its command, then run the
     command in it over virtio-serial (serial_exec.py)."""
-    with start_session(machine.spec.ports) as session:
-        come_up_serial(spec, start, machine, session, image_id=prepared.image_id, progress=progress)
-        log.info("%s", progress.done(start.kind))
-        try:
-            return run_serial_command(
-                session, spec.command, machine, out=sys.stdout.buffer, err=sys.stderr.buffer
-            )
-        except CommandUnstarted as e:
-            if start.restore:
-                raise RestoreFailed(e.message) from e
-            raise
+    come_up_serial(spec, start, machine, session, image_id=prepared.image_id, progress=progress)
+    log.info("%s", progress.done(start.kind))
+    if prepared.agent:
+        log.info("Running the command over virtio-serial: it needs no login (no terminal, no -i)")
+    try:
+        return run_serial_command(
+            session, spec.command, machine, out=sys.stdout.buffer, err=sys.stderr.buffer
+        )
+    except CommandUnstarted as e:
+        if start.restore:
+            raise RestoreFailed(e.message) from e
+        raise

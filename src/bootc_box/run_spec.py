@@ -75,6 +75,8 @@ class RunSpec:
     # What the run boots, in messages and `list`, when not IMAGE or the disk.
     label: str = ""
     exec_transport: Transport = Transport.AUTO
+    # The command's stdin is /dev/null (podman run without -i): it reads nothing.
+    no_input: bool = False
 
     @property
     def title(self) -> str:
@@ -88,6 +90,18 @@ class RunSpec:
     def needs_login(self) -> bool:
         """A shell, or a VM that stays up: what only sshd can give."""
         return self.detach or not self.command
+
+    @property
+    def needs_no_login(self) -> bool:
+        """A command that asks nothing of an SSH login: no terminal, no
+        input, no VM that stays up, no transport named. A restored guest
+        with bootc-box's agent runs it over virtio-serial (serial_exec.py)."""
+        return (
+            bool(self.command)
+            and not (self.tty or self.keeps_running)
+            and self.no_input
+            and self.exec_transport is Transport.AUTO
+        )
 
     @property
     def keeps_running(self) -> bool:

@@ -7,7 +7,13 @@ The guest says `ready` on the control port once it is up, then waits for
 one line: the host's time and the command. So a cold boot can be saved at
 `ready` and the saved state serve every later run of the image, whatever its
 command. The command's stdout and stderr have a port each; its exit status
-comes back on the control port, and the guest powers off."""
+comes back on the control port, and the guest powers off.
+
+An image with sshd gets the unit too when its state may be saved (the
+agent): the state is saved with the unit waiting, and a restored run whose
+command needs no login (no terminal, no input, no VM that stays up) runs it
+over the ports, without the SSH login that costs most of a warm run under
+TCG. Other runs restored from that state log in over SSH as before."""
 
 import base64
 import hashlib
@@ -78,12 +84,50 @@ systemctl --no-block poweroff
 """
 
 SSHD_BINARIES = ("usr/sbin/sshd", "usr/bin/sshd", "sbin/sshd")
+# Where distributions keep systemd's shared library, named for its version.
+SYSTEMD_LIB_DIRS = (
+    "usr/lib/systemd",
+    "usr/lib64/systemd",
+    "usr/lib/x86_64-linux-gnu/systemd",
+    "usr/lib/aarch64-linux-gnu/systemd",
+)
+# systemd.extra-unit.* credentials: the first systemd that takes the unit.
+AGENT_SYSTEMD = 256
+# How long a booted guest's unit may take to say it is ready once SSH
+# answered: both come with the boot's target, give or take a unit.
+AGENT_WAIT = 30.0
 
 
 def image_has_sshd(root: Path) -> bool:
     """Whether the image at `root` ships an sshd program (inside the image:
     a link is followed as the image sees it)."""
     return any(resolve_in_root(root, root / path).is_file() for path in SSHD_BINARIES)
+
+
+def find_systemd_version(root: Path) -> int | None:
+    """The version of the image's systemd, from the name of its shared
+    library (libsystemd-shared-257.so, or -257.13-1.fc42.so); None when no
+    such library is where distributions keep it. Names only: nothing the
+    image holds is read."""
+    versions = []
+    for place in SYSTEMD_LIB_DIRS:
+        directory = resolve_in_root(root, root / place)
+        if not directory.is_dir() or directory.is_symlink():
+            continue
+        for path in directory.glob("libsystemd-shared-*.so"):
+            number = path.name.removeprefix("libsystemd-shared-").split(".")[0].split("-")[0]
+            if number.isdigit() and len(number) <= 4:
+                versions.append(int(number))
+    return max(versions, default=None)
+
+
+def wants_agent(transport: Transport, root: Path, *, may_save: bool) -> bool:
+    """Whether an image's boots get the unit as an agent beside sshd: when a
+    state of them may be saved, and the image's systemd can take the unit."""
+    if transport is not Transport.SSH or not may_save:
+        return False
+    version = find_systemd_version(root)
+    return version is not None and version >= AGENT_SYSTEMD
 
 
 def choose_transport(choice: Transport, root: Path, image: str, needs_login: bool) -> Transport:
@@ -120,10 +164,11 @@ def serial_ports(workdir: Path) -> tuple[tuple[str, Path], ...]:
 
 
 def command_line(command: tuple[str, ...], now: float, token: bytes) -> bytes:
-    """What the host sends: its time, the token that ends the output
-    streams (StreamEnd), and the command as ssh would pass it."""
+    """What the host sends: its time (to the millisecond: a restored guest's
+    clock is that of its save), the token that ends the output streams
+    (StreamEnd), and the command as ssh would pass it."""
     encoded = base64.b64encode(remote_command(command).encode()).decode("ascii")
-    return f"{int(now)} {token.decode('ascii')} {encoded}\n".encode()
+    return f"{now:.3f} {token.decode('ascii')} {encoded}\n".encode()
 
 
 def parse_status(line: str) -> int | None:
@@ -215,7 +260,11 @@ class StreamEnd:
         if at >= 0:
             self.ended = True
             return self.held[:at]
-        cut = max(0, len(self.held) - (len(self.token) - 1))
+        # The longest end of what came that the token could go on from: a
+        # command's "started\n" is passed on at once, not held until more.
+        longest = min(len(self.token) - 1, len(self.held))
+        keep = next((k for k in range(longest, 0, -1) if self.held.endswith(self.token[:k])), 0)
+        cut = len(self.held) - keep
         out, self.held = self.held[:cut], self.held[cut:]
         return out
 

@@ -8,7 +8,9 @@ sequences dropped whole, and every other C0 and C1 control but newline
 and tab dropped."""
 
 import codecs
+import os
 import re
+import stat
 from typing import BinaryIO
 
 # Dropped whole, so that their parameters do not show as text: CSI (ESC [,
@@ -57,3 +59,13 @@ class PrintableWriter:
     def _put(self, text: str) -> None:
         self.out.write(printable(text).encode())
         self.out.flush()
+
+
+def stdin_is_null() -> bool:
+    """Whether our stdin is /dev/null, or closed: what `podman run` without
+    -i gives the box. Nothing a command could read comes from it."""
+    try:
+        ours, null = os.fstat(0), os.stat(os.devnull)
+    except OSError:  # fd 0 closed
+        return True
+    return stat.S_ISCHR(ours.st_mode) and ours.st_rdev == null.st_rdev

@@ -36,12 +36,17 @@ def stop_when(container: str, cache: CacheVolume, log_text: str, command: str) -
 
 
 @pytest.mark.parametrize(
-    ("moment", "log_text"),
-    [("during boot", "bootc-box: Booting"), ("during the command", "command-started")],
+    ("moment", "log_text", "volume"),
+    [
+        ("during boot", "bootc-box: Booting", "cache_volume"),
+        # Restored: the command is the subject, not the boot.
+        ("during the command", "command-started", "warm_volume"),
+    ],
 )
 def test_podman_stop_powers_off_and_cleans_up(
-    moment: str, log_text: str, container: str, cache_volume: CacheVolume
+    moment: str, log_text: str, volume: str, container: str, request: pytest.FixtureRequest
 ) -> None:
+    cache_volume: CacheVolume = request.getfixturevalue(volume)
     before = host_state()
     status = stop_when(container, cache_volume, log_text, "echo command-started; exec sleep 600")
     # 143 is our own clean exit on SIGTERM; 137 would mean podman had to kill us.

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bootc_box.network import free_port
+from bootc_box.snapshots import HOST_KEY
 from bootc_box.ssh import SshTarget, ssh_argv
 from tests.e2e.conftest import (
     BOOT_DEADLINE,
@@ -82,6 +83,37 @@ def test_a_later_run_restores_and_sees_nothing_an_earlier_run_wrote(warm: Warm) 
     )
     assert ", restored (" in result.stderr
     assert result.stdout.strip() == "clean"
+
+
+def test_a_restored_command_that_needs_no_login_skips_it_and_one_given_input_logs_in(
+    warm: Warm,
+) -> None:
+    """Without -i (stdin is /dev/null) the command goes to the unit the
+    state was saved with, waiting beside sshd; with -i its input reaches it
+    over SSH, in a guest made its own machine first (new host keys)."""
+    before = time.time()
+    quiet = run_box(warm.volume, "run", FIXTURE, "--", "sh", "-c", "date +%s.%N; echo $HOME")
+    after = time.time()
+    assert quiet.returncode == 0, quiet.stderr
+    assert ", restored (" in quiet.stderr
+    assert "Running the command over virtio-serial" in quiet.stderr
+    clock, home = quiet.stdout.split()
+    assert before - 1 <= float(clock) <= after + 1  # the host's time, to the millisecond
+    assert home == "/root"
+
+    script = "read -r line; echo got=$line; cat /etc/ssh/ssh_host_ed25519_key.pub"
+    given = subprocess.run(
+        box_argv("run", FIXTURE, "--", "sh", "-c", script,
+                 volume=warm.volume.name, options=("--rm", "-i")),
+        input="hello\n", capture_output=True, text=True, check=False, timeout=BOOT_DEADLINE,
+    )  # fmt: skip
+    assert given.returncode == 0, given.stderr
+    assert ", restored (" in given.stderr
+    assert "virtio-serial" not in given.stderr
+    got, host_key = given.stdout.splitlines()
+    assert got == "got=hello"
+    saved = (warm.entry() / HOST_KEY).read_text().split()[:2]
+    assert host_key.split()[:2] != saved
 
 
 @dataclass(frozen=True)

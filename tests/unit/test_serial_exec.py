@@ -3,6 +3,7 @@ given, the line the host sends, and the host's ends of the ports (real
 sockets standing in for QEMU's: the guest side is tests/e2e/test_images.py)."""
 
 import base64
+import dataclasses
 import io
 import shlex
 import socket
@@ -27,11 +28,13 @@ from bootc_box.serial_exec import (
     StreamEnd,
     choose_transport,
     command_line,
+    find_systemd_version,
     guest_credentials,
     image_has_sshd,
     parse_status,
     serial_ports,
     start_output_copies,
+    wants_agent,
 )
 from bootc_box.snapshots import machine_argv
 from tests.unit.test_launch import credential_value
@@ -81,7 +84,7 @@ def test_the_command_goes_as_ssh_would_pass_it_with_the_hosts_time() -> None:
     command = ("sh", "-c", "echo 'a b' $HOME; exit 3")
     line = command_line(command, 1733380000.7, b"f00d").decode()
     now, token, encoded = line.rstrip("\n").split(" ")
-    assert (now, token) == ("1733380000", "f00d")
+    assert (now, token) == ("1733380000.700", "f00d")
     assert base64.b64decode(encoded).decode() == shlex.join(command)
     # One argument is a command line for the guest's shell, as over ssh.
     one = command_line(("echo a; exit 4",), 0, b"f00d").decode().split(" ")[2]
@@ -194,6 +197,16 @@ def test_a_stream_ends_at_its_token_whatever_the_pieces(pieces: int) -> None:
     assert end.feed(b"more") == b""
 
 
+def test_output_that_cannot_begin_the_token_is_passed_on_at_once() -> None:
+    """A long-running command's first line shows as it is written, not
+    once 31 more bytes came; only what the token could go on from waits."""
+    end = StreamEnd(TOKEN)
+    assert end.feed(b"command-started\n") == b"command-started\n"
+    assert end.feed(b"next " + TOKEN[:5]) == b"next "
+    assert end.feed(TOKEN[5:9] + b"!") == TOKEN[:9] + b"!"
+    assert not end.ended
+
+
 def test_output_is_copied_whole_up_to_the_token(
     session: tuple[Session, list[socket.socket]],
 ) -> None:
@@ -261,3 +274,89 @@ def test_a_guest_that_boots_but_never_starts_our_unit_says_what_it_needs(tmp_pat
     assert old.message.startswith("the guest's systemd did not take bootc-box's command unit")
     # Over SSH, the same line means nothing.
     assert FailureWatch(console).failure(0) is None
+
+
+def add_systemd(root: Path, place: str, name: str) -> None:
+    (root / place).mkdir(parents=True)
+    (root / place / name).write_bytes(b"")
+
+
+@pytest.mark.parametrize(
+    ("place", "name", "version"),
+    [
+        ("usr/lib/x86_64-linux-gnu/systemd", "libsystemd-shared-257.so", 257),  # Debian
+        ("usr/lib64/systemd", "libsystemd-shared-256.11-1.fc41.so", 256),  # Fedora
+        ("usr/lib/systemd", "libsystemd-shared-252-46.el9.so", 252),  # RHEL 9
+        ("usr/lib/systemd", "libsystemd-shared-x.so", None),
+        ("usr/share/systemd", "libsystemd-shared-257.so", None),  # not where it lives
+    ],
+)
+def test_the_images_systemd_version_comes_from_its_librarys_name(
+    tmp_path: Path, place: str, name: str, version: int | None
+) -> None:
+    add_systemd(tmp_path, place, name)
+    assert find_systemd_version(tmp_path) == version
+
+
+def test_a_library_directory_linked_out_of_the_image_is_looked_for_inside_it(
+    tmp_path: Path,
+) -> None:
+    host = tmp_path / "host"
+    add_systemd(host, "usr/lib/systemd", "libsystemd-shared-999.so")
+    root = tmp_path / "root"
+    (root / "usr/lib").mkdir(parents=True)
+    (root / "usr/lib/systemd").symlink_to(host / "usr/lib/systemd")
+    assert find_systemd_version(root) is None
+
+
+@pytest.mark.parametrize(
+    ("transport", "may_save", "library", "agent"),
+    [
+        (Transport.SSH, True, "libsystemd-shared-256.so", True),
+        (Transport.SSH, True, "libsystemd-shared-255.so", False),  # no extra-unit credentials
+        (Transport.SSH, False, "libsystemd-shared-257.so", False),  # no state to serve
+        (Transport.SERIAL, True, "libsystemd-shared-257.so", False),  # the unit is the transport
+    ],
+)
+def test_an_sshd_image_gets_the_agent_when_a_saved_state_could_use_it(
+    tmp_path: Path, transport: Transport, may_save: bool, library: str, agent: bool
+) -> None:
+    add_systemd(tmp_path, "usr/lib/systemd", library)
+    assert wants_agent(transport, tmp_path, may_save=may_save) is agent
+
+
+def test_an_agents_machine_has_the_ports_and_the_unit_as_a_serial_one_does(
+    tmp_path: Path,
+) -> None:
+    login = new_login(tmp_path)
+    boot = KernelBoot(Path("/k/vmlinuz"), Path("/k/initramfs.img"), Path("r.sock"), (KARG,))
+    spec = RunSpec(ImageSource("img"), command=("true",))
+    credentials = guest_credentials(tmp_path)
+
+    def machine(transport: Transport, agent: bool) -> list[str]:
+        prepared = Prepared(
+            login, "qemu", Accel.TCG, boot, transport=transport,
+            exec_credentials=credentials, agent=agent,
+        )  # fmt: skip
+        return machine_argv(vm_spec(spec, prepared, Path("/run/a"), 1))
+
+    assert machine(Transport.SSH, True) == machine(Transport.SERIAL, False)
+    assert "virtio-serial-pci,id=ports" not in machine(Transport.SSH, False)
+
+
+@pytest.mark.parametrize(
+    ("changes", "needs_no_login"),
+    [
+        ({}, True),
+        ({"tty": True}, False),
+        ({"no_input": False}, False),  # podman run -i: the command may read it
+        ({"command": ()}, False),  # a shell, or a VM that stays up
+        ({"detach": True}, False),
+        ({"exec_transport": Transport.SSH}, False),  # asked for by name
+    ],
+)
+def test_only_a_command_with_no_terminal_and_no_input_may_skip_the_login(
+    changes: dict[str, object], needs_no_login: bool
+) -> None:
+    spec = RunSpec(ImageSource("img"), command=("true",), no_input=True)
+    assert dataclasses.replace(spec, **changes).needs_no_login is needs_no_login  # type: ignore[arg-type]

@@ -1,4 +1,8 @@
 import io
+import subprocess
+import sys
+
+import pytest
 
 from bootc_box.terminal import PrintableWriter, printable
 from tests.unit.guest import HOSTILE, SHOWN
@@ -36,3 +40,28 @@ def test_bytes_split_anywhere_between_writes_show_the_same() -> None:
 def test_a_sequence_that_never_ends_shows_its_text_but_not_its_escape() -> None:
     assert shown(b"x\x1b]0;never ended") == b"x0;never ended"
     assert shown(b"x\x1b") == b"x"
+
+
+@pytest.mark.parametrize(
+    ("stdin", "null"),
+    [(subprocess.DEVNULL, True), (subprocess.PIPE, False)],
+    ids=["dev-null", "pipe"],
+)
+def test_stdin_is_null_only_when_it_is_dev_null(stdin: int, null: bool) -> None:
+    """In a process of its own, as the box's: podman run without -i gives /dev/null."""
+    script = "from bootc_box.terminal import stdin_is_null; print(stdin_is_null())"
+    result = subprocess.run(
+        [sys.executable, "-c", script], stdin=stdin, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == str(null)
+
+
+def test_a_closed_stdin_is_null() -> None:
+    script = (
+        "import os; os.close(0)\n"
+        "from bootc_box.terminal import stdin_is_null; print(stdin_is_null())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "True"

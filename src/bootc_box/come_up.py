@@ -106,17 +106,17 @@ def come_up(
         wait_for_guest(spec, start, machine, login)
         target = login.target
         assert target.host_key, "a login checked or learnt the saved guest's host key"
-        if agent is None or agent.said("ready", AGENT_WAIT):
-            progress.begin("save")
-            save_for_later(spec, image_id, start, machine, target.host_key)
-        else:
-            # Restored runs would send their commands to a unit that is not there.
+        # Saved either way: a state whose unit did not say it waits serves
+        # logins, and its restored runs do not send their commands to it.
+        ready = agent is not None and agent.said("ready", AGENT_WAIT)
+        if agent is not None and not ready:
             log.warning(
                 "bootc-box's unit in the guest did not say it was ready within %.0f s of SSH;"
-                " the VM's state is not saved for later runs",
+                " runs restored from this state log in over SSH",
                 AGENT_WAIT,
             )
-            start.save.abandon()
+        progress.begin("save")
+        save_for_later(spec, image_id, start, machine, target.host_key, agent=ready)
     if host_keys is not None:
         progress.begin("ssh")
         run_key = public_key(key)
@@ -187,7 +187,7 @@ def come_up_serial(
     wait_for_guest(spec, start, machine, lambda: session.said("ready", 1.0), serial=True)
     if start.save:
         progress.begin("save")
-        save_for_later(spec, image_id, start, machine, start.login.host_key)
+        save_for_later(spec, image_id, start, machine, start.login.host_key, agent=True)
 
 
 def wait_for_guest(
@@ -215,7 +215,7 @@ def wait_for_guest(
     how = "say it was ready over virtio-serial" if serial else "answer SSH"
     # A restored guest's sshd listens already, and a serial port is asked
     # for a second at a time: only a booting guest's sshd is waited for.
-    by_banner = not (serial or start.restore)
+    by_banner = not (serial or start.restore or answered_before)
     port = machine.spec.network.ssh_port
 
     def booted() -> bool:
@@ -269,16 +269,22 @@ def wait_for_guest(
 
 
 def save_for_later(
-    spec: RunSpec, image_id: str, start: Start, machine: Machine, host_key: str
+    spec: RunSpec,
+    image_id: str,
+    start: Start,
+    machine: Machine,
+    host_key: str,
+    *,
+    agent: bool = False,
 ) -> None:
     """Save the freshly booted guest for later runs, before any command of
-    this one touches it. A failed save costs the next run its warm start,
-    never this run."""
+    this one touches it (`agent`: with bootc-box's unit waiting for one). A
+    failed save costs the next run its warm start, never this run."""
     assert start.save is not None
     began = time.monotonic()
     try:
         save_state(machine.qmp_socket, machine.qemu, start.save.state)
-        start.save.commit(image_id, spec.title, machine.spec, start.versions, host_key)
+        start.save.commit(image_id, spec.title, machine.spec, start.versions, host_key, agent=agent)
     except (BootcBoxError, OSError, ValueError) as e:
         log.warning("could not save the VM's state for later runs: %s", e)
         start.save.abandon()  # another run may save it

@@ -138,8 +138,6 @@ def supervise(spec: RunSpec, env: Environment, qemu: str, directory: Path) -> in
             binds=tuple(str(b) for b in spec.binds),
         )
         warm = None
-        # A disk changes under a saved state: disk boots and runs with disks
-        # attached always boot.
         if may_warm(spec, env) and isinstance(prepared.boot, KernelBoot) and not prepared.disks:
             versions = program_versions(qemu, find_virtiofsd() or Path("virtiofsd"), prepared.accel)
             if spec.machine.provision:
@@ -179,8 +177,24 @@ def supervise(spec: RunSpec, env: Environment, qemu: str, directory: Path) -> in
 
 def may_warm(spec: RunSpec, env: Environment) -> bool:
     """Whether saved states may serve `spec`'s image runs: warm starts not
-    turned off, and a /cache kept between runs."""
-    return spec.warm is not WarmStarts.NEVER and env.cache_kept
+    turned off, a /cache kept between runs, and no disk attached (a disk
+    changes under a saved state: such runs always boot)."""
+    return (
+        spec.warm is not WarmStarts.NEVER
+        and env.cache_kept
+        and not (spec.disks or spec.machine.provision.adds_disks)
+    )
+
+
+def runs_over_serial(spec: RunSpec, prepared: Prepared, start: Start) -> bool:
+    """Whether the command goes over virtio-serial: always without sshd (or
+    when asked); else only from a restored guest saved with bootc-box's
+    unit waiting, for a command that needs no login: no SSH handshake and
+    no new identity to give, the most of a warm run under TCG."""
+    if prepared.transport is Transport.SERIAL:
+        return True
+    saved_waiting = prepared.agent and start.restore is not None and start.restore.agent
+    return saved_waiting and spec.needs_no_login
 
 
 def prepare_image(
@@ -294,11 +308,7 @@ def boot_and_run(
         else nullcontext() as follower,
     ):
         fresh = start.login.key == prepared.login.key
-        # A restored guest with the agent waiting runs a command that needs
-        # no login over it: no SSH handshake, no new identity to give.
-        serial = prepared.transport is Transport.SERIAL or (
-            prepared.agent and start.restore is not None and spec.needs_no_login
-        )
+        serial = runs_over_serial(spec, prepared, start)
         host_keys = None if fresh or serial else making.submit(new_host_keys)
         with (
             start_machine(

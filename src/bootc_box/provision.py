@@ -65,6 +65,11 @@ class Provision:
             or self.cloud_init
         )
 
+    @property
+    def adds_disks(self) -> bool:
+        """Whether the VM gets disks of the run's (launch.provide)."""
+        return bool(self.disk_files or self.swap_bytes or self.cloud_init)
+
     def guest_credentials(self) -> tuple[Credential, ...]:
         """Every credential the guest gets: the user's, then the units'."""
         units = (

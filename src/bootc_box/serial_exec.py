@@ -18,6 +18,7 @@ TCG. Other runs restored from that state log in over SSH as before."""
 import base64
 import hashlib
 import logging
+import re
 import secrets
 import socket
 import threading
@@ -62,19 +63,25 @@ StandardOutput=journal+console
 StandardError=journal+console
 """
 
-# The command runs as root from /root with no stdin, as a script of its own
-# (`sh FILE`, like ssh's `sh -c`): the host sends it base64-encoded, so one
-# line carries any command.
+# The command runs as root from /root with no stdin, in root's login shell
+# with -c, as sshd runs it (a warm run of an image with sshd goes here, its
+# cold run over SSH: both see the same shell): the host sends it
+# base64-encoded, so one line carries any command. The clock comes to the
+# millisecond; a date that takes no fraction (busybox) gets the second. An
+# image without sshd may give root no login shell: sh runs the command then.
 GUEST_SCRIPT = f"""set -u
 ports=/dev/virtio-ports
 exec 3<>"$ports/{CONTROL}"
 echo ready >&3
 read -r now token command <&3 || exit 1
-date -s "@$now" >/dev/null 2>&1 || :
+date -s "@$now" >/dev/null 2>&1 || date -s "@${{now%.*}}" >/dev/null 2>&1 || :
 echo started >&3
-printf '%s' "$command" | base64 -d > /run/bootc-box-command
+command=$(printf '%s' "$command" | base64 -d)
+shell=$(getent passwd root 2>/dev/null | cut -d: -f7)
+case $shell in */nologin | */false) shell=/bin/sh ;; esac
+[ -x "$shell" ] || shell=/bin/sh
 cd /root
-sh /run/bootc-box-command </dev/null >"$ports/{STDOUT}" 2>"$ports/{STDERR}"
+"$shell" -c "$command" </dev/null >"$ports/{STDOUT}" 2>"$ports/{STDERR}"
 status=$?
 # After the command's last byte on each port: the host stops reading there.
 printf '%s' "$token" >"$ports/{STDOUT}"
@@ -111,13 +118,16 @@ def find_systemd_version(root: Path) -> int | None:
     image holds is read."""
     versions = []
     for place in SYSTEMD_LIB_DIRS:
-        directory = resolve_in_root(root, root / place)
-        if not directory.is_dir() or directory.is_symlink():
+        try:
+            directory = resolve_in_root(root, root / place)
+            if not directory.is_dir() or directory.is_symlink():
+                continue
+            names = [path.name for path in directory.glob("libsystemd-shared-*.so")]
+        except (OSError, BootcBoxError):  # unreadable, or a loop of links
             continue
-        for path in directory.glob("libsystemd-shared-*.so"):
-            number = path.name.removeprefix("libsystemd-shared-").split(".")[0].split("-")[0]
-            if number.isdigit() and len(number) <= 4:
-                versions.append(int(number))
+        for name in names:
+            if number := re.match(r"libsystemd-shared-([0-9]{1,4})[.-]", name):
+                versions.append(int(number[1]))
     return max(versions, default=None)
 
 

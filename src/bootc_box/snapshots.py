@@ -127,6 +127,8 @@ class Manifest:
     versions: dict[str, str]
     state_size: int
     created: str
+    # bootc-box's unit was saved waiting for a command (serial_exec.py).
+    agent: bool = False
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,15 @@ class Snapshot:
     @property
     def host_key(self) -> Path:
         return self.directory / HOST_KEY
+
+    @property
+    def agent(self) -> bool:
+        """Whether the guest was saved with bootc-box's unit waiting for a
+        command; a manifest that cannot be read says no."""
+        try:
+            return read_manifest(self.directory, Manifest).agent
+        except (OSError, ValueError, TypeError):
+            return False
 
     def copy_out(self, workdir: Path) -> Login:
         """The credentials and the bootstrap key, copied into `workdir` for
@@ -219,11 +230,18 @@ class NewSnapshot:
         return self.partial / STATE
 
     def commit(
-        self, image_id: str, image: str, spec: QemuSpec, versions: dict[str, str], host_key: str
+        self,
+        image_id: str,
+        image: str,
+        spec: QemuSpec,
+        versions: dict[str, str],
+        host_key: str,
+        *,
+        agent: bool = False,
     ) -> Path:
         """Put the entry in place for the next runs, with the host key the
-        saved guest showed; returns the entry (the bootstrap key has moved
-        with it)."""
+        saved guest showed and whether its `agent` waits; returns the entry
+        (the bootstrap key has moved with it)."""
         (self.partial / HOST_KEY).write_text(checked_public_key(host_key) + "\n")
         manifest = Manifest(
             key=self.name,
@@ -235,6 +253,7 @@ class NewSnapshot:
             versions=versions,
             state_size=self.state.stat().st_size,
             created=datetime.now(UTC).isoformat(timespec="seconds"),
+            agent=agent,
         )
         write_manifest(self.partial, manifest)
         entry = self.entries.commit(self.partial, self.name)

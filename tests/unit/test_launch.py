@@ -1,7 +1,11 @@
 import base64
+import dataclasses
+import json
 import os
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from bootc_box.assembly import Prepared, file_servers, vm_spec
 from bootc_box.binds import parse_bind, squashed_to
@@ -9,10 +13,13 @@ from bootc_box.boot import Disk, Firmware, FirmwareBoot, KernelBoot
 from bootc_box.credentials import Login, new_login
 from bootc_box.environment import zero_is_host_root
 from bootc_box.images import PullOptions
+from bootc_box.launch import runs_over_serial
 from bootc_box.machine_options import MachineOptions
 from bootc_box.qemu import Accel, qemu_argv
-from bootc_box.run_spec import DiskSource, ImageSource, RunSpec, what_to_boot
+from bootc_box.run_spec import DiskSource, ImageSource, RunSpec, Transport, what_to_boot
+from bootc_box.snapshots import Manifest, Snapshot
 from bootc_box.ssh import generate_key, public_key
+from bootc_box.warm import Start
 
 
 def test_every_path_a_user_gives_is_made_absolute_before_a_supervisor_runs_in_slash() -> None:
@@ -147,3 +154,33 @@ def test_an_image_run_serves_its_root_and_each_bind_a_disk_boot_only_its_binds(
     spec = RunSpec(DiskSource(Disk(Path("/d.raw"))), binds=binds)
     servers = file_servers(spec, disk, vm_spec(spec, disk, tmp_path, 2222), tmp_path)
     assert [s.spec.shared_dir for s in servers] == [src, out]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (Transport.SSH, True, True, True, True, True),
+        (Transport.SSH, True, True, True, False, False),  # podman run -i: its input goes over SSH
+        (Transport.SSH, True, True, False, True, False),  # saved before its unit said it waits
+        (Transport.SSH, True, False, False, True, False),  # a cold boot logs in
+        (Transport.SSH, False, True, True, True, False),  # a run of --warm never's machine
+        (Transport.SERIAL, False, False, False, False, True),  # no sshd: always
+    ],
+)
+def test_the_command_goes_over_serial_from_a_state_saved_with_the_unit_waiting(
+    tmp_path: Path, case: tuple[Transport, bool, bool, bool, bool, bool]
+) -> None:
+    """case: the transport, whether the machine has the agent, whether the
+    run restores, whether the unit was saved waiting, whether stdin is
+    /dev/null, and whether the command goes over serial."""
+    transport, agent, restored, saved_waiting, no_input, serial = case
+    entry = tmp_path / "entry"
+    entry.mkdir()
+    manifest = Manifest("k", "id", "img", 2048, 2, "", {}, 0, "", agent=saved_waiting)
+    (entry / "manifest.json").write_text(json.dumps(dataclasses.asdict(manifest)))
+    login = new_login(tmp_path)
+    boot = KernelBoot(Path("/k/vmlinuz"), Path("/k/initramfs.img"), Path("r.sock"), ())
+    prepared = Prepared(login, "qemu", Accel.TCG, boot, transport=transport, agent=agent)
+    start = Start(login, restore=Snapshot(entry) if restored else None)
+    spec = RunSpec(ImageSource("img"), command=("true",), no_input=no_input)
+    assert runs_over_serial(spec, prepared, start) is serial

@@ -289,6 +289,10 @@ def add_systemd(root: Path, place: str, name: str) -> None:
         ("usr/lib/systemd", "libsystemd-shared-252-46.el9.so", 252),  # RHEL 9
         ("usr/lib/systemd", "libsystemd-shared-x.so", None),
         ("usr/share/systemd", "libsystemd-shared-257.so", None),  # not where it lives
+        # Digits that str.isdigit takes and int() does not, or reads otherwise.
+        ("usr/lib/systemd", "libsystemd-shared-\u00b2.so", None),
+        ("usr/lib/systemd", "libsystemd-shared-\u0662\u0665\u0669.so", None),
+        ("usr/lib/systemd", "libsystemd-shared-99999.so", None),
     ],
 )
 def test_the_images_systemd_version_comes_from_its_librarys_name(

@@ -119,11 +119,39 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "xdg/bootc-box/snapshots"
 
 
-def save(key: str, image_id: str = IMAGE_ID, state: bytes = b"\1" * 4096) -> None:
+def save(
+    key: str, image_id: str = IMAGE_ID, state: bytes = b"\1" * 4096, *, agent: bool = False
+) -> None:
     with new_snapshot(NATIVE, key) as new:
         assert new is not None
         new.state.write_bytes(state)
-        new.commit(image_id, "localhost/fixture", machine(), VERSIONS, new.login.host_key)
+        new.commit(
+            image_id, "localhost/fixture", machine(), VERSIONS, new.login.host_key, agent=agent
+        )
+
+
+@pytest.mark.parametrize("agent", [True, False])
+def test_a_state_says_whether_the_unit_was_saved_waiting(cache: Path, agent: bool) -> None:
+    key = snapshot_key(IMAGE_ID, machine(), VERSIONS)
+    save(key, agent=agent)
+    with find_snapshot(NATIVE, key) as snapshot:
+        assert snapshot is not None
+        assert snapshot.agent is agent
+
+
+def test_a_manifest_of_before_the_agent_says_no_unit_waits(cache: Path) -> None:
+    """One an older bootc-box wrote; and one whose field is no boolean."""
+    key = snapshot_key(IMAGE_ID, machine(), VERSIONS)
+    save(key, agent=True)
+    path = cache / key / "manifest.json"
+    manifest = json.loads(path.read_text())
+    del manifest["agent"]
+    path.write_text(json.dumps(manifest))
+    with find_snapshot(NATIVE, key) as snapshot:
+        assert snapshot is not None
+        assert snapshot.agent is False
+        path.write_text(json.dumps({**manifest, "agent": "yes"}))
+        assert snapshot.agent is False
 
 
 def test_a_saved_state_is_found_whole_with_its_bootstrap_key(cache: Path) -> None:

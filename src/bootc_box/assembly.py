@@ -15,7 +15,7 @@ from bootc_box.machine import FileServer
 from bootc_box.network import Network
 from bootc_box.qemu import Accel, QemuSpec
 from bootc_box.run_spec import RunSpec, Transport
-from bootc_box.serial_exec import serial_ports
+from bootc_box.serial_exec import gets_unit, serial_ports
 from bootc_box.virtiofsd import VirtiofsdSpec
 
 
@@ -47,7 +47,7 @@ class Prepared:
     @property
     def has_ports(self) -> bool:
         """Whether the guest gets bootc-box's unit and its virtio-serial ports."""
-        return self.transport is Transport.SERIAL or self.agent
+        return gets_unit(self.transport, self.agent)
 
     def retaken(self) -> "Prepared":
         """Ready for another attempt: the boot files held again, after an

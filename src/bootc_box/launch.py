@@ -50,6 +50,7 @@ from bootc_box.serial_exec import (
     CommandUnstarted,
     Session,
     choose_transport,
+    gets_unit,
     guest_credentials,
     run_serial_command,
     start_session,
@@ -220,7 +221,7 @@ def prepare_image(
     files = lease.take()
     transport = choose_transport(spec.exec_transport, root, image, spec.needs_login)
     agent = wants_agent(transport, root, may_save=may_warm(spec, env))
-    unit = transport is Transport.SERIAL or agent
+    unit = gets_unit(transport, agent)
     kargs = (
         *files.kargs,
         *bind_kargs(spec.binds),

@@ -145,6 +145,12 @@ def wants_agent(transport: Transport, root: Path, *, may_save: bool) -> bool:
     return version is not None and version >= AGENT_SYSTEMD
 
 
+def gets_unit(transport: Transport, agent: bool) -> bool:
+    """Whether a boot gets bootc-box's unit, its karg and its ports: as the
+    transport, or as the agent beside sshd."""
+    return transport is Transport.SERIAL or agent
+
+
 def choose_transport(choice: Transport, root: Path, image: str, needs_login: bool) -> Transport:
     """ssh unless asked otherwise, or the image has no sshd (auto); a run
     that needs a login (a shell, a VM that stays up) needs sshd."""

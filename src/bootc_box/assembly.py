@@ -1,7 +1,7 @@
 """The machine of one boot attempt, assembled in one place: what every
 attempt of a run shares (Prepared), QEMU's spec for an attempt (vm_spec)
 and the virtiofsd instances that serve its shares (file_servers). Whatever
-a VM is given to attach (a disk, a share, firmware) goes in here."""
+a VM is given to attach (a disk, a share, firmware, a TPM) goes in here."""
 
 import dataclasses
 from dataclasses import dataclass
@@ -16,6 +16,7 @@ from bootc_box.network import Network
 from bootc_box.qemu import Accel, QemuSpec
 from bootc_box.run_spec import RunSpec, Transport
 from bootc_box.serial_exec import gets_unit, serial_ports
+from bootc_box.tpm import TpmSpec
 from bootc_box.virtiofsd import VirtiofsdSpec
 
 
@@ -43,6 +44,8 @@ class Prepared:
     # More disks: to-disk's output, --mount-disk-file's, --add-swap's.
     disks: tuple[Disk, ...] = ()
     fw_cfg: tuple[tuple[str, Path], ...] = ()
+    # --tpm: the directory swtpm keeps the TPM's state in.
+    tpm_state: Path | None = None
 
     @property
     def has_ports(self) -> bool:
@@ -95,6 +98,7 @@ def vm_spec(
         fw_cfg=prepared.fw_cfg,
         ports=serial_ports(workdir) if prepared.has_ports else (),
         reboot=spec.keeps_running,
+        tpm=TpmSpec(prepared.tpm_state, workdir / "swtpm.sock") if prepared.tpm_state else None,
     )
 
 

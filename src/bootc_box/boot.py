@@ -40,6 +40,9 @@ class Firmware:
 
     code: Path
     vars: Path
+    # Secure Boot: code that keeps its variables behind SMM, so that only
+    # the firmware, never the guest's kernel, can change the keys.
+    secure: bool = False
 
 
 # The guest's journal on the console from the initramfs on (as bcvk's

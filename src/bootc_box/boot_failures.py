@@ -20,11 +20,22 @@ class Failure:
     said: re.Pattern[bytes]
     cause: str
     fix: str
+    # Said by the firmware: no guest ran, so none has writes to flush.
+    before_os: bool = False
 
 
 # The more telling cause first: an initramfs that cannot mount the root
 # goes on to an emergency shell, and both appear in one look.
 FAILURES = (
+    # OVMF's boot manager, when Secure Boot finds no trusted signature on a
+    # disk's boot loader; it would go on to network boot, and then wait.
+    Failure(
+        re.compile(rb"BdsDxe: failed to load Boot[0-9A-Fa-f]{4}\b[^\r\n]{0,200}: Access Denied"),
+        "Secure Boot refused the disk's boot loader: it has no signature the firmware trusts",
+        "boot the disk with --firmware uefi, or install a boot loader signed for Secure Boot"
+        " (the shim distributions ship, signed by Microsoft's UEFI CA)",
+        before_os=True,
+    ),
     Failure(
         re.compile(rb"Kernel panic - not syncing"),
         "the guest's kernel panicked",
@@ -89,6 +100,8 @@ class FailureWatch:
         self.watched_from: float | None = None
         self.booted_at: float | None = None
         self.found: BootcBoxError | None = None
+        # The failure was the firmware's: no guest ran to power off.
+        self.before_os = False
 
     def failure(self, now: float) -> BootcBoxError | None:
         """The boot's failure, once the console shows one; None until then."""
@@ -102,6 +115,7 @@ class FailureWatch:
             if said is not None:
                 line = line_around(news, said.start(), said.end())
                 self.found = BootcBoxError(f"{known.cause} (console: {line!r})", known.fix)
+                self.before_os = known.before_os
                 return self.found
         if self.booted_at is None and BOOTED.search(news):
             self.booted_at = now

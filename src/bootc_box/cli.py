@@ -22,6 +22,7 @@ from bootc_box.disks import checked_size, parse_size
 from bootc_box.doctor import run_doctor
 from bootc_box.environment import probe_environment
 from bootc_box.errors import EXIT_TOOL_FAILED
+from bootc_box.firmware import FIRMWARE_CHOICES, parse_firmware
 from bootc_box.images import PullOptions, PullPolicy, run_pull
 from bootc_box.launch import run_vm
 from bootc_box.machine_options import MachineOptions
@@ -419,6 +420,18 @@ def provision_options(command: F) -> F:
     help="With --name: a VM that keeps its state on its own disk (installed from IMAGE"
     " the first time); this line, or bootc-box start NAME, boots it again.",
 )
+@click.option(
+    "--firmware",
+    type=click.Choice(FIRMWARE_CHOICES),
+    help="A disk's UEFI firmware (--disk, --persistent): uefi [default], or uefi-secure,"
+    " Secure Boot on with Microsoft's keys enrolled (uefi-insecure is bcvk's name for uefi).",
+)
+@click.option(
+    "--tpm/--no-tpm",
+    default=None,
+    help="Give the guest a software TPM 2.0 (swtpm); a --persistent VM keeps it and what"
+    " is sealed to it [default: none, or what the --persistent VM was made with].",
+)
 @registry_options
 @click.argument("image", required=False)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
@@ -428,6 +441,8 @@ def run(
     transient: bool,
     disk_format: str | None,
     persistent: bool,
+    firmware: str | None,
+    tpm: bool | None,
     detach: bool,
     name: str | None,
     publish: tuple[str, ...],
@@ -467,6 +482,7 @@ def run(
       bootc-box run oci-archive:my-image.tar
       bootc-box run --disk disk.raw -- cat /etc/os-release
       bootc-box run -d --persistent --name web localhost/my-image
+      bootc-box run -d --persistent --name sb --firmware uefi-secure --tpm localhost/my-image
     """
     for flag, given in (("--transient", transient), ("--format", disk_format)):
         if given and not disk:
@@ -481,6 +497,9 @@ def run(
     image, command = target
     if detach and command:
         raise click.UsageError("a detached VM runs no command; use bootc-box ssh NAME -- CMD")
+    machine = dataclasses.replace(
+        machine, firmware=parse_firmware(firmware) if firmware else None, tpm=tpm
+    )
     spec = RunSpec(
         DiskSource(Disk(disk, disk_format, transient=transient)) if disk else ImageSource(image),
         command=command,

@@ -231,6 +231,9 @@ def wait_for_guest(
                 return True
             failed = failures.failure(now) if failures else None
             if failed is not None:
+                if failures and failures.before_os:
+                    # The firmware's ACPI does nothing with the power button.
+                    machine.graceful = False
                 raise failed
             return False
         except BootcBoxError as e:

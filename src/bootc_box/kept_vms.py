@@ -20,6 +20,7 @@ from bootc_box.cache_entries import Entries, partial_key, read_regular
 from bootc_box.credentials import write_private
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
+from bootc_box.firmware import FirmwareChoice, parse_firmware
 from bootc_box.locks import hold_lock, is_held
 from bootc_box.machine_options import MachineOptions
 from bootc_box.provision import Provision, provision_from_json, provision_json
@@ -63,11 +64,20 @@ class KeptVm:
     # Older VMs' records have no such key: they were made before the guest
     # could be kept from the host's loopback, and now are.
     allow_host_loopback: bool = False
+    # Older records neither: their VMs were made with plain UEFI and no TPM.
+    firmware: str = FirmwareChoice.UEFI.value
+    tpm: bool = False
 
     @property
     def machine(self) -> MachineOptions:
         """The machine it was made with; the rest of the options are each run's."""
-        return MachineOptions(memory_mib=self.memory_mib, cpus=self.cpus, kargs=self.kargs)
+        return MachineOptions(
+            memory_mib=self.memory_mib,
+            cpus=self.cpus,
+            kargs=self.kargs,
+            firmware=parse_firmware(self.firmware),
+            tpm=self.tpm,
+        )
 
 
 def config_from_json(data: Any, name: str) -> KeptVm:
@@ -78,6 +88,7 @@ def config_from_json(data: Any, name: str) -> KeptVm:
     if check_name(vm.name) != name:
         raise ValueError(f"it names VM {vm.name}")
     parse_memory(str(vm.memory_mib))
+    parse_firmware(vm.firmware)
     if vm.cpus < 1:
         raise ValueError(f"cpus {vm.cpus} is not 1 or more")
     for publish in vm.publish:

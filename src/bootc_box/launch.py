@@ -28,7 +28,7 @@ from bootc_box.detach import SUPERVISOR_LOG, start_detached
 from bootc_box.disks import open_disk
 from bootc_box.environment import Environment, probe_environment
 from bootc_box.errors import BootcBoxError
-from bootc_box.firmware import require_ovmf, vm_firmware
+from bootc_box.firmware import FirmwareChoice, require_ovmf, vm_firmware
 from bootc_box.host_memory import check_host_memory
 from bootc_box.identity import new_host_keys
 from bootc_box.images import check_archive, mount_image, parse_image_ref, resolve_image
@@ -58,6 +58,7 @@ from bootc_box.serial_exec import (
 )
 from bootc_box.snapshots import discard_snapshot, program_versions, snapshot_key
 from bootc_box.ssh import check_private_key, connect
+from bootc_box.tpm import TPM_STATE, require_swtpm
 from bootc_box.user_credentials import write_credentials
 from bootc_box.userns import enter_podman_userns
 from bootc_box.virtiofsd import (
@@ -91,9 +92,18 @@ def run_vm(spec: RunSpec, *, installer: bool = False) -> int:
             spec = dataclasses.replace(
                 spec, source=dataclasses.replace(source, disk=open_disk(source.disk, env))
             )
-            require_ovmf()
+            require_ovmf(spec.machine.firmware or FirmwareChoice.UEFI)
         case ImageSource(image):
+            if spec.machine.firmware is not None:
+                raise BootcBoxError(
+                    "--firmware is for disks: an image boots its own kernel directly, with"
+                    " no firmware to check its signature",
+                    "boot a disk of it with --firmware (run --disk, or run --persistent),"
+                    " or leave --firmware out",
+                )
             check_archive(parse_image_ref(image), env)
+    if spec.machine.tpm:
+        require_swtpm()
     if spec.exec_transport is Transport.SERIAL and not isinstance(spec.source, ImageSource):
         raise BootcBoxError(
             "--exec-transport serial is for images only: a disk boots its own units",
@@ -133,10 +143,13 @@ def supervise(spec: RunSpec, env: Environment, qemu: str, directory: Path) -> in
                     spec, image, env, qemu, vm=vm, progress=progress, stack=stack
                 )
         prepared = provide(spec, prepared, vm.directory, stack)
+        firmware = spec.machine.firmware or FirmwareChoice.UEFI
         vm.update(
             ssh_key=str(prepared.login.key),
             publish=tuple(str(p) for p in spec.publish),
             binds=tuple(str(b) for b in spec.binds),
+            firmware=firmware.value if isinstance(prepared.boot, FirmwareBoot) else "",
+            tpm=prepared.tpm_state is not None,
         )
         warm = None
         if may_warm(spec, env) and isinstance(prepared.boot, KernelBoot) and not prepared.disks:
@@ -179,11 +192,15 @@ def supervise(spec: RunSpec, env: Environment, qemu: str, directory: Path) -> in
 def may_warm(spec: RunSpec, env: Environment) -> bool:
     """Whether saved states may serve `spec`'s image runs: warm starts not
     turned off, a /cache kept between runs, and no disk attached (a disk
-    changes under a saved state: such runs always boot)."""
+    changes under a saved state: such runs always boot), and no TPM."""
     return (
         spec.warm is not WarmStarts.NEVER
         and env.cache_kept
         and not (spec.disks or spec.machine.provision.adds_disks)
+        # A TPM's seeds are its machine's own: restored from one state,
+        # every run would have the same TPM, and what one sealed the others
+        # could unseal.
+        and not spec.machine.tpm
     )
 
 
@@ -234,19 +251,23 @@ def prepare_image(
     login = new_login(vm.directory, spec.ssh_key)
     exec_credentials = guest_credentials(vm.directory) if unit else ()
     return Prepared(
-        login, qemu, accel, boot, image_id, root, lease, transport, exec_credentials, agent
-    )
+        login, qemu, accel, boot, image_id, root, lease, transport, exec_credentials, agent,
+        tpm_state=vm.directory / TPM_STATE if spec.machine.tpm else None,
+    )  # fmt: skip
 
 
 def prepare_disk(
     spec: RunSpec, source: DiskSource, env: Environment, qemu: str, directory: Path
 ) -> Prepared:
-    """UEFI firmware with the VM's own variable store, the accelerator, the login."""
-    firmware = vm_firmware(require_ovmf(), directory, source.efi_vars)
+    """UEFI firmware with the VM's own variable store, the accelerator, the
+    login, and the TPM's state: the VM's own when it keeps its state."""
+    ovmf = require_ovmf(spec.machine.firmware or FirmwareChoice.UEFI)
+    firmware = vm_firmware(ovmf, directory, source.efi_vars)
     boot = FirmwareBoot(firmware, source.disk, (*bind_kargs(spec.binds), *spec.machine.kargs))
     accel = choose_accel(spec.machine.accel, qemu, boot, env)
     login = new_login(directory, spec.ssh_key, forget_old_keys=True)
-    return Prepared(login, qemu, accel, boot)
+    tpm_state = (source.tpm_state or directory / TPM_STATE) if spec.machine.tpm else None
+    return Prepared(login, qemu, accel, boot, tpm_state=tpm_state)
 
 
 def provide(spec: RunSpec, prepared: Prepared, directory: Path, stack: ExitStack) -> Prepared:

@@ -1,11 +1,12 @@
-"""One boot attempt's machine: QEMU, its network (passt) and the virtiofsd
-servers of its shares, started together and stopped one way, whatever ends them (the command's
-end, an error, SIGTERM from `podman stop` or `bootc-box stop`, Ctrl-C)."""
+"""One boot attempt's machine: QEMU, its network (passt), the virtiofsd
+servers of its shares and its TPM (swtpm), started together and stopped one
+way, whatever ends them (the command's end, an error, SIGTERM from `podman
+stop` or `bootc-box stop`, Ctrl-C)."""
 
 import logging
 import subprocess
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from bootc_box.console import start_log_rotation
 from bootc_box.errors import BootcBoxError
 from bootc_box.network import PortInUse, start_passt
 from bootc_box.qemu import QemuSpec, power_off, start_qemu, wait_for_monitor
+from bootc_box.tpm import start_swtpm
 from bootc_box.virtiofsd import Sandbox, Virtiofsd, VirtiofsdSpec, start_virtiofsd
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,7 @@ def start_machine(
     with (
         _start_network(spec, qemu_log.with_name("passt.log")),
         start_file_servers(servers) as running,
+        start_swtpm(spec.tpm, qemu_log.with_name("swtpm.log")) if spec.tpm else nullcontext(),
         start_qemu(spec, qemu_log, qemu) as process,
         start_log_rotation((spec.console_log, *console_copies)),
     ):

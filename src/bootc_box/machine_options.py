@@ -4,6 +4,7 @@ options for `run`, to-disk's installer and a kept VM (bcvk's CommonVmOpts)."""
 from dataclasses import dataclass, field
 
 from bootc_box.accel import AccelChoice
+from bootc_box.firmware import FirmwareChoice
 from bootc_box.provision import Provision
 
 
@@ -20,3 +21,9 @@ class MachineOptions:
     timeout: float = 600.0
     # What the guest is given at boot besides its login (provision.py).
     provision: Provision = field(default_factory=Provision)
+    # A disk's UEFI firmware (--firmware); None: plain UEFI, or what a kept
+    # VM was made with.
+    firmware: FirmwareChoice | None = None
+    # A software TPM 2.0 (--tpm/--no-tpm); None: none, or what a kept VM
+    # was made with.
+    tpm: bool | None = None

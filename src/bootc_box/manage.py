@@ -64,6 +64,9 @@ def describe(record: RunRecord) -> dict[str, Any]:
         },
         "publish": list(record.publish),
         "binds": list(record.binds),
+        # "uefi" or "uefi-secure" for a disk; null: the image's kernel, booted directly.
+        "firmware": record.firmware or None,
+        "tpm": record.tpm,
         "detached": record.detached,
         "supervisor_pid": record.supervisor_pid,
         "created": record.created,

@@ -8,13 +8,14 @@ import dataclasses
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from bootc_box.base_disks import clone_overlay, recorded_disk, with_base_disk
 from bootc_box.binds import parse_bind
 from bootc_box.boot import Disk
 from bootc_box.environment import Environment, probe_environment
 from bootc_box.errors import BootcBoxError
-from bootc_box.firmware import EFI_VARS
+from bootc_box.firmware import EFI_VARS, FirmwareChoice, parse_firmware
 from bootc_box.kept_vms import (
     CONFIG,
     LOCK,
@@ -27,11 +28,13 @@ from bootc_box.kept_vms import (
     write_provision,
 )
 from bootc_box.launch import run_vm
+from bootc_box.machine_options import MachineOptions
 from bootc_box.provision import Provision
 from bootc_box.publish import parse_publish
 from bootc_box.records import to_json
 from bootc_box.run_spec import DiskSource, ImageSource, RunSpec
 from bootc_box.todisk import InstallSpec, disk_options, install, prepare_host
+from bootc_box.tpm import TPM_STATE
 from bootc_box.vms import (
     check_name,
     kept_vm_dir,
@@ -79,7 +82,9 @@ def create_persistent(env: Environment, spec: RunSpec, image: str) -> KeptVm:
     installer = InstallSpec(
         image,
         pull=spec.pull,
-        machine=dataclasses.replace(spec.machine, kargs=(), provision=Provision()),
+        machine=dataclasses.replace(
+            spec.machine, kargs=(), provision=Provision(), firmware=None, tpm=None
+        ),
     )
     prepare_host(env, installer)
     options = disk_options(installer, env)
@@ -95,6 +100,8 @@ def create_persistent(env: Environment, spec: RunSpec, image: str) -> KeptVm:
         binds=tuple(str(b) for b in spec.binds),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         allow_host_loopback=spec.allow_host_loopback,
+        firmware=(spec.machine.firmware or FirmwareChoice.UEFI).value,
+        tpm=bool(spec.machine.tpm),
     )
     root = kept_vms_dir(env)
 
@@ -118,8 +125,30 @@ def boot_persistent(env: Environment, vm: KeptVm, spec: RunSpec) -> int:
     directory = kept_vm_dir(env, vm.name)
     forget_stopped(env, vm.name)
     overlay = Disk(directory / OVERLAY, "qcow2", backing=recorded_disk(env, vm.disk_key))
-    source = DiskSource(overlay, efi_vars=directory / EFI_VARS, lock=directory / LOCK)
-    return run_vm(dataclasses.replace(spec, source=source, label=vm.image))
+    source = DiskSource(
+        overlay,
+        efi_vars=directory / EFI_VARS,
+        lock=directory / LOCK,
+        tpm_state=directory / TPM_STATE,
+    )
+    machine = dataclasses.replace(spec.machine, **kept_hardware(vm, spec.machine))
+    return run_vm(dataclasses.replace(spec, source=source, label=vm.image, machine=machine))
+
+
+def kept_hardware(vm: KeptVm, asked: MachineOptions) -> dict[str, Any]:
+    """The firmware and TPM the VM was made with, which its variable store
+    and TPM state belong to: a run line that names others is refused."""
+    kept = {"firmware": parse_firmware(vm.firmware), "tpm": vm.tpm}
+    for option, value in (("firmware", asked.firmware), ("tpm", asked.tpm)):
+        if value is not None and value != kept[option]:
+            was = f"--firmware {vm.firmware}" if option == "firmware" else (
+                "--tpm" if vm.tpm else "--no-tpm")  # fmt: skip
+            raise BootcBoxError(
+                f"VM {vm.name} was made with {was}, and keeps it",
+                f"leave --{option} out to boot it, or remove it with bootc-box rm {vm.name}"
+                " and make it again",
+            )
+    return kept
 
 
 def run_start(names: tuple[str, ...], *, detach: bool = True) -> int:

@@ -24,6 +24,7 @@ from bootc_box.network import Network
 from bootc_box.processes import last_line, last_line_of, start_process, wait_until
 from bootc_box.programs import require_program
 from bootc_box.qmp import qmp_execute
+from bootc_box.tpm import TpmSpec
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class QemuSpec:
     # A guest reboot resets the machine, which boots again (a VM that stays
     # up); else it ends QEMU, as a power-off does (a run of a command).
     reboot: bool = False
+    # A TPM 2.0, served by swtpm (tpm.py), which machine.py starts first.
+    tpm: TpmSpec | None = None
 
     @property
     def drives(self) -> tuple[Disk, ...]:
@@ -110,8 +113,12 @@ def option_value(value: object) -> str:
 
 
 def pflash_args(firmware: Firmware) -> list[str]:
-    """UEFI firmware: its read-only code, and a variable store it may write."""
+    """UEFI firmware: its read-only code, and a variable store it may write
+    (under Secure Boot, only in SMM: the guest's kernel cannot change the
+    keys, and Debian's secboot code refuses to start without SMM)."""
+    secure = ["-machine", "smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on"]
     return [
+        *(secure if firmware.secure else []),
         "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={option_value(firmware.code)}",
         "-drive", f"if=pflash,format=raw,unit=1,file={option_value(firmware.vars)}",
     ]  # fmt: skip
@@ -157,11 +164,24 @@ def qemu_argv(spec: QemuSpec, qemu: str = QEMU) -> list[str]:
     for name, path in spec.fw_cfg:
         argv += ["-fw_cfg", f"name={option_value(name)},file={option_value(path)}"]
     argv += _port_args(spec.ports)
+    argv += _tpm_args(spec.tpm)
     if spec.qmp_socket:
         argv += ["-qmp", f"unix:{option_value(spec.qmp_socket)},server=on,wait=off"]
     if spec.incoming:
         argv += ["-incoming", "defer"]
     return argv
+
+
+def _tpm_args(tpm: TpmSpec | None) -> list[str]:
+    """swtpm's control socket, and the TPM on the CRB interface, TPM 2.0's
+    on current PCs (Linux's tpm_crb)."""
+    if tpm is None:
+        return []
+    return [
+        "-chardev", f"socket,id=tpm,path={option_value(tpm.socket)}",
+        "-tpmdev", "emulator,id=tpm0,chardev=tpm",
+        "-device", "tpm-crb,tpmdev=tpm0",
+    ]  # fmt: skip
 
 
 def _port_args(ports: tuple[tuple[str, Path], ...]) -> list[str]:

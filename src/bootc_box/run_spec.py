@@ -46,10 +46,12 @@ class DiskSource:
     """A disk to boot under UEFI."""
 
     disk: Disk
-    # A kept VM's: its own UEFI variable store, and the lock it holds while
-    # it runs, so that it runs once at a time. Else a fresh store per run.
+    # A kept VM's: its own UEFI variable store, its TPM's state directory,
+    # and the lock it holds while it runs, so that it runs once at a time.
+    # Else a fresh store and TPM per run.
     efi_vars: Path | None = None
     lock: Path | None = None
+    tpm_state: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,10 @@ class RunRecord:
     # With the pid, identifies the supervisor (pids are reused): its start
     # in clock ticks after boot, which no step of the wall clock moves.
     supervisor_ticks: int | None = None
+    # Its UEFI firmware (uefi, uefi-secure), "" for an image's kernel booted
+    # directly; whether it has a TPM.
+    firmware: str = ""
+    tpm: bool = False
 
 
 def vms_dir(env: Environment) -> Path:

@@ -52,6 +52,11 @@ from tests.e2e.conftest import (
             ["--memory", "1000G", FIXTURE],
             "bootc-box: error: the VM's 1024000 MiB of memory is more than ",
         ),
+        (
+            ["--firmware", "uefi-secure", FIXTURE],
+            "bootc-box: error: --firmware is for disks: an image boots its own kernel directly,"
+            " with no firmware to check its signature; boot a disk of it with --firmware",
+        ),
     ],
     ids=[
         "missing-pull-never",
@@ -60,6 +65,7 @@ from tests.e2e.conftest import (
         "two-kernels",
         "bad-uki",
         "memory",
+        "firmware-on-an-image",
     ],
 )
 def test_unbootable_image_is_refused_cleanly(

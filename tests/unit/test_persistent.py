@@ -11,6 +11,7 @@ from bootc_box.base_disks import DiskOptions, commit_disk, installing
 from bootc_box.boot import Disk
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
+from bootc_box.firmware import FirmwareChoice
 from bootc_box.kept_vms import (
     CONFIG,
     LOCK,
@@ -72,14 +73,19 @@ def test_the_overlay_is_backed_by_the_cached_disk(tmp_path: Path) -> None:
     assert (info["backing-filename"], info["backing-filename-format"]) == (str(base), "raw")
 
 
-def test_a_kept_vm_boots_its_overlay_on_the_base_disk_as_recorded_not_as_its_header_says(
-    dirs: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def keep_on_a_base_disk(root: Path, vm: KeptVm) -> tuple[Path, Path]:
+    """`vm` kept in `root` on a cached base disk: its directory, and the disk."""
     options = DiskOptions("sha256id", "localhost/img", "raw", 4096, "ext4", None, ())
     with installing(NATIVE, options) as slot:
         (slot / options.file_name).write_bytes(bytes(4096))
         base = commit_disk(NATIVE, options, slot)
-    directory = keep(dirs, dataclasses.replace(VM, disk_key=options.key))
+    return keep(root, dataclasses.replace(vm, disk_key=options.key)), base
+
+
+def test_a_kept_vm_boots_its_overlay_on_the_base_disk_as_recorded_not_as_its_header_says(
+    dirs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory, base = keep_on_a_base_disk(dirs, VM)
     booted: list[RunSpec] = []
 
     def run_vm(spec: RunSpec) -> int:
@@ -92,7 +98,33 @@ def test_a_kept_vm_boots_its_overlay_on_the_base_disk_as_recorded_not_as_its_hea
     assert isinstance(spec.source, DiskSource)
     assert spec.source.disk == Disk(directory / "disk.qcow2", "qcow2", backing=Disk(base, "raw"))
     assert (spec.source.efi_vars, spec.source.lock) == (directory / "efivars.fd", directory / LOCK)
-    assert spec.machine == MachineOptions(VM.memory_mib, VM.cpus, VM.kargs)
+    assert spec.source.tpm_state == directory / "tpm"
+    # A record from before --firmware and --tpm: plain UEFI, no TPM.
+    assert spec.machine == MachineOptions(
+        VM.memory_mib, VM.cpus, VM.kargs, firmware=FirmwareChoice.UEFI, tpm=False
+    )
+
+
+def test_a_kept_vm_boots_with_the_firmware_and_tpm_it_was_made_with(
+    dirs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keep_on_a_base_disk(dirs, dataclasses.replace(VM, firmware="uefi-secure", tpm=True))
+    booted: list[RunSpec] = []
+    monkeypatch.setattr(persistent, "run_vm", lambda spec: booted.append(spec) or 0)
+    assert run_start(("web",)) == 0
+    # The same run line, naming them or not.
+    for asked in (MachineOptions(), MachineOptions(firmware=FirmwareChoice.UEFI_SECURE, tpm=True)):
+        assert run_persistent(RunSpec(ImageSource("localhost/img"), name="web", machine=asked)) == 0
+    assert [(s.machine.firmware, s.machine.tpm) for s in booted] == [
+        (FirmwareChoice.UEFI_SECURE, True)
+    ] * 3
+    for asked, said in (
+        (MachineOptions(firmware=FirmwareChoice.UEFI), "made with --firmware uefi-secure"),
+        (MachineOptions(tpm=False), "made with --tpm"),
+    ):
+        with pytest.raises(BootcBoxError, match=said) as err:
+            run_persistent(RunSpec(ImageSource("localhost/img"), name="web", machine=asked))
+        assert "remove it with bootc-box rm web and make it again" in str(err.value.hint)
 
 
 def test_removing_a_kept_vm_deletes_its_disk_unless_it_runs(dirs: Path) -> None:
@@ -179,6 +211,8 @@ def test_a_record_from_before_the_loopback_was_closed_keeps_it_closed(dirs: Path
         ({"binds": ["/src:src"]}, "invalid --bind '/src:src': GUESTDIR must be absolute"),
         ({"disk_key": None}, "disk_key is not a string"),
         ({"allow_host_loopback": "yes"}, "allow_host_loopback is not true or false"),
+        ({"firmware": "bios"}, "invalid --firmware 'bios'"),
+        ({"tpm": 1}, "tpm is not true or false"),
     ],
 )
 def test_a_kept_vms_record_is_checked_as_its_command_line_was(

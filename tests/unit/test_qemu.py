@@ -17,6 +17,7 @@ from bootc_box.qemu import (
     qemu_img_create_argv,
     transient_overlays,
 )
+from bootc_box.tpm import TpmSpec
 
 
 def spec(**overrides: object) -> QemuSpec:
@@ -301,3 +302,25 @@ def test_a_saved_state_serves_vms_that_stay_up_and_runs_of_a_command_alike() -> 
 
     versions = {"qemu": "QEMU emulator version 10"}
     assert snapshot_key("id", spec(), versions) == snapshot_key("id", spec(reboot=True), versions)
+
+
+def test_secure_boot_firmware_keeps_its_variables_behind_smm() -> None:
+    firmware = Firmware(Path("/fw/SECBOOT.fd"), Path("/vm/efivars.fd"), secure=True)
+    argv = qemu_argv(spec(boot=FirmwareBoot(firmware, ROOT_DISK)), "qemu")
+    # Merged into the accelerator's -machine q35,... by QEMU.
+    assert option(argv, "-machine")[1:] == ["smm=on"]
+    assert option(argv, "-global") == ["driver=cfi.pflash01,property=secure,value=on"]
+    assert option(argv, "-drive")[0].endswith("readonly=on,file=/fw/SECBOOT.fd")
+    # Plain UEFI has neither.
+    plain = qemu_argv(disk_boot(), "qemu")
+    assert option(plain, "-global") == []
+    assert len(option(plain, "-machine")) == 1
+
+
+def test_a_tpm_is_swtpms_socket_on_the_crb_interface() -> None:
+    tpm = TpmSpec(Path("/vm/tpm"), Path("/vm/boot-1/sw,tpm.sock"))
+    argv = qemu_argv(spec(tpm=tpm), "qemu")
+    assert "socket,id=tpm,path=/vm/boot-1/sw,,tpm.sock" in option(argv, "-chardev")
+    assert option(argv, "-tpmdev") == ["emulator,id=tpm0,chardev=tpm"]
+    assert "tpm-crb,tpmdev=tpm0" in option(argv, "-device")
+    assert "-tpmdev" not in qemu_argv(spec(), "qemu")

@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import re
+import stat
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from tests.e2e.conftest import (
     BOOT_DEADLINE,
     FIXTURE,
     INSTALLABLE,
+    SIGNED,
     CacheVolume,
     HostState,
     box_argv,
@@ -114,6 +116,9 @@ class Installs:
     """The module's to-disk runs, all started at once on its volume."""
 
     raw: Installed
+    # The signed fixture, with the default options: the kept VM below is
+    # made from its cached disk.
+    signed: "subprocess.CompletedProcess[str]"
     # A qcow2 disk too small for the image, with other options: the install fails.
     small: "subprocess.CompletedProcess[str]"
     small_dir: Path  # where the failed run was to write its disk
@@ -122,7 +127,7 @@ class Installs:
     disks_after: tuple[str, ...]
 
     def stderrs(self) -> list[str]:
-        results = (self.raw.result, self.raw.twin_result, self.small)
+        results = (self.raw.result, self.raw.twin_result, self.signed, self.small)
         return [r.stderr for r in results]
 
 
@@ -150,6 +155,7 @@ def installs(
     runs = {
         "a.raw": start(outdir, INSTALLABLE, str(outdir / "a.raw")),
         "b.raw": start(outdir, INSTALLABLE, str(outdir / "b.raw")),
+        "signed.raw": start(outdir, SIGNED, str(outdir / "signed.raw")),
         # A root partition far smaller than the image: the installer runs out
         # of room within its first seconds of copying, as a too small disk would.
         "small": start(small_dir, "--format", "qcow2", "--disk-size", "700M",
@@ -160,13 +166,15 @@ def installs(
     for name, proc in runs.items():
         stdout, stderr = proc.communicate(timeout=BOOT_DEADLINE)
         results[name] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-    for name in ("a.raw", "b.raw"):
+    for name in ("a.raw", "b.raw", "signed.raw"):
         assert results[name].returncode == 0, results[name].stderr
     raws = {name: results[name] for name in ("a.raw", "b.raw")}
     [(disk, result)] = [(n, r) for n, r in raws.items() if "(installed)" in r.stderr]
     [(twin, twin_result)] = [(n, r) for n, r in raws.items() if n != disk]
+    (outdir / "signed.raw").unlink()  # the kept VM boots the cached copy
     return Installs(
         Installed(outdir / disk, result, outdir / twin, twin_result),
+        results["signed.raw"],
         results["small"],
         small_dir,
         host_before,
@@ -180,9 +188,13 @@ def raw(installs: Installs) -> Installed:
 
 
 def test_to_disk_installs_with_the_image_bootc_from_the_shared_store(
-    raw: Installed, outdir: Path
+    raw: Installed, installs: Installs, outdir: Path
 ) -> None:
     out = raw.result.stdout + raw.result.stderr
+    # The boot loader the image ships: a signed chain only in the signed fixture.
+    assert "bootc (stand-in): boot loader: systemd-boot, unsigned" in out
+    signed = installs.signed.stdout + installs.signed.stderr
+    assert "bootc (stand-in): boot loader: shim and systemd-boot, signed for Secure Boot" in signed
     # The stand-in found the image in a store bootc-box shared into the VM.
     assert "found in /run/bootc-box/stores/0" in out
     # The VM was given this image alone: no other image, container, volume
@@ -233,6 +245,29 @@ def test_the_disk_boots_under_uefi_and_keeps_what_the_guest_writes(
     assert volume.leftovers() == []
 
 
+def test_secure_boot_refuses_an_unsigned_boot_loader_at_once_and_cleanly(
+    raw: Installed, volume: CacheVolume, outdir: Path
+) -> None:
+    """The installable fixture's loader is systemd-boot as Debian builds
+    it, with no signature: Microsoft's keys do not let it start."""
+    before = host_state()
+    refused = box(volume, outdir, "run", "--disk", str(raw.disk), "--transient",
+                  "--firmware", "uefi-secure", "--", "true")  # fmt: skip
+    assert refused.returncode == 125, refused.stderr
+    [error] = [line for line in refused.stderr.splitlines() if "error:" in line]
+    assert error.startswith(
+        "bootc-box: error: Secure Boot refused the disk's boot loader: it has no signature the"
+        " firmware trusts (console: 'BdsDxe: failed to load Boot"
+    )
+    assert error.endswith("; boot the disk with --firmware uefi, or install a boot loader signed"
+                          " for Secure Boot (the shim distributions ship, signed by Microsoft's"
+                          " UEFI CA)")  # fmt: skip
+    # Nothing ran that a power button could stop: no wait for one.
+    assert "Powering the VM off" not in refused.stderr
+    assert volume.leftovers() == []
+    assert host_state().processes <= before.processes
+
+
 def test_runs_of_one_key_share_one_install(
     raw: Installed, volume: CacheVolume, outdir: Path
 ) -> None:
@@ -241,8 +276,8 @@ def test_runs_of_one_key_share_one_install(
     assert "Booting" not in result.stderr  # no installer VM
     assert "(copied from the cache)" in result.stderr.splitlines()[-1]
     listing = json.loads(box(volume, outdir, "cache", "ls", "--json", timeout=120).stdout)
-    # One disk of these options, and no other (the qcow2 install failed).
-    [disk] = listing["disks"]
+    # One disk of these options, and no other of this image (the qcow2 install failed).
+    [disk] = [d for d in listing["disks"] if d["options"]["source"] == INSTALLABLE]
     assert disk["options"]["kargs"] == []
     assert (disk["options"]["format"], disk["options"]["filesystem"]) == ("raw", "ext4")
     assert disk["options"]["size"] == 10 << 30
@@ -250,7 +285,7 @@ def test_runs_of_one_key_share_one_install(
     table = box(volume, outdir, "cache", "ls", timeout=120).stdout.splitlines()
     disk_rows = table[table.index(next(t for t in table if t.startswith("DISK"))) :]
     assert disk_rows[0].split()[:6] == ["DISK", "IMAGE", "ID", "FORMAT", "SIZE", "FILESYSTEM"]
-    assert [row.split()[2:6] for row in disk_rows[1:]] == [["raw", "10.0", "GiB", "ext4"]]
+    assert [row.split()[2:6] for row in disk_rows[1:]] == [["raw", "10.0", "GiB", "ext4"]] * 2
     # The copy is the installed disk, byte for byte (the boots above wrote
     # to the installer's output, so compare with the cache's own file).
     cached = volume.path / "disks" / disk["key"] / "disk.raw"
@@ -290,20 +325,43 @@ def rolls_back_across_a_reboot(box_name: str, ssh: Callable[[str], str]) -> None
     assert "The guest is rebooting" in container_logs(box_name)
 
 
+# systemd-creds seals with the TPM's storage key, made from the TPM's seed:
+# a TPM with other state cannot open it.
+SEAL = "echo -n s3cret | systemd-creds encrypt --with-key=tpm2 --name=db - /var/db.cred"
+UNSEAL = "systemd-creds decrypt --name=db /var/db.cred -"
+# The EFI variable: 4 bytes of attributes, then 1 when Secure Boot is on.
+EFI_GLOBAL = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
+SECURE_BOOT = "od -An -tu1 /sys/firmware/efi/efivars/SecureBoot-" + EFI_GLOBAL
+
+
+def secure_boot_and_a_tpm_are_there(box_name: str, ssh: Callable[[str], str]) -> None:
+    """Secure Boot on, --karg through the signed systemd-boot, the TPM, a
+    secret sealed to it, and inspect saying so."""
+    booted = ssh(f"{SECURE_BOOT}; ls /dev/tpm0; {SEAL}; cat /proc/cmdline").splitlines()
+    assert booted[0].split() == ["6", "0", "0", "0", "1"]
+    assert booted[1] == "/dev/tpm0"
+    assert "bootc_box.sb_karg=1" in booted[2].split()
+    assert ssh(UNSEAL) == "s3cret"
+    info = json.loads(in_box(box_name, "inspect", "--json", "keep").stdout)
+    assert (info["firmware"], info["tpm"]) == ("uefi-secure", True)
+
+
 def test_a_vm_keeps_its_state_across_podman_stop_start_and_bootc_box_stop_start(
-    raw: Installed, volume: CacheVolume, v2: str
+    installs: Installs, volume: CacheVolume, v2: str
 ) -> None:
-    """`run --persistent` in a `podman run -d` box: podman stop and start of
-    the box power the VM off and boot it again with what it wrote; bootc-box
-    stop powers it off too, and start, from another box, starts it again
-    (once); rm deletes its disk. On the way, an upgrade as
-    bootc users test one: with --bind-storage-ro, `bootc switch` to v2 built
-    on the host (the stand-in's A/B deployments), boot it, `bootc rollback`,
+    """`run --persistent` in a `podman run -d` box, under Secure Boot with a
+    TPM: podman stop and start of the box power the VM off and boot it again
+    with what it wrote and what it sealed to its TPM; bootc-box stop powers
+    it off too, and start, from another box, boots it again (once), the
+    secret still there; rm deletes its disk. On the way, an upgrade as bootc
+    users test one: with --bind-storage-ro, `bootc switch` to v2 built on
+    the host (the stand-in's A/B deployments), boot it, `bootc rollback`,
     reboot from the guest, and v1 runs again."""
     name = f"bootc-box-test-keep-{time.monotonic_ns()}"
     vm_dir = volume.path / "vms" / "keep"
     subprocess.run(
-        box_argv("run", "--persistent", "--name", "keep", "--bind-storage-ro", INSTALLABLE,
+        box_argv("run", "--persistent", "--name", "keep", "--bind-storage-ro",
+                 "--firmware", "uefi-secure", "--tpm", "--karg", "bootc_box.sb_karg=1", SIGNED,
                  volume=volume.name, options=("-d", "--name", name)),
         check=True, capture_output=True,
     )  # fmt: skip
@@ -317,7 +375,8 @@ def test_a_vm_keeps_its_state_across_podman_stop_start_and_bootc_box_stop_start(
         wait_for_log(name, "VM up in", time.monotonic() + BOOT_DEADLINE)
         logs = container_logs(name)
         assert "Made VM keep, which keeps its state" in logs
-        assert "installer" not in logs  # built on the cached disk of `raw`
+        assert "installer" not in logs  # built on the cached disk of the signed install
+        secure_boot_and_a_tpm_are_there(name, ssh)
         assert ssh("echo one > /var/persist; echo written") == "written"
         switched = ssh(f"bootc switch --transport containers-storage {v2} && bootc status")
         assert switched.splitlines()[-1] == "booted: root-a; next: root-b"
@@ -329,9 +388,11 @@ def test_a_vm_keeps_its_state_across_podman_stop_start_and_bootc_box_stop_start(
             box_argv("list", volume=volume.name, options=("--rm",)),
             capture_output=True, text=True, check=True,
         ).stdout.splitlines()  # fmt: skip
-        assert [line.split()[:3] for line in listed[1:]] == [["keep", "stopped", INSTALLABLE]]
+        assert [line.split()[:3] for line in listed[1:]] == [["keep", "stopped", SIGNED]]
+        assert stat.S_IMODE((vm_dir / "tpm").stat().st_mode) == 0o700
         podman("start", name)
         wait_for_log(name, "VM up in", time.monotonic() + BOOT_DEADLINE, times=2)
+        assert ssh(UNSEAL) == "s3cret"
         rolls_back_across_a_reboot(name, ssh)
         # bootc-box stop ends the box's main command: the box exits, and
         # podman kills the exec session with it (137) unless it ended first.
@@ -347,13 +408,13 @@ def test_a_vm_keeps_its_state_across_podman_stop_start_and_bootc_box_stop_start(
     desk_argv = box_argv("sleep", "infinity", volume=volume.name, options=("-d", "--name", desk))
     subprocess.run(desk_argv, check=True, capture_output=True)
     try:
-        # start returns once QEMU runs; that the disk keeps what the guest
-        # wrote across a power-off, podman stop and start showed above.
+        # start returns once QEMU runs; ssh waits for the guest to answer.
         podman("exec", desk, "bootc-box", "start", "keep")
         twice = subprocess.run(["podman", "exec", desk, "bootc-box", "start", "keep"],
                                capture_output=True, text=True, check=False)  # fmt: skip
         assert twice.returncode == 125
         assert "VM keep is already running" in twice.stderr
+        assert podman("exec", desk, "bootc-box", "ssh", "keep", "--", UNSEAL) == "s3cret"
         assert podman("exec", desk, "bootc-box", "rm", "--force", "keep") == "keep"
         assert not vm_dir.exists()
     finally:
@@ -432,10 +493,11 @@ def test_a_disk_too_small_fails_with_the_installer_lines_and_leaves_nothing(
         "bootc-box: error: bootc install to-disk failed in the installer VM (status "
     )
     assert "Booting the installer of" in result.stderr
-    assert sum(e.count("into a store of its own") for e in installs.stderrs()) == 1
+    # One store per image: the installable fixture's, for its three runs, and the signed one's.
+    assert sum(e.count("into a store of its own") for e in installs.stderrs()) == 2
     assert list(installs.small_dir.iterdir()) == []
-    # The raw disk: the failed install added no entry.
-    assert len(installs.disks_after) == 1
+    # The raw disk and the signed one: the failed install added no entry.
+    assert len(installs.disks_after) == 2
     assert volume.nested_containers() == []
     assert volume.leftovers() == []
     assert host_state().processes <= installs.host_before.processes

@@ -244,9 +244,7 @@ def readme_option_rows(header: str) -> list[tuple[list[str], str]]:
 
 def test_every_run_option_the_readme_documents_exists_with_its_default() -> None:
     run = cli.commands["run"]
-    params = {
-        name: p for p in (*run.params, *cli.params) for name in (*p.opts, *p.secondary_opts)
-    }
+    params = {name: p for p in (*run.params, *cli.params) for name in (*p.opts, *p.secondary_opts)}
     rows = readme_option_rows("| option | meaning | default |")
     assert len(rows) > 20
     for names, default in rows:

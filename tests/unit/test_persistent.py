@@ -110,7 +110,12 @@ def test_a_kept_vm_boots_with_the_firmware_and_tpm_it_was_made_with(
 ) -> None:
     keep_on_a_base_disk(dirs, dataclasses.replace(VM, firmware="uefi-secure", tpm=True))
     booted: list[RunSpec] = []
-    monkeypatch.setattr(persistent, "run_vm", lambda spec: booted.append(spec) or 0)
+
+    def run_vm(spec: RunSpec) -> int:
+        booted.append(spec)
+        return 0
+
+    monkeypatch.setattr(persistent, "run_vm", run_vm)
     assert run_start(("web",)) == 0
     # The same run line, naming them or not.
     for asked in (MachineOptions(), MachineOptions(firmware=FirmwareChoice.UEFI_SECURE, tpm=True)):

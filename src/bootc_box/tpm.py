@@ -62,11 +62,15 @@ def swtpm_argv(binary: Path, spec: TpmSpec, log_file: Path) -> list[str]:
 
 
 def check_state_dir(state: Path) -> None:
-    """The state directory as swtpm needs it, never one reached through a
-    link: a kept VM's lies in /cache, which other boxes may write."""
-    if state.is_symlink() or (state.exists() and not state.is_dir()):
+    """The state directory as swtpm needs it, with nothing in it reached
+    through a link: a kept VM's lies in /cache, which other boxes may
+    write, and swtpm writes its files by name."""
+    planted = state.is_symlink() or (state.exists() and not state.is_dir())
+    if not planted and state.is_dir():
+        planted = any(entry.is_symlink() or not entry.is_file() for entry in state.iterdir())
+    if planted:
         raise BootcBoxError(
-            f"the TPM state {state} is not a directory bootc-box made",
+            f"the TPM state {state} is not what swtpm left there",
             f"remove {state} (what was sealed to the TPM is lost), or the VM with bootc-box rm",
         )
     state.mkdir(mode=0o700, exist_ok=True)

@@ -98,3 +98,36 @@ def test_a_hostile_console_line_is_quoted_short_and_harmless(console: Path) -> N
     assert "\x1b" not in failure.message
     assert "\x9b" not in failure.message
     assert "You are in emergency mode" in failure.message
+
+
+# What OVMF printed for the installable fixture's unsigned systemd-boot
+# under --firmware uefi-secure (seen in the e2e run).
+REFUSED = (
+    b'BdsDxe: loading Boot0001 "UEFI Misc Device" from PciRoot(0x0)/Pci(0x1,0x0)\r\n'
+    b'BdsDxe: failed to load Boot0001 "UEFI Misc Device" from PciRoot(0x0)/Pci(0x1,0x0):'
+    b" Access Denied\r\n"
+)
+
+
+def test_secure_boot_refusing_the_loader_ends_the_boot_with_the_firmwares_line(
+    console: Path,
+) -> None:
+    watch = FailureWatch(console)
+    say(console, REFUSED[:60])
+    assert watch.failure(0.0) is None
+    say(console, REFUSED[60:])
+    failure = watch.failure(1.0)
+    assert failure is not None
+    assert failure.message == (
+        "Secure Boot refused the disk's boot loader: it has no signature the firmware trusts"
+        " (console: 'BdsDxe: failed to load Boot0001 \"UEFI Misc Device\" from"
+        " PciRoot(0x0)/Pci(0x1,0x0): Access Denied')"
+    )
+    assert "--firmware uefi" in str(failure.hint)
+    # No guest ran: nothing to power off.
+    assert watch.before_os
+    guest = console.with_name("guest.log")
+    say(guest, EMERGENCY)
+    shell = FailureWatch(guest)
+    assert shell.failure(0.0) is not None
+    assert not shell.before_os

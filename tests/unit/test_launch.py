@@ -11,9 +11,9 @@ from bootc_box.assembly import Prepared, file_servers, vm_spec
 from bootc_box.binds import parse_bind, squashed_to
 from bootc_box.boot import Disk, Firmware, FirmwareBoot, KernelBoot
 from bootc_box.credentials import Login, new_login
-from bootc_box.environment import zero_is_host_root
+from bootc_box.environment import Environment, zero_is_host_root
 from bootc_box.images import PullOptions
-from bootc_box.launch import runs_over_serial
+from bootc_box.launch import may_warm, runs_over_serial
 from bootc_box.machine_options import MachineOptions
 from bootc_box.qemu import Accel, qemu_argv
 from bootc_box.run_spec import DiskSource, ImageSource, RunSpec, Transport, what_to_boot
@@ -184,3 +184,12 @@ def test_the_command_goes_over_serial_from_a_state_saved_with_the_unit_waiting(
     start = Start(login, restore=Snapshot(entry) if restored else None)
     spec = RunSpec(ImageSource("img"), command=("true",), no_input=no_input)
     assert runs_over_serial(spec, prepared, start) is serial
+
+
+def test_a_run_with_a_tpm_never_uses_saved_states() -> None:
+    """Restored from one state, every run would have the same TPM seeds."""
+    kept = Environment(in_box=True, cache_kept=True)
+    image = RunSpec(ImageSource("localhost/img"))
+    assert may_warm(image, kept)
+    assert not may_warm(dataclasses.replace(image, machine=MachineOptions(tpm=True)), kept)
+    assert may_warm(dataclasses.replace(image, machine=MachineOptions(tpm=False)), kept)

@@ -38,8 +38,14 @@ def test_the_state_directory_is_made_private_and_never_reached_through_a_link(
     elsewhere.mkdir()
     planted = tmp_path / "planted"
     planted.symlink_to(elsewhere)
-    with pytest.raises(BootcBoxError, match="is not a directory bootc-box made"):
+    with pytest.raises(BootcBoxError, match="is not what swtpm left there"):
         check_state_dir(planted)
+    # Nor a link in its place of one of swtpm's files, which it would write through.
+    (state / "tpm2-00.permall").write_bytes(b"state")
+    check_state_dir(state)
+    (state / "tpm2-00.volatilestate").symlink_to(tmp_path / "victim")
+    with pytest.raises(BootcBoxError, match="is not what swtpm left there"):
+        check_state_dir(state)
     (tmp_path / "file").write_text("")
     with pytest.raises(BootcBoxError):
         check_state_dir(tmp_path / "file")

@@ -120,7 +120,7 @@ def test_secure_boot_refusing_the_loader_ends_the_boot_with_the_firmwares_line(
     assert failure is not None
     assert failure.message == (
         "Secure Boot refused the disk's boot loader: it has no signature the firmware trusts"
-        " (console: 'BdsDxe: failed to load Boot0001 \"UEFI Misc Device\" from"
+        ' (console: \'BdsDxe: failed to load Boot0001 "UEFI Misc Device" from'
         " PciRoot(0x0)/Pci(0x1,0x0): Access Denied')"
     )
     assert "--firmware uefi" in str(failure.hint)

@@ -254,7 +254,7 @@ def test_secure_boot_refuses_an_unsigned_boot_loader_at_once_and_cleanly(
     refused = box(volume, outdir, "run", "--disk", str(raw.disk), "--transient",
                   "--firmware", "uefi-secure", "--", "true")  # fmt: skip
     assert refused.returncode == 125, refused.stderr
-    [error] = [line for line in refused.stderr.splitlines() if "error:" in line]
+    [error] = [line for line in refused.stderr.splitlines() if line.startswith("bootc-box: error:")]
     assert error.startswith(
         "bootc-box: error: Secure Boot refused the disk's boot loader: it has no signature the"
         " firmware trusts (console: 'BdsDxe: failed to load Boot"
@@ -295,12 +295,13 @@ def test_runs_of_one_key_share_one_install(
 
 @pytest.fixture
 def v2() -> Iterator[str]:
-    """The installable fixture's next version, built on the host as a user
-    builds theirs: one file more."""
-    image = "localhost/bootc-box-installable-v2:latest"
+    """The signed fixture's next version, built on the host as a user
+    builds theirs: one file more (and its TPM libraries, which a secret
+    sealed in v1 needs to be read back in v2)."""
+    image = "localhost/bootc-box-signed-v2:latest"
     subprocess.run(
         ["podman", "build", "-q", "-t", image, "-f", "-"],
-        input=f"FROM {INSTALLABLE}\nRUN echo v2 > /usr/share/bootc-box-v2\n",
+        input=f"FROM {SIGNED}\nRUN echo v2 > /usr/share/bootc-box-v2\n",
         text=True, check=True, capture_output=True,
     )  # fmt: skip
     yield image
@@ -429,10 +430,11 @@ def test_a_vm_keeps_its_state_across_podman_stop_start_and_bootc_box_stop_start(
 def test_cache_prune_removes_the_disks_no_run_and_no_vm_uses(
     raw: Installed, volume: CacheVolume, outdir: Path
 ) -> None:
-    """After the VM that kept its state was removed, above."""
+    """After the VM that kept its state was removed, above: the installable
+    fixture's disk and the signed one's it was built on."""
     pruned = box(volume, outdir, "cache", "prune", timeout=120)
     assert pruned.returncode == 0, pruned.stderr
-    assert " 1 cached disks and 0 half-made VMs" in pruned.stderr
+    assert " 2 cached disks and 0 half-made VMs" in pruned.stderr
     assert cached_disks(volume) == []
 
 

@@ -4,6 +4,7 @@ up through its guest's reboots, as one booted cold and one restored from
 the session's saved state. Both VMs run at once in one long-lived box, so
 that their boots and reboots share the host's two cores."""
 
+import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -108,6 +109,8 @@ def test_a_provisioned_vm_and_a_restored_one_come_back_from_their_reboots(box: B
         "--add-swap", "128M",
         "--ignition", f"{files}/config.ign",
         "--bind-storage-ro",
+        # Cold anyway (its disks): the TPM costs no restore here.
+        "--tpm",
         FIXTURE,
     )  # fmt: skip
     assert provisioned.returncode == 0, provisioned.stderr
@@ -129,6 +132,11 @@ def test_a_provisioned_vm_and_a_restored_one_come_back_from_their_reboots(box: B
     assert facts[9] == IGNITION  # as the guest's fw_cfg driver reads it
     # The host's image store, for podman in the guest's logins.
     assert facts[10:12] == ["additionalimagestore=/run/host-container-storage", "store"]
+    # --tpm on an image: a TPM 2.0 on the CRB interface, with the kernel booted directly.
+    tpm = box.ssh("p", "cat /sys/class/tpm/tpm0/tpm_version_major; ls /dev/tpmrm0")
+    assert tpm.split() == ["2", "/dev/tpmrm0"]
+    inspected = json.loads(box.bootc_box("inspect", "--json", "p").stdout)
+    assert (inspected["firmware"], inspected["tpm"]) == (None, True)
     w_boot = box.ssh("w", "cat /proc/sys/kernel/random/boot_id; touch /etc/written")
     logs = box.bootc_box("logs", "w").stdout
     assert "Restoring" in logs

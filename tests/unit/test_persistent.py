@@ -82,17 +82,23 @@ def keep_on_a_base_disk(root: Path, vm: KeptVm) -> tuple[Path, Path]:
     return keep(root, dataclasses.replace(vm, disk_key=options.key)), base
 
 
-def test_a_kept_vm_boots_its_overlay_on_the_base_disk_as_recorded_not_as_its_header_says(
-    dirs: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    directory, base = keep_on_a_base_disk(dirs, VM)
-    booted: list[RunSpec] = []
+@pytest.fixture
+def booted(monkeypatch: pytest.MonkeyPatch) -> list[RunSpec]:
+    """What the kept VMs' runs ask run_vm to boot (it boots nothing)."""
+    specs: list[RunSpec] = []
 
     def run_vm(spec: RunSpec) -> int:
-        booted.append(spec)
+        specs.append(spec)
         return 0
 
     monkeypatch.setattr(persistent, "run_vm", run_vm)
+    return specs
+
+
+def test_a_kept_vm_boots_its_overlay_on_the_base_disk_as_recorded_not_as_its_header_says(
+    dirs: Path, booted: list[RunSpec]
+) -> None:
+    directory, base = keep_on_a_base_disk(dirs, VM)
     assert run_start(("web",)) == 0
     [spec] = booted
     assert isinstance(spec.source, DiskSource)
@@ -106,16 +112,9 @@ def test_a_kept_vm_boots_its_overlay_on_the_base_disk_as_recorded_not_as_its_hea
 
 
 def test_a_kept_vm_boots_with_the_firmware_and_tpm_it_was_made_with(
-    dirs: Path, monkeypatch: pytest.MonkeyPatch
+    dirs: Path, booted: list[RunSpec]
 ) -> None:
     keep_on_a_base_disk(dirs, dataclasses.replace(VM, firmware="uefi-secure", tpm=True))
-    booted: list[RunSpec] = []
-
-    def run_vm(spec: RunSpec) -> int:
-        booted.append(spec)
-        return 0
-
-    monkeypatch.setattr(persistent, "run_vm", run_vm)
     assert run_start(("web",)) == 0
     # The same run line, naming them or not.
     for asked in (MachineOptions(), MachineOptions(firmware=FirmwareChoice.UEFI_SECURE, tpm=True)):

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""What Secure Boot and a TPM cost a disk boot: the signed fixture installed
-once with to-disk, then `podman run ... BOX run --disk DISK --transient ...
--- true` with plain UEFI (the baseline: the same disk, shim and systemd-boot
-starting unchecked), with --firmware uefi-secure (OVMF's SMM build, every
-loader and the kernel checked), and with --tpm too (swtpm started, the
-firmware and shim measuring into it). Medians of RUNS runs of each, split
-into bootc-box's phases as bench/phases.py splits them, and each total as a
+"""What Secure Boot and a TPM cost a disk boot: the installable fixture
+(which ships Debian's signed boot chain) installed once with to-disk, then
+`podman run ... BOX run --disk DISK --transient ... -- true` with plain
+UEFI (the baseline: the same disk, shim and systemd-boot starting
+unchecked), with --firmware uefi-secure (OVMF's SMM build, every loader and
+the kernel checked), and with --tpm too (swtpm started, the firmware and
+shim measuring into it). Medians of RUNS runs of each, split into
+bootc-box's phases as bench/phases.py splits them, and each total as a
 ratio to the baseline.
 Usage: bench/secure_boot.py [RUNS] [--json FILE]   (default 3 runs of each)"""
 
@@ -20,7 +21,7 @@ from pathlib import Path
 from phases import medians, run_phases
 from warm_start import BOX, HOST_STORE
 
-SIGNED = "localhost/bootc-box-signed:latest"
+INSTALLABLE = "localhost/bootc-box-installable:latest"
 CASES = {
     "uefi": ("--firmware", "uefi"),
     "uefi-secure": ("--firmware", "uefi-secure"),
@@ -42,7 +43,7 @@ def main() -> None:
             mount = ("-v", f"{tmp}:{tmp}")
             subprocess.run(
                 ["podman", "run", "--rm", "--device", "/dev/kvm", "-v", HOST_STORE,
-                 "-v", f"{volume}:/cache", *mount, BOX, "to-disk", SIGNED, str(disk)],
+                 "-v", f"{volume}:/cache", *mount, BOX, "to-disk", INSTALLABLE, str(disk)],
                 check=True, capture_output=True,
             )  # fmt: skip
             for name, options in CASES.items():

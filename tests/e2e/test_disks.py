@@ -26,7 +26,6 @@ from tests.e2e.conftest import (
     BOOT_DEADLINE,
     FIXTURE,
     INSTALLABLE,
-    SIGNED,
     CacheVolume,
     HostState,
     box_argv,
@@ -116,9 +115,6 @@ class Installs:
     """The module's to-disk runs, all started at once on its volume."""
 
     raw: Installed
-    # The signed fixture, with the default options: the kept VM below is
-    # made from its cached disk.
-    signed: "subprocess.CompletedProcess[str]"
     # A qcow2 disk too small for the image, with other options: the install fails.
     small: "subprocess.CompletedProcess[str]"
     small_dir: Path  # where the failed run was to write its disk
@@ -127,7 +123,7 @@ class Installs:
     disks_after: tuple[str, ...]
 
     def stderrs(self) -> list[str]:
-        results = (self.raw.result, self.raw.twin_result, self.signed, self.small)
+        results = (self.raw.result, self.raw.twin_result, self.small)
         return [r.stderr for r in results]
 
 
@@ -155,7 +151,6 @@ def installs(
     runs = {
         "a.raw": start(outdir, INSTALLABLE, str(outdir / "a.raw")),
         "b.raw": start(outdir, INSTALLABLE, str(outdir / "b.raw")),
-        "signed.raw": start(outdir, SIGNED, str(outdir / "signed.raw")),
         # A root partition far smaller than the image: the installer runs out
         # of room within its first seconds of copying, as a too small disk would.
         "small": start(small_dir, "--format", "qcow2", "--disk-size", "700M",
@@ -166,15 +161,13 @@ def installs(
     for name, proc in runs.items():
         stdout, stderr = proc.communicate(timeout=BOOT_DEADLINE)
         results[name] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-    for name in ("a.raw", "b.raw", "signed.raw"):
+    for name in ("a.raw", "b.raw"):
         assert results[name].returncode == 0, results[name].stderr
     raws = {name: results[name] for name in ("a.raw", "b.raw")}
     [(disk, result)] = [(n, r) for n, r in raws.items() if "(installed)" in r.stderr]
     [(twin, twin_result)] = [(n, r) for n, r in raws.items() if n != disk]
-    (outdir / "signed.raw").unlink()  # the kept VM boots the cached copy
     return Installs(
         Installed(outdir / disk, result, outdir / twin, twin_result),
-        results["signed.raw"],
         results["small"],
         small_dir,
         host_before,
@@ -188,13 +181,11 @@ def raw(installs: Installs) -> Installed:
 
 
 def test_to_disk_installs_with_the_image_bootc_from_the_shared_store(
-    raw: Installed, installs: Installs, outdir: Path
+    raw: Installed, outdir: Path
 ) -> None:
     out = raw.result.stdout + raw.result.stderr
-    # The boot loader the image ships: a signed chain only in the signed fixture.
-    assert "bootc (stand-in): boot loader: systemd-boot, unsigned" in out
-    signed = installs.signed.stdout + installs.signed.stderr
-    assert "bootc (stand-in): boot loader: shim and systemd-boot, signed for Secure Boot" in signed
+    # The boot loader the image ships: the signed chain, as for Secure Boot.
+    assert "bootc (stand-in): boot loader: shim and systemd-boot, signed for Secure Boot" in out
     # The stand-in found the image in a store bootc-box shared into the VM.
     assert "found in /run/bootc-box/stores/0" in out
     # The VM was given this image alone: no other image, container, volume
@@ -245,13 +236,47 @@ def test_the_disk_boots_under_uefi_and_keeps_what_the_guest_writes(
     assert volume.leftovers() == []
 
 
+ESP_START = 1 << 20  # bytes: the partition begins at 1 MiB, sector 2048
+ESP_DISK_SIZE = 64 << 20
+
+
+def unsigned_loader_disk(path: Path) -> Path:
+    """A disk whose ESP holds systemd-boot as Debian builds it, with no
+    signature, as the removable-media loader: what a disk made from an
+    image that ships no signed chain boots first. An MBR with one EFI
+    System partition, a FAT file system (dosfstools) and the file copied in
+    (mtools), all on the host: no install for one refusal."""
+    loader = path.with_name("systemd-bootx64.efi")
+    loader.write_bytes(subprocess.run(
+        ["podman", "run", "--rm", "--entrypoint", "cat", INSTALLABLE,
+         "/usr/lib/systemd/boot/efi/systemd-bootx64.efi"],
+        check=True, capture_output=True,
+    ).stdout)  # fmt: skip
+    sectors = (ESP_DISK_SIZE - ESP_START) // 512
+    entry = bytes([0, 0, 0, 0, 0xEF, 0, 0, 0])
+    entry += (ESP_START // 512).to_bytes(4, "little") + sectors.to_bytes(4, "little")
+    with path.open("wb") as disk:
+        disk.truncate(ESP_DISK_SIZE)
+        disk.seek(446)
+        disk.write(entry + bytes(48) + b"\x55\xaa")
+    image = f"{path}@@{ESP_START}"
+    for argv in (
+        ["mkfs.vfat", "--offset", str(ESP_START // 512), str(path), str(sectors // 2)],
+        ["mmd", "-i", image, "::/EFI", "::/EFI/BOOT"],
+        ["mcopy", "-i", image, str(loader), "::/EFI/BOOT/BOOTX64.EFI"],
+    ):
+        subprocess.run(argv, check=True, capture_output=True)
+    loader.unlink()
+    return path
+
+
 def test_secure_boot_refuses_an_unsigned_boot_loader_at_once_and_cleanly(
-    raw: Installed, volume: CacheVolume, outdir: Path
+    volume: CacheVolume, tmp_path: Path
 ) -> None:
-    """The installable fixture's loader is systemd-boot as Debian builds
-    it, with no signature: Microsoft's keys do not let it start."""
+    """Microsoft's keys do not let an unsigned systemd-boot start."""
+    disk = unsigned_loader_disk(tmp_path / "unsigned.raw")
     before = host_state()
-    refused = box(volume, outdir, "run", "--disk", str(raw.disk), "--transient",
+    refused = box(volume, tmp_path, "run", "--disk", str(disk), "--transient",
                   "--firmware", "uefi-secure", "--", "true")  # fmt: skip
     assert refused.returncode == 125, refused.stderr
     [error] = [line for line in refused.stderr.splitlines() if line.startswith("bootc-box: error:")]
@@ -276,8 +301,8 @@ def test_runs_of_one_key_share_one_install(
     assert "Booting" not in result.stderr  # no installer VM
     assert "(copied from the cache)" in result.stderr.splitlines()[-1]
     listing = json.loads(box(volume, outdir, "cache", "ls", "--json", timeout=120).stdout)
-    # One disk of these options, and no other of this image (the qcow2 install failed).
-    [disk] = [d for d in listing["disks"] if d["options"]["source"] == INSTALLABLE]
+    # One disk of these options, and no other (the qcow2 install failed).
+    [disk] = listing["disks"]
     assert disk["options"]["kargs"] == []
     assert (disk["options"]["format"], disk["options"]["filesystem"]) == ("raw", "ext4")
     assert disk["options"]["size"] == 10 << 30
@@ -285,7 +310,7 @@ def test_runs_of_one_key_share_one_install(
     table = box(volume, outdir, "cache", "ls", timeout=120).stdout.splitlines()
     disk_rows = table[table.index(next(t for t in table if t.startswith("DISK"))) :]
     assert disk_rows[0].split()[:6] == ["DISK", "IMAGE", "ID", "FORMAT", "SIZE", "FILESYSTEM"]
-    assert [row.split()[2:6] for row in disk_rows[1:]] == [["raw", "10.0", "GiB", "ext4"]] * 2
+    assert [row.split()[2:6] for row in disk_rows[1:]] == [["raw", "10.0", "GiB", "ext4"]]
     # The copy is the installed disk, byte for byte (the boots above wrote
     # to the installer's output, so compare with the cache's own file).
     cached = volume.path / "disks" / disk["key"] / "disk.raw"
@@ -295,13 +320,12 @@ def test_runs_of_one_key_share_one_install(
 
 @pytest.fixture
 def v2() -> Iterator[str]:
-    """The signed fixture's next version, built on the host as a user
-    builds theirs: one file more (and its TPM libraries, which a secret
-    sealed in v1 needs to be read back in v2)."""
-    image = "localhost/bootc-box-signed-v2:latest"
+    """The installable fixture's next version, built on the host as a user
+    builds theirs: one file more."""
+    image = "localhost/bootc-box-installable-v2:latest"
     subprocess.run(
         ["podman", "build", "-q", "-t", image, "-f", "-"],
-        input=f"FROM {SIGNED}\nRUN echo v2 > /usr/share/bootc-box-v2\n",
+        input=f"FROM {INSTALLABLE}\nRUN echo v2 > /usr/share/bootc-box-v2\n",
         text=True, check=True, capture_output=True,
     )  # fmt: skip
     yield image
@@ -348,7 +372,7 @@ def secure_boot_and_a_tpm_are_there(box_name: str, ssh: Callable[[str], str]) ->
 
 
 def test_a_vm_keeps_its_state_across_podman_stop_start_and_bootc_box_stop_start(
-    installs: Installs, volume: CacheVolume, v2: str
+    raw: Installed, volume: CacheVolume, v2: str
 ) -> None:
     """`run --persistent` in a `podman run -d` box, under Secure Boot with a
     TPM: podman stop and start of the box power the VM off and boot it again
@@ -362,7 +386,7 @@ def test_a_vm_keeps_its_state_across_podman_stop_start_and_bootc_box_stop_start(
     vm_dir = volume.path / "vms" / "keep"
     subprocess.run(
         box_argv("run", "--persistent", "--name", "keep", "--bind-storage-ro",
-                 "--firmware", "uefi-secure", "--tpm", "--karg", "bootc_box.sb_karg=1", SIGNED,
+                 "--firmware", "uefi-secure", "--tpm", "--karg", "bootc_box.sb_karg=1", INSTALLABLE,
                  volume=volume.name, options=("-d", "--name", name)),
         check=True, capture_output=True,
     )  # fmt: skip
@@ -376,7 +400,7 @@ def test_a_vm_keeps_its_state_across_podman_stop_start_and_bootc_box_stop_start(
         wait_for_log(name, "VM up in", time.monotonic() + BOOT_DEADLINE)
         logs = container_logs(name)
         assert "Made VM keep, which keeps its state" in logs
-        assert "installer" not in logs  # built on the cached disk of the signed install
+        assert "installer" not in logs  # built on the cached disk of `raw`
         secure_boot_and_a_tpm_are_there(name, ssh)
         assert ssh("echo one > /var/persist; echo written") == "written"
         switched = ssh(f"bootc switch --transport containers-storage {v2} && bootc status")
@@ -389,7 +413,7 @@ def test_a_vm_keeps_its_state_across_podman_stop_start_and_bootc_box_stop_start(
             box_argv("list", volume=volume.name, options=("--rm",)),
             capture_output=True, text=True, check=True,
         ).stdout.splitlines()  # fmt: skip
-        assert [line.split()[:3] for line in listed[1:]] == [["keep", "stopped", SIGNED]]
+        assert [line.split()[:3] for line in listed[1:]] == [["keep", "stopped", INSTALLABLE]]
         assert stat.S_IMODE((vm_dir / "tpm").stat().st_mode) == 0o700
         podman("start", name)
         wait_for_log(name, "VM up in", time.monotonic() + BOOT_DEADLINE, times=2)
@@ -430,11 +454,10 @@ def test_a_vm_keeps_its_state_across_podman_stop_start_and_bootc_box_stop_start(
 def test_cache_prune_removes_the_disks_no_run_and_no_vm_uses(
     raw: Installed, volume: CacheVolume, outdir: Path
 ) -> None:
-    """After the VM that kept its state was removed, above: the installable
-    fixture's disk and the signed one's it was built on."""
+    """After the VM that kept its state was removed, above."""
     pruned = box(volume, outdir, "cache", "prune", timeout=120)
     assert pruned.returncode == 0, pruned.stderr
-    assert " 2 cached disks and 0 half-made VMs" in pruned.stderr
+    assert " 1 cached disks and 0 half-made VMs" in pruned.stderr
     assert cached_disks(volume) == []
 
 
@@ -495,11 +518,10 @@ def test_a_disk_too_small_fails_with_the_installer_lines_and_leaves_nothing(
         "bootc-box: error: bootc install to-disk failed in the installer VM (status "
     )
     assert "Booting the installer of" in result.stderr
-    # One store per image: the installable fixture's, for its three runs, and the signed one's.
-    assert sum(e.count("into a store of its own") for e in installs.stderrs()) == 2
+    assert sum(e.count("into a store of its own") for e in installs.stderrs()) == 1
     assert list(installs.small_dir.iterdir()) == []
-    # The raw disk and the signed one: the failed install added no entry.
-    assert len(installs.disks_after) == 2
+    # The raw disk: the failed install added no entry.
+    assert len(installs.disks_after) == 1
     assert volume.nested_containers() == []
     assert volume.leftovers() == []
     assert host_state().processes <= installs.host_before.processes

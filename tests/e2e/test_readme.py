@@ -109,8 +109,8 @@ NEEDS = {
     "podman run -d --name web": "run --persistent installs the image as to-disk does: it needs"
     " an image that ships bootc (tests/e2e/test_disks.py runs it on the installable fixture)",
     "podman run -d --name sb": "run --persistent --firmware uefi-secure needs an image that"
-    " ships bootc and a signed boot chain (tests/e2e/test_disks.py runs this flow on the signed"
-    " fixture)",
+    " ships bootc and a signed boot chain (tests/e2e/test_disks.py runs this flow on the"
+    " installable fixture)",
     "podman build -t localhost/my-image:v2 .": "an upgrade needs an image that ships bootc"
     " (tests/e2e/test_disks.py runs this flow on the installable fixture with its stand-in"
     " bootc)",

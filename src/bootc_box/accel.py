@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bootc_box.boot import Boot, Firmware, FirmwareBoot
+from bootc_box.boot import Boot, FirmwareBoot
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
 from bootc_box.kvm_verdicts import (
@@ -54,14 +54,20 @@ def kvm_unusable_reason(kvm: Path) -> str | None:
     return None
 
 
+def probed_boot(boot: Boot, tmp: Path) -> Boot:
+    """The boot the probe makes: the firmware as the VM's (Secure Boot's in
+    SMM too) writing its variables to a copy in `tmp`, never to a VM's own."""
+    if not isinstance(boot, FirmwareBoot):
+        return boot
+    variables = tmp / "vars.fd"
+    shutil.copyfile(boot.firmware.vars, variables)
+    return dataclasses.replace(boot, firmware=dataclasses.replace(boot.firmware, vars=variables))
+
+
 def probe_kvm(qemu: str, boot: Boot, timeout: float = PROBE_TIMEOUT) -> ProbeResult:
     with tempfile.TemporaryDirectory(prefix="bootc-box-probe-") as tmp:
         console, errors = Path(tmp, "console"), Path(tmp, "stderr")
-        if isinstance(boot, FirmwareBoot):
-            # The firmware writes its variables: to a copy, never to a VM's own.
-            variables = Path(tmp, "vars.fd")
-            shutil.copyfile(boot.firmware.vars, variables)
-            boot = dataclasses.replace(boot, firmware=Firmware(boot.firmware.code, variables))
+        boot = probed_boot(boot, Path(tmp))
 
         def firmware_spoke() -> bool:
             return (
@@ -101,7 +107,10 @@ def probe_kvm(qemu: str, boot: Boot, timeout: float = PROBE_TIMEOUT) -> ProbeRes
 
 def probe_or_recall(qemu: str, boot: Boot, env: Environment) -> ProbeResult:
     """The verdict of an earlier probe on this host boot, or a new probe's."""
-    kind = "firmware" if isinstance(boot, FirmwareBoot) else "kernel"
+    kind = "kernel"
+    if isinstance(boot, FirmwareBoot):
+        # Secure Boot's firmware runs in SMM too, which a KVM may not do.
+        kind = "secure firmware" if boot.firmware.secure else "firmware"
     try:
         boot_id = host_boot_id()
         key = verdict_key(qemu, KVM_DEVICE, kind, boot_id)

@@ -36,6 +36,22 @@ FAILURES = (
         " (the shim distributions ship, signed by Microsoft's UEFI CA)",
         before_os=True,
     ),
+    # systemd-boot, when shim finds no trusted signature on the kernel.
+    Failure(
+        re.compile(rb"Error loading \\[^\r\n]{0,200}: Security violation"),
+        "Secure Boot refused the disk's kernel: shim found no signature it trusts on it",
+        "boot the disk with --firmware uefi, or install a kernel its distribution signed"
+        " (Debian's linux-image-*, Fedora's kernel-core) rather than one built unsigned",
+        before_os=True,
+    ),
+    # The firmware tried every boot entry; next it waits for a key.
+    Failure(
+        re.compile(rb"BdsDxe: No bootable option or device was found"),
+        "the firmware found nothing it could boot on the disk",
+        "boot a disk made by bootc-box to-disk or bootc install, with an EFI system partition"
+        " (--console shows what the firmware tried)",
+        before_os=True,
+    ),
     Failure(
         re.compile(rb"Kernel panic - not syncing"),
         "the guest's kernel panicked",

@@ -2,7 +2,9 @@
 Secure Boot (--firmware uefi) or with it on (--firmware uefi-secure)."""
 
 import enum
+import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,9 +100,14 @@ def vm_firmware(ovmf: Ovmf, directory: Path, variables: Path | None = None) -> F
         )
     if not variables.exists():
         # Beside it, then renamed: a VM that keeps its state must never be
-        # left with half a store.
-        partial = variables.with_name(f".{variables.name}.partial")
-        shutil.copyfile(ovmf.vars_template, partial)
-        partial.chmod(0o600)
-        partial.rename(variables)
+        # left with half a store. A new file of a name of its own
+        # (mkstemp: O_EXCL, 0600), never one a writer of /cache put there.
+        fd, partial = tempfile.mkstemp(prefix=f".{variables.name}.", dir=variables.parent)
+        try:
+            with os.fdopen(fd, "wb") as out, ovmf.vars_template.open("rb") as template:
+                shutil.copyfileobj(template, out)
+            os.rename(partial, variables)
+        except BaseException:
+            Path(partial).unlink(missing_ok=True)
+            raise
     return Firmware(ovmf.code, variables, ovmf.secure)

@@ -28,13 +28,14 @@ from bootc_box.detach import SUPERVISOR_LOG, start_detached
 from bootc_box.disks import open_disk
 from bootc_box.environment import Environment, probe_environment
 from bootc_box.errors import BootcBoxError
-from bootc_box.firmware import FirmwareChoice, require_ovmf, vm_firmware
+from bootc_box.firmware import require_ovmf, vm_firmware
 from bootc_box.host_memory import check_host_memory
 from bootc_box.identity import new_host_keys
 from bootc_box.images import check_archive, mount_image, parse_image_ref, resolve_image
 from bootc_box.kargs import image_kargs
 from bootc_box.locks import hold_lock
 from bootc_box.machine import BootAgain, Machine, start_machine
+from bootc_box.machine_options import MachineOptions
 from bootc_box.network import free_port
 from bootc_box.processes import last_line
 from bootc_box.progress import Progress, start_progress
@@ -92,7 +93,6 @@ def run_vm(spec: RunSpec, *, installer: bool = False) -> int:
             spec = dataclasses.replace(
                 spec, source=dataclasses.replace(source, disk=open_disk(source.disk, env))
             )
-            require_ovmf(spec.machine.firmware or FirmwareChoice.UEFI)
         case ImageSource(image):
             if spec.machine.firmware is not None:
                 raise BootcBoxError(
@@ -102,8 +102,7 @@ def run_vm(spec: RunSpec, *, installer: bool = False) -> int:
                     " or leave --firmware out",
                 )
             check_archive(parse_image_ref(image), env)
-    if spec.machine.tpm:
-        require_swtpm()
+    require_devices(spec.machine, disk=isinstance(spec.source, DiskSource))
     if spec.exec_transport is Transport.SERIAL and not isinstance(spec.source, ImageSource):
         raise BootcBoxError(
             "--exec-transport serial is for images only: a disk boots its own units",
@@ -128,6 +127,15 @@ def run_vm(spec: RunSpec, *, installer: bool = False) -> int:
     return supervise(spec, env, qemu, directory)
 
 
+def require_devices(machine: MachineOptions, *, disk: bool) -> None:
+    """What the machine's firmware and TPM need on this host, checked before
+    anything is made for it (a kept VM's disk too)."""
+    if disk:
+        require_ovmf(machine.firmware_choice)
+    if machine.tpm:
+        require_swtpm()
+
+
 def supervise(spec: RunSpec, env: Environment, qemu: str, directory: Path) -> int:
     with ExitStack() as stack:
         vm = stack.enter_context(supervise_vm(directory, spec.title, detached=spec.detach))
@@ -143,7 +151,7 @@ def supervise(spec: RunSpec, env: Environment, qemu: str, directory: Path) -> in
                     spec, image, env, qemu, vm=vm, progress=progress, stack=stack
                 )
         prepared = provide(spec, prepared, vm.directory, stack)
-        firmware = spec.machine.firmware or FirmwareChoice.UEFI
+        firmware = spec.machine.firmware_choice
         vm.update(
             ssh_key=str(prepared.login.key),
             publish=tuple(str(p) for p in spec.publish),
@@ -261,7 +269,7 @@ def prepare_disk(
 ) -> Prepared:
     """UEFI firmware with the VM's own variable store, the accelerator, the
     login, and the TPM's state: the VM's own when it keeps its state."""
-    ovmf = require_ovmf(spec.machine.firmware or FirmwareChoice.UEFI)
+    ovmf = require_ovmf(spec.machine.firmware_choice)
     firmware = vm_firmware(ovmf, directory, source.efi_vars)
     boot = FirmwareBoot(firmware, source.disk, (*bind_kargs(spec.binds), *spec.machine.kargs))
     accel = choose_accel(spec.machine.accel, qemu, boot, env)

@@ -27,3 +27,7 @@ class MachineOptions:
     # A software TPM 2.0 (--tpm/--no-tpm); None: none, or what a kept VM
     # was made with.
     tpm: bool | None = None
+
+    @property
+    def firmware_choice(self) -> FirmwareChoice:
+        return self.firmware or FirmwareChoice.UEFI

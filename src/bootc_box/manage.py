@@ -113,6 +113,8 @@ def kept_records(env: Environment, records: list[RunRecord]) -> list[RunRecord]:
             supervisor_started=0.0,
             detached=True,
             created=vm.created,
+            firmware=vm.firmware,
+            tpm=vm.tpm,
         )
         for vm in kept
         if vm is not None

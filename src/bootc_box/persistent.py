@@ -15,7 +15,7 @@ from bootc_box.binds import parse_bind
 from bootc_box.boot import Disk
 from bootc_box.environment import Environment, probe_environment
 from bootc_box.errors import BootcBoxError
-from bootc_box.firmware import EFI_VARS, FirmwareChoice, parse_firmware
+from bootc_box.firmware import EFI_VARS, parse_firmware
 from bootc_box.kept_vms import (
     CONFIG,
     LOCK,
@@ -27,7 +27,7 @@ from bootc_box.kept_vms import (
     read_provision,
     write_provision,
 )
-from bootc_box.launch import run_vm
+from bootc_box.launch import require_devices, run_vm
 from bootc_box.machine_options import MachineOptions
 from bootc_box.provision import Provision
 from bootc_box.publish import parse_publish
@@ -62,6 +62,8 @@ def run_persistent(spec: RunSpec) -> int:
         )
     vm = find_kept_vm(env, name)
     if vm is None:
+        # Before the image is installed for a VM that could not boot here.
+        require_devices(spec.machine, disk=True)
         with making_here(env, name):
             vm = create_persistent(env, spec, image)
     elif image not in (vm.image, vm.image_id):
@@ -100,7 +102,7 @@ def create_persistent(env: Environment, spec: RunSpec, image: str) -> KeptVm:
         binds=tuple(str(b) for b in spec.binds),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         allow_host_loopback=spec.allow_host_loopback,
-        firmware=(spec.machine.firmware or FirmwareChoice.UEFI).value,
+        firmware=spec.machine.firmware_choice.value,
         tpm=bool(spec.machine.tpm),
     )
     root = kept_vms_dir(env)
@@ -141,11 +143,14 @@ def kept_hardware(vm: KeptVm, asked: MachineOptions) -> dict[str, Any]:
     kept = {"firmware": parse_firmware(vm.firmware), "tpm": vm.tpm}
     for option, value in (("firmware", asked.firmware), ("tpm", asked.tpm)):
         if value is not None and value != kept[option]:
-            was = f"--firmware {vm.firmware}" if option == "firmware" else (
-                "--tpm" if vm.tpm else "--no-tpm")  # fmt: skip
+            if option == "firmware":
+                made, given = f"made with --firmware {vm.firmware}", "--firmware"
+            else:
+                made = "made with --tpm" if vm.tpm else "made without a TPM"
+                given = "--no-tpm" if vm.tpm else "--tpm"
             raise BootcBoxError(
-                f"VM {vm.name} was made with {was}, and keeps it",
-                f"leave --{option} out to boot it, or remove it with bootc-box rm {vm.name}"
+                f"VM {vm.name} was {made}, and keeps it",
+                f"leave {given} out to boot it, or remove it with bootc-box rm {vm.name}"
                 " and make it again",
             )
     return kept

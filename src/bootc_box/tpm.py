@@ -74,6 +74,7 @@ def check_state_dir(state: Path) -> None:
             f"remove {state} (what was sealed to the TPM is lost), or the VM with bootc-box rm",
         )
     state.mkdir(mode=0o700, exist_ok=True)
+    state.chmod(0o700)
 
 
 def _listening(path: Path) -> bool:
@@ -90,6 +91,13 @@ def start_swtpm(spec: TpmSpec, log_file: Path) -> Iterator["subprocess.Popen[byt
     """swtpm serving the TPM in `spec.state`, until it accepts on its
     control socket; terminated and reaped when the block ends."""
     binary = require_swtpm()
+    for path in (spec.state, spec.socket, log_file):
+        if "," in str(path):
+            # swtpm's options end a value at a comma, and have no escape for one.
+            raise BootcBoxError(
+                f"swtpm cannot use {path}: its path has a comma",
+                "use cache and runtime directories (XDG_CACHE_HOME, XDG_RUNTIME_DIR) without one",
+            )
     check_state_dir(spec.state)
     spec.socket.unlink(missing_ok=True)
     with (
@@ -104,6 +112,8 @@ def start_swtpm(spec: TpmSpec, log_file: Path) -> Iterator["subprocess.Popen[byt
                 f"swtpm exited with status {status}: {last_line(log_file)}",
                 f"see {log_file}",
             ),
-            on_timeout=lambda: BootcBoxError(f"swtpm did not listen on {spec.socket} in 10 s"),
+            on_timeout=lambda: BootcBoxError(
+                f"swtpm did not listen on {spec.socket} in 10 s", f"see {log_file}"
+            ),
         )
         yield proc

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from bootc_box import accel
-from bootc_box.accel import AccelChoice, choose_accel, kvm_unusable_reason
+from bootc_box.accel import AccelChoice, choose_accel, kvm_unusable_reason, probed_boot
 from bootc_box.boot import Disk, Firmware, FirmwareBoot, KernelBoot
 from bootc_box.environment import Environment
 from bootc_box.errors import BootcBoxError
@@ -37,6 +37,21 @@ def test_a_disk_boot_probes_with_the_firmware_and_its_own_variables() -> None:
         "if=pflash,format=raw,unit=1,file=/t/vars.fd",
     ]
     assert argv[argv.index("-serial") + 1] == "file:/t/console"
+
+
+def test_secure_boot_firmware_is_probed_as_it_boots_in_smm_on_a_copy(tmp_path: Path) -> None:
+    own = tmp_path / "efivars.fd"
+    own.write_bytes(b"the VM's own")
+    firmware = Firmware(Path("/fw/SECBOOT.fd"), own, secure=True)
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    boot = probed_boot(FirmwareBoot(firmware, Disk(Path("/d.raw"))), probe)
+    assert isinstance(boot, FirmwareBoot)
+    assert boot.firmware == Firmware(Path("/fw/SECBOOT.fd"), probe / "vars.fd", secure=True)
+    assert (probe / "vars.fd").read_bytes() == b"the VM's own"
+    argv = probe_argv("qemu", boot, probe / "console")
+    assert argv[argv.index("smm=on") - 1 : argv.index("smm=on") + 1] == ["-machine", "smm=on"]
+    assert "driver=cfi.pflash01,property=secure,value=on" in argv
 
 
 def test_kvm_device_checks(tmp_path: Path) -> None:

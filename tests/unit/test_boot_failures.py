@@ -131,3 +131,28 @@ def test_secure_boot_refusing_the_loader_ends_the_boot_with_the_firmwares_line(
     shell = FailureWatch(guest)
     assert shell.failure(0.0) is not None
     assert not shell.before_os
+
+
+def test_a_refused_kernel_is_the_cause_not_the_firmware_giving_up(console: Path) -> None:
+    """What shim, systemd-boot and OVMF printed for a signed chain whose
+    kernel had no signature (seen under --firmware uefi-secure)."""
+    say(console, b"BdsDxe: starting Boot0001 from PciRoot(0x0)/Pci(0x1,0x0)\r\n"
+        b"Verification failed: Security Policy Violation\r\n"
+        b"../src/boot/boot.c:2576@image_start: Error loading \\vmlinuz: Security violation\r\n"
+        b"BdsDxe: No bootable option or device was found.\r\n")  # fmt: skip
+    watch = FailureWatch(console)
+    failure = watch.failure(0.0)
+    assert failure is not None
+    assert failure.message.startswith("Secure Boot refused the disk's kernel: shim found no")
+    assert "vmlinuz: Security violation" in failure.message
+    assert watch.before_os
+
+
+def test_a_disk_with_nothing_to_boot_ends_when_the_firmware_gives_up(console: Path) -> None:
+    say(console, b"BdsDxe: No bootable option or device was found.\r\n"
+        b"BdsDxe: Press any key to enter the Boot Manager Menu.\r\n")  # fmt: skip
+    watch = FailureWatch(console)
+    failure = watch.failure(0.0)
+    assert failure is not None
+    assert failure.message.startswith("the firmware found nothing it could boot on the disk")
+    assert watch.before_os

@@ -6,7 +6,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bootc_box import persistent
+from bootc_box import launch, persistent, tpm
 from bootc_box.base_disks import DiskOptions, commit_disk, installing
 from bootc_box.boot import Disk
 from bootc_box.environment import Environment
@@ -27,7 +27,7 @@ from bootc_box.kept_vms import (
 )
 from bootc_box.locks import hold_lock
 from bootc_box.machine_options import MachineOptions
-from bootc_box.manage import run_rm
+from bootc_box.manage import kept_records, run_rm
 from bootc_box.persistent import run_persistent, run_start
 from bootc_box.qemu import qemu_img_create, qemu_img_create_argv
 from bootc_box.run_spec import DiskSource, ImageSource, RunSpec
@@ -294,3 +294,25 @@ def test_a_kept_vm_planted_as_a_link_is_not_read_locked_or_emptied(
     assert remove_kept_vm(NATIVE, "web")
     assert not (dirs / "web").exists()
     assert sorted(p.name for p in (elsewhere / "web").iterdir()) == [CONFIG]
+
+
+def test_a_vm_whose_tpm_cannot_run_here_is_not_made(
+    dirs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused before its image is installed, not after: nothing is left."""
+    monkeypatch.setattr(tpm, "find_swtpm", lambda: None)
+    # Whether this host has OVMF is not the question.
+    monkeypatch.setattr(launch, "require_ovmf", lambda choice: None)
+    made = []
+    monkeypatch.setattr(persistent, "create_persistent", lambda *args: made.append(args))
+    spec = RunSpec(ImageSource("localhost/img"), name="db", machine=MachineOptions(tpm=True))
+    with pytest.raises(BootcBoxError, match="--tpm needs swtpm, which is not installed here"):
+        run_persistent(spec)
+    assert made == []
+    assert not (dirs / "db").exists()
+
+
+def test_a_stopped_kept_vm_is_listed_with_its_firmware_and_tpm(dirs: Path) -> None:
+    keep(dirs, dataclasses.replace(VM, firmware="uefi-secure", tpm=True))
+    [record] = kept_records(NATIVE, [])
+    assert (record.state, record.firmware, record.tpm) == (VmState.STOPPED, "uefi-secure", True)

@@ -75,8 +75,8 @@ def find_ovmf(
 def require_ovmf(choice: FirmwareChoice = FirmwareChoice.UEFI) -> Ovmf:
     ovmf = find_ovmf(choice)
     if ovmf is None:
-        missing = next(p for p in (ovmf_files(choice).code, ovmf_files(choice).vars_template)
-                       if not p.is_file())  # fmt: skip
+        files = ovmf_files(choice)
+        missing = files.code if not files.code.is_file() else files.vars_template
         raise BootcBoxError(
             f"no UEFI firmware for --firmware {choice.value}: {missing} is missing",
             "install the ovmf package",

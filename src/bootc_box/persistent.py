@@ -8,14 +8,13 @@ import dataclasses
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from bootc_box.base_disks import clone_overlay, recorded_disk, with_base_disk
 from bootc_box.binds import parse_bind
 from bootc_box.boot import Disk
 from bootc_box.environment import Environment, probe_environment
 from bootc_box.errors import BootcBoxError
-from bootc_box.firmware import EFI_VARS, parse_firmware
+from bootc_box.firmware import EFI_VARS
 from bootc_box.kept_vms import (
     CONFIG,
     LOCK,
@@ -133,27 +132,28 @@ def boot_persistent(env: Environment, vm: KeptVm, spec: RunSpec) -> int:
         lock=directory / LOCK,
         tpm_state=directory / TPM_STATE,
     )
-    machine = dataclasses.replace(spec.machine, **kept_hardware(vm, spec.machine))
+    machine = with_kept_hardware(vm, spec.machine)
     return run_vm(dataclasses.replace(spec, source=source, label=vm.image, machine=machine))
 
 
-def kept_hardware(vm: KeptVm, asked: MachineOptions) -> dict[str, Any]:
-    """The firmware and TPM the VM was made with, which its variable store
-    and TPM state belong to: a run line that names others is refused."""
-    kept = {"firmware": parse_firmware(vm.firmware), "tpm": vm.tpm}
-    for option, value in (("firmware", asked.firmware), ("tpm", asked.tpm)):
-        if value is not None and value != kept[option]:
-            if option == "firmware":
-                made, given = f"made with --firmware {vm.firmware}", "--firmware"
-            else:
-                made = "made with --tpm" if vm.tpm else "made without a TPM"
-                given = "--no-tpm" if vm.tpm else "--tpm"
-            raise BootcBoxError(
-                f"VM {vm.name} was {made}, and keeps it",
-                f"leave {given} out to boot it, or remove it with bootc-box rm {vm.name}"
-                " and make it again",
-            )
-    return kept
+def with_kept_hardware(vm: KeptVm, asked: MachineOptions) -> MachineOptions:
+    """`asked` with the firmware and TPM the VM was made with, which its
+    variable store and TPM state belong to: a run line that names others is
+    refused."""
+    kept = vm.machine
+    made = given = ""
+    if asked.firmware not in (None, kept.firmware):
+        made, given = f"made with --firmware {vm.firmware}", "--firmware"
+    elif asked.tpm not in (None, kept.tpm):
+        made = "made with --tpm" if vm.tpm else "made without a TPM"
+        given = "--no-tpm" if vm.tpm else "--tpm"
+    if made:
+        raise BootcBoxError(
+            f"VM {vm.name} was {made}, and keeps it",
+            f"leave {given} out to boot it, or remove it with bootc-box rm {vm.name}"
+            " and make it again",
+        )
+    return dataclasses.replace(asked, firmware=kept.firmware, tpm=kept.tpm)
 
 
 def run_start(names: tuple[str, ...], *, detach: bool = True) -> int:
